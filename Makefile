@@ -1,0 +1,44 @@
+# Tessera's entry points. `make run` and `make test` work on a fresh machine that has
+# only the Rust toolchain: they install the wasm32-wasip2 target themselves.
+SHELL := bash
+CARGO ?= cargo
+WASM_TARGET := wasm32-wasip2
+WASM_DIR := target/wasm-plugins
+# The example plugins that `make run` serves. Test-only plugins (plugins/testing/)
+# are built by the tests themselves and never land in target/plugins.
+EXAMPLES := bank-account
+LISTEN ?= 127.0.0.1:8080
+DATA ?= data
+
+.PHONY: setup plugins run test lint fmt clean
+
+setup:
+	rustup target add $(WASM_TARGET)
+
+plugins: setup
+	$(CARGO) build --manifest-path plugins/Cargo.toml --release --target $(WASM_TARGET) \
+		--target-dir $(WASM_DIR) $(addprefix -p ,$(EXAMPLES))
+	mkdir -p target/plugins
+	for plugin in $(EXAMPLES); do \
+		cp $(WASM_DIR)/$(WASM_TARGET)/release/$${plugin//-/_}.wasm target/plugins/$$plugin.wasm; \
+	done
+
+run: plugins
+	$(CARGO) run -p tessera -- serve --data $(DATA) --plugins target/plugins --listen $(LISTEN)
+
+test: setup
+	$(CARGO) test --workspace
+
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path plugins/Cargo.toml --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --manifest-path plugins/Cargo.toml --workspace --target $(WASM_TARGET) \
+		--target-dir $(WASM_DIR) -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+	$(CARGO) fmt --manifest-path plugins/Cargo.toml --all
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,323 @@
+//! The command bus: from a command to events in the write store.
+//!
+//! For each command it finds the handler, brings the aggregate's state up to date
+//! (cached state plus the events since), asks the handler for a decision, and appends
+//! the events with the version the decision was made at. Guarantees:
+//! - the events of one command are appended atomically, or not at all;
+//! - a decision is never appended on top of a state it did not see: if the stream
+//!   moved, the command is decided again on the new state (when the caller named no
+//!   expected version) or refused as a conflict (when it did);
+//! - a command sent again with the same idempotency key appends nothing and returns
+//!   the first result; the key with a different command is refused.
+
+mod state_cache;
+mod stream_locks;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+use crate::event_store::{
+    AppendError, AppendOutcome, AppendRequest, Commit, EventStore, Idempotency, IdempotentCommit,
+    Metadata, NewEvent, StoreError,
+};
+use crate::plugin::{CallError, Command, CommandRoute, Plugins, Refusal};
+
+use state_cache::{CachedState, StateCache};
+use stream_locks::StreamLocks;
+
+/// How many times a command is decided again after losing a race to another writer.
+const MAX_ATTEMPTS: u32 = 32;
+/// Aggregate states kept in memory.
+const STATE_CACHE_CAPACITY: usize = 100_000;
+/// The longest an aggregate id may be.
+const MAX_AGGREGATE_ID: usize = 256;
+
+/// A command as a client sent it.
+#[derive(Debug, Clone)]
+pub struct CommandRequest {
+    pub command: String,
+    pub aggregate_id: String,
+    pub payload: Box<RawValue>,
+    /// The stream version the client expects (`If-Match`); none to let the bus retry.
+    pub expected_version: Option<u64>,
+    pub idempotency_key: Option<String>,
+    pub correlation_id: Option<String>,
+    pub causation_id: Option<String>,
+    pub principal: Option<String>,
+}
+
+/// What a command did.
+#[derive(Debug, Clone)]
+pub struct CommandOutcome {
+    pub commit: Commit,
+    /// True when this is the stored result of an earlier request with the same
+    /// idempotency key, and nothing was appended now.
+    pub replayed: bool,
+}
+
+/// Why a command did not append. Each variant says what the caller can do.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// No plugin handles this command name: check the name or deploy the handler.
+    #[error("no plugin handles the command {0:?}")]
+    UnknownCommand(String),
+    /// The aggregate id is not acceptable; fix the request.
+    #[error("aggregate_id {0}")]
+    BadAggregateId(&'static str),
+    /// The handler found the input malformed: `(field, message)` pairs.
+    #[error("the command is invalid")]
+    Invalid(Vec<(String, String)>),
+    /// A business rule refused the command.
+    #[error("{message}")]
+    Rejected { code: String, message: String },
+    /// The stream is not at the version the caller expected: reload and decide again.
+    #[error("stream {stream} is at version {actual}, not the expected {expected}")]
+    Conflict {
+        stream: String,
+        expected: u64,
+        actual: u64,
+    },
+    /// The idempotency key was used before for a different command.
+    #[error("idempotency key {0:?} was already used for a different command")]
+    IdempotencyMismatch(String),
+    /// Other writers kept winning the race for this stream; retry later.
+    #[error("stream {stream} is too contended: gave up after {attempts} attempts")]
+    Contended { stream: String, attempts: u32 },
+    /// The plugin failed (trapped, ran too long, returned garbage): a plugin bug.
+    #[error(transparent)]
+    Plugin(#[from] CallError),
+    /// The store failed; nothing was appended.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Routes commands to handlers and appends their events.
+#[derive(Debug)]
+pub struct CommandBus {
+    store: Arc<dyn EventStore>,
+    plugins: Arc<Plugins>,
+    states: StateCache,
+    locks: StreamLocks,
+}
+
+impl std::fmt::Debug for dyn EventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventStore")
+    }
+}
+
+impl CommandBus {
+    pub fn new(store: Arc<dyn EventStore>, plugins: Arc<Plugins>) -> Self {
+        CommandBus {
+            store,
+            plugins,
+            states: StateCache::new(STATE_CACHE_CAPACITY),
+            locks: StreamLocks::default(),
+        }
+    }
+
+    /// Executes a command: decide, append, retry on a lost race.
+    pub async fn execute(&self, request: CommandRequest) -> Result<CommandOutcome, CommandError> {
+        check_aggregate_id(&request.aggregate_id)?;
+        let catalog = self.plugins.catalog();
+        let route = catalog
+            .command(&request.command)
+            .ok_or_else(|| CommandError::UnknownCommand(request.command.clone()))?
+            .clone();
+        let stream = format!("{}-{}", route.aggregate_type, request.aggregate_id);
+        let idempotency = request.idempotency_key.as_ref().map(|key| Idempotency {
+            key: key.clone(),
+            request_digest: request_digest(&request),
+        });
+        if let Some(idempotency) = &idempotency
+            && let Some(stored) = self.store.idempotent_commit(&idempotency.key).await?
+        {
+            return replay(idempotency, stored);
+        }
+
+        let metadata = metadata_for(&request);
+        let command = Command {
+            name: request.command.clone(),
+            aggregate_id: request.aggregate_id.clone(),
+            payload: request.payload.get().to_string(),
+            metadata: metadata.clone(),
+        };
+        let _turn = self.locks.lock(&stream).await;
+        for attempt in 1..=MAX_ATTEMPTS {
+            let (version, decision) = self.decide(&route, &stream, &command).await?;
+            if let Some(expected) = request.expected_version
+                && expected != version
+            {
+                return Err(CommandError::Conflict {
+                    stream,
+                    expected,
+                    actual: version,
+                });
+            }
+            let events = match decision {
+                Ok(events) => events,
+                Err(Refusal::Invalid(fields)) => return Err(CommandError::Invalid(fields)),
+                Err(Refusal::Rejected { code, message }) => {
+                    return Err(CommandError::Rejected { code, message });
+                }
+            };
+            let append = AppendRequest {
+                stream: stream.clone(),
+                expected_version: version,
+                events: events
+                    .into_iter()
+                    .map(|(event_type, data)| NewEvent {
+                        event_type,
+                        data,
+                        metadata: metadata.clone(),
+                    })
+                    .collect(),
+                idempotency: idempotency.clone(),
+            };
+            match self.store.append(append).await {
+                Ok(AppendOutcome::Appended(commit)) => {
+                    return Ok(CommandOutcome {
+                        commit,
+                        replayed: false,
+                    });
+                }
+                Ok(AppendOutcome::AlreadyApplied(stored)) => {
+                    return replay(idempotency.as_ref().expect("a key was sent"), stored);
+                }
+                Err(AppendError::Conflict {
+                    expected, actual, ..
+                }) => {
+                    if request.expected_version.is_some() {
+                        return Err(CommandError::Conflict {
+                            stream,
+                            expected,
+                            actual,
+                        });
+                    }
+                    // Another writer got there first: decide again on its result.
+                    tracing::debug!(%stream, attempt, "append conflict, deciding again");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(AppendError::Store(error)) => return Err(error.into()),
+            }
+        }
+        Err(CommandError::Contended {
+            stream,
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    /// Brings the stream's state up to date and asks the handler for a decision, in one
+    /// instance on a blocking thread. Returns the version the decision was made at.
+    async fn decide(
+        &self,
+        route: &Arc<CommandRoute>,
+        stream: &str,
+        command: &Command,
+    ) -> Result<(u64, crate::plugin::Decision), CommandError> {
+        let cached = self.states.get(stream, &route.digest);
+        let newer = self
+            .store
+            .read_stream(stream, cached.version, usize::MAX)
+            .await?;
+        let handler = route.handler.clone();
+        let command = command.clone();
+        let (folded, decision) = tokio::task::spawn_blocking(move || {
+            let mut session = handler.session()?;
+            let mut state = cached.state;
+            let mut version = cached.version;
+            for event in &newer {
+                state = Some(Arc::from(session.apply(state.as_deref(), event)?));
+                version = event.version;
+            }
+            let decision = session.handle(state.as_deref(), &command)?;
+            Ok::<_, CallError>((
+                CachedState {
+                    digest: cached.digest,
+                    version,
+                    state,
+                },
+                decision,
+            ))
+        })
+        .await
+        .map_err(|e| CallError::Trapped {
+            plugin: route.plugin.clone(),
+            reason: format!("host task failed: {e}"),
+        })??;
+        let version = folded.version;
+        self.states.put(stream.to_string(), folded);
+        Ok((version, decision))
+    }
+}
+
+fn check_aggregate_id(id: &str) -> Result<(), CommandError> {
+    if id.is_empty() {
+        return Err(CommandError::BadAggregateId("must not be empty"));
+    }
+    if id.len() > MAX_AGGREGATE_ID {
+        return Err(CommandError::BadAggregateId("must be at most 256 bytes"));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(CommandError::BadAggregateId(
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// What identifies a command for idempotency: its name, aggregate and payload, with
+/// the payload's keys in a canonical order so that formatting does not matter.
+fn request_digest(request: &CommandRequest) -> String {
+    let payload: serde_json::Value =
+        serde_json::from_str(request.payload.get()).unwrap_or(serde_json::Value::Null);
+    let mut hasher = Sha256::new();
+    for part in [
+        request.command.as_str(),
+        request.aggregate_id.as_str(),
+        &payload.to_string(),
+    ] {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
+fn replay(
+    idempotency: &Idempotency,
+    stored: IdempotentCommit,
+) -> Result<CommandOutcome, CommandError> {
+    if stored.request_digest != idempotency.request_digest {
+        return Err(CommandError::IdempotencyMismatch(idempotency.key.clone()));
+    }
+    Ok(CommandOutcome {
+        commit: stored.commit,
+        replayed: true,
+    })
+}
+
+fn metadata_for(request: &CommandRequest) -> Metadata {
+    let command_id = uuid::Uuid::now_v7().to_string();
+    Metadata {
+        correlation_id: request
+            .correlation_id
+            .clone()
+            .unwrap_or_else(|| command_id.clone()),
+        causation_id: request
+            .causation_id
+            .clone()
+            .unwrap_or_else(|| command_id.clone()),
+        principal: request.principal.clone(),
+        timestamp: jiff::Timestamp::now().to_string(),
+        command_id,
+    }
+}
+
+/// A short, jittered pause before deciding again, growing with the attempts.
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_micros(500) * attempt.min(20);
+    base + Duration::from_micros(fastrand::u64(0..1000))
+}

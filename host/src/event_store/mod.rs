@@ -1,0 +1,180 @@
+//! The write store: an append-only log of events, grouped in streams.
+//!
+//! Guarantees, for every implementation:
+//! - An append is atomic: all of its events and its idempotency record are stored, or
+//!   none are.
+//! - Optimistic concurrency: an append names the stream version it was decided at and
+//!   fails with [`AppendError::Conflict`] if the stream has moved since.
+//! - Events get a global position, strictly increasing and gap-free, and a version
+//!   within their stream, starting at 1 and gap-free.
+//! - An idempotency key is stored with the append it belongs to; an append whose key is
+//!   already stored appends nothing and reports the first outcome.
+//! - An acknowledged append is durable to the degree [`Durability`] promises.
+//!
+//! This module knows nothing of Wasm or HTTP. The SQLite implementation lives in
+//! [`sqlite`]; a PostgreSQL one would implement the same [`EventStore`] trait.
+
+mod sqlite;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::sync::watch;
+
+pub use sqlite::SqliteEventStore;
+
+/// Why and by whom an event was written; stored with every event as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    pub command_id: String,
+    pub correlation_id: String,
+    pub causation_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// When the command was accepted, RFC 3339 in UTC.
+    pub timestamp: String,
+}
+
+/// An event to append; the store assigns its position, version and timestamp.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_type: String,
+    /// JSON text, already validated by the caller.
+    pub data: Box<RawValue>,
+    pub metadata: Metadata,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordedEvent {
+    pub position: u64,
+    pub stream: String,
+    pub version: u64,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub data: Box<RawValue>,
+    pub metadata: Metadata,
+    /// When the event was appended, RFC 3339 in UTC.
+    pub timestamp: String,
+}
+
+/// An idempotency key, stored in the same transaction as the append it belongs to.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    /// A digest of the request, so that a key reused for another request is told apart.
+    pub request_digest: String,
+}
+
+/// One atomic append to one stream.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    pub stream: String,
+    /// The stream version the events were decided at (0: the stream must not exist).
+    pub expected_version: u64,
+    pub events: Vec<NewEvent>,
+    pub idempotency: Option<Idempotency>,
+}
+
+/// What an append stored.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub stream: String,
+    /// The stream's version after the append.
+    pub stream_version: u64,
+    /// The global position of the last event appended; the head at the time if the
+    /// append had no events.
+    pub position: u64,
+    pub events: Vec<RecordedEvent>,
+}
+
+/// The outcome of an append that did not fail.
+#[derive(Debug, Clone)]
+pub enum AppendOutcome {
+    /// The events were stored.
+    Appended(Commit),
+    /// The idempotency key was stored already: nothing was appended, and this is what
+    /// the first append stored.
+    AlreadyApplied(IdempotentCommit),
+}
+
+/// What an idempotency key was stored with: the request's digest and its commit.
+#[derive(Debug, Clone)]
+pub struct IdempotentCommit {
+    pub request_digest: String,
+    pub commit: Commit,
+}
+
+/// How far the store goes before it acknowledges an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Every commit reaches stable storage before it is acknowledged: an acknowledged
+    /// append survives power loss.
+    #[default]
+    Full,
+    /// Commits are acknowledged once written to the OS; a power loss (not a process
+    /// crash) may lose the last moments of acknowledged appends.
+    Normal,
+}
+
+/// Why an append failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The stream moved on since the caller read it. Reload the state and decide again,
+    /// or report the conflict to a caller who named the version.
+    #[error("stream {stream} is at version {actual}, expected {expected}")]
+    Conflict {
+        stream: String,
+        expected: u64,
+        actual: u64,
+    },
+    /// The store failed; nothing was appended. Report it; retrying may help.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The store itself failed: I/O, corruption, or the store shutting down.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("event store database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// A group commit failed as a whole; none of its appends were stored.
+    #[error("commit failed: {0}")]
+    CommitFailed(String),
+    #[error("event store I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("stored event is corrupt: {0}")]
+    Corrupt(String),
+    /// The store's writer has stopped (the host is shutting down).
+    #[error("the event store is shut down")]
+    Closed,
+}
+
+/// The write store's interface. Implementations are shared between tasks.
+#[async_trait::async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends atomically, with optimistic concurrency and idempotency.
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, AppendError>;
+
+    /// A stream's events with a version above `after_version`, at most `limit`.
+    async fn read_stream(
+        &self,
+        stream: &str,
+        after_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The global log after `after_position`, at most `limit` events.
+    async fn read_all(
+        &self,
+        after_position: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// What is stored under an idempotency key.
+    async fn idempotent_commit(&self, key: &str) -> Result<Option<IdempotentCommit>, StoreError>;
+
+    /// The position of the last committed event (0 for an empty log), updated on every
+    /// commit: projections wait on it instead of polling.
+    fn head(&self) -> watch::Receiver<u64>;
+}

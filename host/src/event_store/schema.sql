@@ -1,0 +1,28 @@
+-- The write store's schema. Applied at open; every statement is idempotent.
+
+-- The log. `position` is the rowid: assigned in commit order, never reused because
+-- events are never deleted, so it is gap-free.
+CREATE TABLE IF NOT EXISTS events (
+    position    INTEGER PRIMARY KEY,
+    stream      TEXT    NOT NULL,
+    version     INTEGER NOT NULL,
+    event_type  TEXT    NOT NULL,
+    data        TEXT    NOT NULL,
+    metadata    TEXT    NOT NULL,
+    timestamp   TEXT    NOT NULL,
+    -- Optimistic concurrency: two appends decided at the same version cannot both land.
+    UNIQUE (stream, version)
+);
+
+-- Idempotency keys, written in the same transaction as the events they cover.
+-- `first_position`..`last_position` are the events the first request appended
+-- (empty when it appended none).
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key             TEXT    PRIMARY KEY,
+    request_digest  TEXT    NOT NULL,
+    stream          TEXT    NOT NULL,
+    stream_version  INTEGER NOT NULL,
+    first_position  INTEGER NOT NULL,
+    last_position   INTEGER NOT NULL,
+    created_at      TEXT    NOT NULL
+) WITHOUT ROWID;

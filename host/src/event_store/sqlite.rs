@@ -1,0 +1,433 @@
+//! The SQLite write store.
+//!
+//! One writer thread owns the only write connection and commits appends in groups:
+//! it takes every append waiting in its queue (up to [`MAX_GROUP`]), applies each under
+//! its own savepoint (so a conflict in one rolls back that one alone) and commits the
+//! group with a single transaction, hence a single fsync. Acknowledgements go out only
+//! after that commit. Reads use a small pool of read-only connections; in WAL mode they
+//! never block the writer, nor it them.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, mpsc};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
+use serde_json::value::RawValue;
+use tokio::sync::{oneshot, watch};
+
+use super::{
+    AppendError, AppendOutcome, AppendRequest, Commit, Durability, EventStore, IdempotentCommit,
+    RecordedEvent, StoreError,
+};
+
+/// The most appends one group commit takes. Bounds the latency a full queue adds.
+const MAX_GROUP: usize = 512;
+/// Read connections kept open between reads.
+const MAX_IDLE_READERS: usize = 8;
+/// How long a connection waits for another process's lock before failing.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+type Reply = oneshot::Sender<Result<AppendOutcome, AppendError>>;
+
+struct Job {
+    request: AppendRequest,
+    reply: Reply,
+}
+
+/// An [`EventStore`] in one SQLite file.
+#[derive(Debug)]
+pub struct SqliteEventStore {
+    path: PathBuf,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+    head: watch::Receiver<u64>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("stream", &self.request.stream)
+            .finish()
+    }
+}
+
+impl SqliteEventStore {
+    /// Opens (creating if needed) the store at `path` and starts its writer thread.
+    pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            match durability {
+                Durability::Full => "FULL",
+                Durability::Normal => "NORMAL",
+            },
+        )?;
+        conn.execute_batch(include_str!("schema.sql"))?;
+        let head: i64 =
+            conn.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
+                r.get(0)
+            })?;
+        let (head_tx, head_rx) = watch::channel(head as u64);
+        let (jobs_tx, jobs_rx) = mpsc::channel();
+        let writer = std::thread::Builder::new()
+            .name("event-store-writer".into())
+            .spawn(move || write_loop(conn, jobs_rx, head_tx))?;
+        Ok(SqliteEventStore {
+            path: path.to_path_buf(),
+            jobs: Mutex::new(Some(jobs_tx)),
+            writer: Mutex::new(Some(writer)),
+            readers: Mutex::new(Vec::new()),
+            head: head_rx,
+        })
+    }
+
+    /// Stops the writer after the appends already queued; later appends fail with
+    /// [`StoreError::Closed`]. Blocks until the writer has finished.
+    pub fn close(&self) {
+        self.jobs.lock().expect("jobs lock").take();
+        if let Some(writer) = self.writer.lock().expect("writer lock").take() {
+            let _ = writer.join();
+        }
+    }
+
+    /// Runs `read` on a pooled read-only connection, on a blocking thread.
+    async fn read<R: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let pooled = self.readers.lock().expect("readers lock").pop();
+        let path = self.path.clone();
+        let (conn, result) = tokio::task::spawn_blocking(move || {
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => open_reader(&path)?,
+            };
+            let result = read(&conn);
+            Ok::<_, StoreError>((conn, result))
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        let mut readers = self.readers.lock().expect("readers lock");
+        if readers.len() < MAX_IDLE_READERS {
+            readers.push(conn);
+        }
+        result
+    }
+}
+
+impl Drop for SqliteEventStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(conn)
+}
+
+#[async_trait::async_trait]
+impl EventStore for SqliteEventStore {
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, AppendError> {
+        let (reply, outcome) = oneshot::channel();
+        {
+            let jobs = self.jobs.lock().expect("jobs lock");
+            let jobs = jobs.as_ref().ok_or(StoreError::Closed)?;
+            jobs.send(Job { request, reply })
+                .map_err(|_| StoreError::Closed)?;
+        }
+        outcome.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        after_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let stream = stream.to_string();
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(include_str!("select_stream.sql"))?;
+            let rows = statement.query_map(
+                params![stream, after_version as i64, limit as i64],
+                raw_event,
+            )?;
+            rows.map(|row| row?.decode()).collect()
+        })
+        .await
+    }
+
+    async fn read_all(
+        &self,
+        after_position: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(include_str!("select_all.sql"))?;
+            let rows =
+                statement.query_map(params![after_position as i64, limit as i64], raw_event)?;
+            rows.map(|row| row?.decode()).collect()
+        })
+        .await
+    }
+
+    async fn idempotent_commit(&self, key: &str) -> Result<Option<IdempotentCommit>, StoreError> {
+        let key = key.to_string();
+        self.read(move |conn| find_idempotent_commit(conn, &key))
+            .await
+    }
+
+    fn head(&self) -> watch::Receiver<u64> {
+        self.head.clone()
+    }
+}
+
+/// The writer thread: takes appends in groups and commits each group at once.
+fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, head: watch::Sender<u64>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcomes = commit_group(&mut conn, &group);
+        let new_head = outcomes
+            .iter()
+            .filter_map(|outcome| match outcome {
+                Ok(AppendOutcome::Appended(commit)) => commit.events.last().map(|e| e.position),
+                _ => None,
+            })
+            .max();
+        // Publish the head before acknowledging, so that a client who got an
+        // acknowledgement and then asks for the head never sees an older one.
+        if let Some(position) = new_head {
+            head.send_if_modified(|current| {
+                let advanced = position > *current;
+                if advanced {
+                    *current = position;
+                }
+                advanced
+            });
+        }
+        for (job, outcome) in group.into_iter().zip(outcomes) {
+            // The caller may have given up (its request was cancelled); the append
+            // stands regardless, as it would after a crash right after commit.
+            let _ = job.reply.send(outcome);
+        }
+    }
+}
+
+fn commit_group(conn: &mut Connection, group: &[Job]) -> Vec<Result<AppendOutcome, AppendError>> {
+    let fail_all = |error: rusqlite::Error| -> Vec<Result<AppendOutcome, AppendError>> {
+        let message = error.to_string();
+        tracing::error!(error = %message, appends = group.len(), "group commit failed");
+        group
+            .iter()
+            .map(|_| {
+                Err(AppendError::Store(StoreError::CommitFailed(
+                    message.clone(),
+                )))
+            })
+            .collect()
+    };
+    let mut transaction = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(transaction) => transaction,
+        Err(error) => return fail_all(error),
+    };
+    let timestamp = jiff::Timestamp::now().to_string();
+    let mut outcomes = Vec::with_capacity(group.len());
+    for job in group {
+        let outcome = match transaction.savepoint() {
+            Ok(mut savepoint) => {
+                let outcome = append_one(&savepoint, &job.request, &timestamp);
+                let finished = if outcome.is_ok() {
+                    savepoint.commit()
+                } else {
+                    savepoint.rollback()
+                };
+                match finished {
+                    Ok(()) => outcome,
+                    Err(error) => Err(AppendError::Store(error.into())),
+                }
+            }
+            Err(error) => Err(AppendError::Store(error.into())),
+        };
+        outcomes.push(outcome);
+    }
+    if let Err(error) = transaction.commit() {
+        return fail_all(error);
+    }
+    outcomes
+}
+
+fn append_one(
+    conn: &Connection,
+    request: &AppendRequest,
+    timestamp: &str,
+) -> Result<AppendOutcome, AppendError> {
+    if let Some(idempotency) = &request.idempotency
+        && let Some(stored) = find_idempotent_commit(conn, &idempotency.key)?
+    {
+        return Ok(AppendOutcome::AlreadyApplied(stored));
+    }
+    let actual: i64 = conn
+        .prepare_cached(include_str!("select_stream_version.sql"))
+        .and_then(|mut s| s.query_row([&request.stream], |r| r.get(0)))
+        .map_err(StoreError::from)?;
+    let actual = actual as u64;
+    if actual != request.expected_version {
+        return Err(AppendError::Conflict {
+            stream: request.stream.clone(),
+            expected: request.expected_version,
+            actual,
+        });
+    }
+    let mut insert = conn
+        .prepare_cached(include_str!("insert_event.sql"))
+        .map_err(StoreError::from)?;
+    let mut events = Vec::with_capacity(request.events.len());
+    for (offset, event) in request.events.iter().enumerate() {
+        let version = actual + 1 + offset as u64;
+        let metadata = serde_json::to_string(&event.metadata)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        insert
+            .execute(params![
+                request.stream,
+                version as i64,
+                event.event_type,
+                event.data.get(),
+                metadata,
+                timestamp,
+            ])
+            .map_err(StoreError::from)?;
+        events.push(RecordedEvent {
+            position: conn.last_insert_rowid() as u64,
+            stream: request.stream.clone(),
+            version,
+            event_type: event.event_type.clone(),
+            data: event.data.clone(),
+            metadata: event.metadata.clone(),
+            timestamp: timestamp.to_string(),
+        });
+    }
+    let stream_version = actual + events.len() as u64;
+    let position = match events.last() {
+        Some(last) => last.position,
+        None => conn
+            .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(StoreError::from)? as u64,
+    };
+    if let Some(idempotency) = &request.idempotency {
+        // An empty range (first > last) records an append of no events.
+        let first = events.first().map_or(position + 1, |e| e.position);
+        conn.prepare_cached(include_str!("insert_idempotency_key.sql"))
+            .and_then(|mut s| {
+                s.execute(params![
+                    idempotency.key,
+                    idempotency.request_digest,
+                    request.stream,
+                    stream_version as i64,
+                    first as i64,
+                    position as i64,
+                    timestamp,
+                ])
+            })
+            .map_err(StoreError::from)?;
+    }
+    Ok(AppendOutcome::Appended(Commit {
+        stream: request.stream.clone(),
+        stream_version,
+        position,
+        events,
+    }))
+}
+
+fn find_idempotent_commit(
+    conn: &Connection,
+    key: &str,
+) -> Result<Option<IdempotentCommit>, StoreError> {
+    let found = conn
+        .prepare_cached(include_str!("select_idempotency_key.sql"))?
+        .query_row([key], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })
+        .optional()?;
+    let Some((request_digest, stream, stream_version, first, last)) = found else {
+        return Ok(None);
+    };
+    let mut statement = conn.prepare_cached(include_str!("select_range.sql"))?;
+    let events = statement
+        .query_map(params![first, last], raw_event)?
+        .map(|row| row?.decode())
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(IdempotentCommit {
+        request_digest,
+        commit: Commit {
+            stream,
+            stream_version: stream_version as u64,
+            position: last as u64,
+            events,
+        },
+    }))
+}
+
+/// A row of `events` before its JSON columns are checked.
+struct RawEvent {
+    position: i64,
+    stream: String,
+    version: i64,
+    event_type: String,
+    data: String,
+    metadata: String,
+    timestamp: String,
+}
+
+fn raw_event(row: &Row<'_>) -> rusqlite::Result<RawEvent> {
+    Ok(RawEvent {
+        position: row.get(0)?,
+        stream: row.get(1)?,
+        version: row.get(2)?,
+        event_type: row.get(3)?,
+        data: row.get(4)?,
+        metadata: row.get(5)?,
+        timestamp: row.get(6)?,
+    })
+}
+
+impl RawEvent {
+    fn decode(self) -> Result<RecordedEvent, StoreError> {
+        let corrupt = |what: &str, e: serde_json::Error| {
+            StoreError::Corrupt(format!("event {} {what}: {e}", self.position))
+        };
+        Ok(RecordedEvent {
+            position: self.position as u64,
+            version: self.version as u64,
+            data: RawValue::from_string(self.data.clone()).map_err(|e| corrupt("data", e))?,
+            metadata: serde_json::from_str(&self.metadata).map_err(|e| corrupt("metadata", e))?,
+            stream: self.stream,
+            event_type: self.event_type,
+            timestamp: self.timestamp,
+        })
+    }
+}

@@ -1,0 +1,185 @@
+//! The HTTP error contract: every failure is a JSON body
+//! `{"error": {"code", "message", "details"?}, "request_id"}` with a status that says
+//! whose fault it is. This is the one place where domain errors meet status codes.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::command_bus::CommandError;
+use crate::event_store::StoreError;
+use crate::plugin::CallError;
+
+tokio::task_local! {
+    /// The id of the request being served, set by the request-id middleware so that
+    /// error bodies and logs can name it.
+    pub(super) static REQUEST_ID: String;
+}
+
+/// An error response.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    details: Option<Value>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// A failure of the host or a plugin: the client gets the request id to quote,
+    /// the log gets the reason.
+    fn internal(code: &'static str, error: &dyn std::fmt::Display) -> Self {
+        let request_id = current_request_id();
+        tracing::error!(%request_id, %error, "request failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            code,
+            format!("the request failed inside the host; quote request id {request_id}"),
+        )
+    }
+}
+
+pub(super) fn current_request_id() -> String {
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(details) = self.details {
+            error["details"] = details;
+        }
+        let body = json!({ "error": error, "request_id": current_request_id() });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(error: CommandError) -> Self {
+        match error {
+            CommandError::UnknownCommand(_) => {
+                ApiError::not_found("unknown_command", error.to_string())
+            }
+            CommandError::BadAggregateId(_) => ApiError::bad_request(error.to_string()),
+            CommandError::Invalid(fields) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "the command is invalid",
+            )
+            .with_details(Value::Object(
+                fields
+                    .into_iter()
+                    .map(|(field, message)| (field, Value::String(message)))
+                    .collect(),
+            )),
+            CommandError::Rejected { code, message } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", message)
+                    .with_details(json!({ "reason": code }))
+            }
+            CommandError::Conflict {
+                ref stream,
+                expected,
+                actual,
+            } => ApiError::new(StatusCode::CONFLICT, "conflict", error.to_string())
+                .with_details(json!({ "stream": stream, "expected": expected, "actual": actual })),
+            CommandError::IdempotencyMismatch(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_mismatch",
+                error.to_string(),
+            ),
+            CommandError::Contended { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "contended",
+                error.to_string(),
+            ),
+            CommandError::Plugin(error) => error.into(),
+            CommandError::Store(error) => error.into(),
+        }
+    }
+}
+
+impl From<CallError> for ApiError {
+    fn from(error: CallError) -> Self {
+        match error {
+            CallError::DeadlineExceeded { .. } => {
+                tracing::warn!(request_id = %current_request_id(), %error, "plugin deadline");
+                ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "deadline_exceeded",
+                    "the plugin ran past its deadline",
+                )
+            }
+            CallError::Trapped { .. } | CallError::BadOutput { .. } => {
+                ApiError::internal("plugin_failed", &error)
+            }
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Closed => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the host is shutting down",
+            ),
+            error => ApiError::internal("store_failed", &error),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is too large",
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            ),
+            _ => ApiError::bad_request(rejection.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::bad_request(rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::bad_request(rejection.body_text())
+    }
+}

@@ -1,0 +1,100 @@
+//! Reading the log: `GET /streams/{stream}` and `GET /events`.
+
+use axum::extract::State;
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{Path, Query};
+use crate::event_store::RecordedEvent;
+
+/// Events per page unless the client asks for fewer.
+const DEFAULT_LIMIT: usize = 100;
+/// The most events one page holds.
+const MAX_LIMIT: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    #[serde(default)]
+    after_version: u64,
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StreamPage {
+    stream: String,
+    events: Vec<RecordedEvent>,
+    /// Pass as `after_version` to read on; absent at the end of the stream.
+    next_after_version: Option<u64>,
+}
+
+pub async fn stream(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+    Query(query): Query<StreamQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let limit = page_limit(query.limit)?;
+    let events = state
+        .store
+        .read_stream(&stream, query.after_version, limit)
+        .await?;
+    if events.is_empty() && query.after_version == 0 {
+        return Err(ApiError::not_found(
+            "unknown_stream",
+            format!("stream {stream:?} has no events"),
+        ));
+    }
+    let next_after_version = (events.len() == limit)
+        .then(|| events.last().map(|e| e.version))
+        .flatten();
+    Ok(axum::Json(StreamPage {
+        stream,
+        events,
+        next_after_version,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    #[serde(default)]
+    after: u64,
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LogPage {
+    events: Vec<RecordedEvent>,
+    /// Pass as `after` to read on (equal to `after` when the page is empty).
+    next_after: u64,
+    /// The write store's head when the page was read.
+    head: u64,
+}
+
+pub async fn log(
+    State(state): State<AppState>,
+    Query(query): Query<LogQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let limit = page_limit(query.limit)?;
+    let head = *state.store.head().borrow();
+    let events = state.store.read_all(query.after, limit).await?;
+    let next_after = events.last().map_or(query.after, |e| e.position);
+    Ok(axum::Json(LogPage {
+        head: head.max(next_after),
+        events,
+        next_after,
+    }))
+}
+
+fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(0) => Err(ApiError::bad_request("limit must be at least 1")),
+        Some(limit) if limit > MAX_LIMIT => Err(ApiError::bad_request(format!(
+            "limit must be at most {MAX_LIMIT}"
+        ))),
+        Some(limit) => Ok(limit),
+    }
+}

@@ -1,0 +1,222 @@
+//! Calling a command handler: the `aggregate` interface's fold and decision.
+
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+use wasmtime::Store;
+use wasmtime::component::Component;
+
+use super::bindings::command::exports::tessera::plugin::aggregate as wit_aggregate;
+use super::bindings::command::{CommandHandler as Bindings, CommandHandlerPre};
+use super::host::HostState;
+use super::{
+    CallError, Description, LoadError, PluginKind, Runtime, check_description, set_deadline, wit,
+};
+use crate::event_store::{Metadata, RecordedEvent};
+
+/// A command handler plugin, linked and ready to instantiate.
+pub struct CommandHandler {
+    name: Arc<str>,
+    runtime: Runtime,
+    pre: CommandHandlerPre<HostState>,
+}
+
+impl std::fmt::Debug for CommandHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandHandler")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A command as the handler receives it.
+#[derive(Debug, Clone)]
+pub struct Command {
+    pub name: String,
+    pub aggregate_id: String,
+    /// A JSON document.
+    pub payload: String,
+    pub metadata: Metadata,
+}
+
+/// Why a handler refused a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Malformed input: `(field, message)` pairs.
+    Invalid(Vec<(String, String)>),
+    /// A business rule said no.
+    Rejected { code: String, message: String },
+}
+
+/// What a handler decided: events to append (type and JSON data), or a refusal.
+pub type Decision = Result<Vec<(String, Box<RawValue>)>, Refusal>;
+
+impl CommandHandler {
+    pub(super) fn link(runtime: Runtime, component: &Component) -> Result<Self, LoadError> {
+        let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
+            kind: PluginKind::CommandHandler,
+            reason: format!("{e:#}"),
+        };
+        let pre = runtime
+            .inner
+            .command_linker
+            .instantiate_pre(component)
+            .map_err(wrong_world)?;
+        let pre = CommandHandlerPre::new(pre).map_err(wrong_world)?;
+        Ok(CommandHandler {
+            // Until `describe` has answered, logs name the plugin by its kind.
+            name: Arc::from("command-handler"),
+            runtime,
+            pre,
+        })
+    }
+
+    /// Asks the plugin what it is, and names it after the answer.
+    pub(super) fn describe(&mut self) -> Result<Description, LoadError> {
+        let mut session = self.session()?;
+        let deadline = self.runtime.limits().describe_deadline;
+        set_deadline(&mut session.store, deadline);
+        let info = session
+            .bindings
+            .tessera_plugin_aggregate()
+            .call_describe(&mut session.store)
+            .map_err(|e| CallError::from_wasmtime(&self.name, deadline, e))?;
+        let description = check_description(info, PluginKind::CommandHandler)?;
+        self.name = Arc::from(description.name.as_str());
+        Ok(description)
+    }
+
+    /// A fresh instance for one command: fold the stream, then decide.
+    pub fn session(&self) -> Result<CommandSession, CallError> {
+        let mut store = self.runtime.store(self.name.clone());
+        let deadline = self.runtime.limits().command_deadline;
+        set_deadline(&mut store, deadline);
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| CallError::from_wasmtime(&self.name, deadline, e))?;
+        Ok(CommandSession {
+            name: self.name.clone(),
+            runtime: self.runtime.clone(),
+            store,
+            bindings,
+        })
+    }
+}
+
+/// One instance of a command handler, used for one command and then dropped.
+pub struct CommandSession {
+    name: Arc<str>,
+    runtime: Runtime,
+    store: Store<HostState>,
+    bindings: Bindings,
+}
+
+impl std::fmt::Debug for CommandSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandSession")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CommandSession {
+    fn fail(&self, error: wasmtime::Error) -> CallError {
+        CallError::from_wasmtime(&self.name, self.runtime.limits().command_deadline, error)
+    }
+
+    /// Folds one event into `state` (none before the first event).
+    pub fn apply(
+        &mut self,
+        state: Option<&str>,
+        event: &RecordedEvent,
+    ) -> Result<String, CallError> {
+        set_deadline(&mut self.store, self.runtime.limits().command_deadline);
+        let event = to_wit_event(event);
+        self.bindings
+            .tessera_plugin_aggregate()
+            .call_apply(&mut self.store, state.map(str::to_string).as_ref(), &event)
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Decides on a command against `state`.
+    pub fn handle(
+        &mut self,
+        state: Option<&str>,
+        command: &Command,
+    ) -> Result<Decision, CallError> {
+        set_deadline(&mut self.store, self.runtime.limits().command_deadline);
+        let command = wit_aggregate::Command {
+            name: command.name.clone(),
+            aggregate_id: command.aggregate_id.clone(),
+            payload: command.payload.clone(),
+            metadata: to_wit_metadata(&command.metadata),
+        };
+        let decision = self
+            .bindings
+            .tessera_plugin_aggregate()
+            .call_handle(
+                &mut self.store,
+                state.map(str::to_string).as_ref(),
+                &command,
+            )
+            .map_err(|e| self.fail(e))?;
+        match decision {
+            Ok(events) => events
+                .into_iter()
+                .map(|event| {
+                    if event.event_type.is_empty() || event.event_type.len() > 128 {
+                        return Err(self.bad_output(format!(
+                            "event type {:?} must be 1-128 characters",
+                            event.event_type
+                        )));
+                    }
+                    let data = RawValue::from_string(event.data).map_err(|e| {
+                        self.bad_output(format!(
+                            "data of a {} event is not JSON: {e}",
+                            event.event_type
+                        ))
+                    })?;
+                    Ok((event.event_type, data))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Ok),
+            Err(wit::Refusal::Invalid(fields)) => Ok(Err(Refusal::Invalid(
+                fields.into_iter().map(|f| (f.field, f.message)).collect(),
+            ))),
+            Err(wit::Refusal::Rejected(rejection)) => Ok(Err(Refusal::Rejected {
+                code: rejection.code,
+                message: rejection.message,
+            })),
+        }
+    }
+
+    fn bad_output(&self, reason: String) -> CallError {
+        CallError::BadOutput {
+            plugin: self.name.to_string(),
+            reason,
+        }
+    }
+}
+
+fn to_wit_metadata(metadata: &Metadata) -> wit::Metadata {
+    wit::Metadata {
+        command_id: metadata.command_id.clone(),
+        correlation_id: metadata.correlation_id.clone(),
+        causation_id: metadata.causation_id.clone(),
+        principal: metadata.principal.clone(),
+        timestamp: metadata.timestamp.clone(),
+    }
+}
+
+pub(super) fn to_wit_event(event: &RecordedEvent) -> wit::Event {
+    wit::Event {
+        position: event.position,
+        stream: event.stream.clone(),
+        version: event.version,
+        event_type: event.event_type.clone(),
+        data: event.data.get().to_string(),
+        metadata: to_wit_metadata(&event.metadata),
+        timestamp: event.timestamp.clone(),
+    }
+}

@@ -1,0 +1,358 @@
+//! Plugins: WebAssembly components compiled, checked and called under the host's rules.
+//!
+//! [`Runtime::load`] turns the bytes of a `.wasm` file into a [`Plugin`]: it compiles
+//! the component, finds which Tessera world it implements from its exports, links it
+//! against that world's imports only (so a component of the wrong world fails here,
+//! not on first use), calls its `describe` and checks the answer against the world.
+//! Nothing is registered until all of that succeeded.
+//!
+//! Every call runs in a fresh instance ([`CommandHandler::session`]): no state leaks
+//! from one request to the next, and an instance that trapped is dropped with its
+//! store. Each call has a deadline (epoch interruption) and each instance a memory
+//! bound, so a guest that loops or grows without end fails its own call alone.
+//! Guests get no filesystem, network, environment or clock beyond WASI's defaults for
+//! time and randomness (see [`host`]).
+
+mod bindings;
+mod catalog;
+mod command_handler;
+mod directory;
+mod host;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Engine, Store};
+
+pub use catalog::{Catalog, CommandRoute, LoadFailure};
+pub use command_handler::{Command, CommandHandler, CommandSession, Decision, Refusal};
+pub use directory::Plugins;
+
+use bindings::types as wit;
+use host::HostState;
+
+/// How often the epoch advances; deadlines are measured in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Limits applied to every plugin call.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// How long one call of a command handler may run.
+    pub command_deadline: Duration,
+    /// How long `describe` may run when a plugin is loaded.
+    pub describe_deadline: Duration,
+    /// The most linear memory one instance may have, in bytes.
+    pub max_memory: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            command_deadline: Duration::from_secs(1),
+            describe_deadline: Duration::from_secs(1),
+            max_memory: 64 << 20,
+        }
+    }
+}
+
+/// The three kinds of plugin, one per WIT world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginKind {
+    CommandHandler,
+    Projection,
+    QueryHandler,
+}
+
+impl PluginKind {
+    /// The interface a component of this kind exports.
+    fn export(self) -> &'static str {
+        match self {
+            PluginKind::CommandHandler => "tessera:plugin/aggregate@0.1.0",
+            PluginKind::Projection => "tessera:plugin/projector@0.1.0",
+            PluginKind::QueryHandler => "tessera:plugin/querier@0.1.0",
+        }
+    }
+
+    const ALL: [PluginKind; 3] = [
+        PluginKind::CommandHandler,
+        PluginKind::Projection,
+        PluginKind::QueryHandler,
+    ];
+}
+
+impl std::fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PluginKind::CommandHandler => "command-handler",
+            PluginKind::Projection => "projection",
+            PluginKind::QueryHandler => "query-handler",
+        })
+    }
+}
+
+/// What a plugin said about itself, checked against its world.
+#[derive(Debug, Clone, Serialize)]
+pub struct Description {
+    pub name: String,
+    pub version: String,
+    pub kind: PluginKind,
+    /// Command names, consumed event types, or query names.
+    pub handles: Vec<String>,
+    /// For a command handler: its aggregate type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aggregate_type: Option<String>,
+}
+
+/// A loaded plugin: checked, linked, ready to call.
+#[derive(Debug, Clone)]
+pub struct Plugin {
+    pub description: Description,
+    /// sha256 of the `.wasm` bytes, hex.
+    pub digest: String,
+    pub code: PluginCode,
+}
+
+/// The callable part of a plugin, by kind.
+#[derive(Debug, Clone)]
+pub enum PluginCode {
+    CommandHandler(Arc<CommandHandler>),
+}
+
+/// Why a `.wasm` could not be loaded. Report it with the file; the previous version of
+/// the plugin, if any, stays in service.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a valid WebAssembly component: {0}")]
+    NotAComponent(String),
+    #[error("the component implements no Tessera world (it exports none of {expected})")]
+    UnknownWorld { expected: String },
+    #[error("the component does not fit the {kind} world: {reason}")]
+    WrongWorld { kind: PluginKind, reason: String },
+    #[error("describe failed: {0}")]
+    DescribeFailed(#[from] CallError),
+    #[error("describe returned an invalid description: {0}")]
+    BadDescription(String),
+    #[error("{kind} plugins are not served by this host version")]
+    Unsupported { kind: PluginKind },
+}
+
+/// A call into a plugin failed. The instance is dropped; the host keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The guest trapped (a panic, an out-of-bounds access, memory exhausted...).
+    #[error("plugin {plugin} trapped: {reason}")]
+    Trapped { plugin: String, reason: String },
+    /// The guest ran past its deadline and was interrupted.
+    #[error("plugin {plugin} ran past its {deadline:?} deadline")]
+    DeadlineExceeded { plugin: String, deadline: Duration },
+    /// The guest returned something the host cannot use (e.g. event data that is not
+    /// JSON). A bug in the plugin.
+    #[error("plugin {plugin} returned malformed output: {reason}")]
+    BadOutput { plugin: String, reason: String },
+}
+
+impl CallError {
+    fn from_wasmtime(plugin: &str, deadline: Duration, error: wasmtime::Error) -> Self {
+        if let Some(wasmtime::Trap::Interrupt) = error.downcast_ref::<wasmtime::Trap>() {
+            return CallError::DeadlineExceeded {
+                plugin: plugin.to_string(),
+                deadline,
+            };
+        }
+        CallError::Trapped {
+            plugin: plugin.to_string(),
+            reason: format!("{error:#}"),
+        }
+    }
+}
+
+/// The compiler, linkers and limits shared by every plugin of a host.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+struct RuntimeInner {
+    engine: Engine,
+    limits: Limits,
+    command_linker: Linker<HostState>,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("limits", &self.inner.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RuntimeInner {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    pub fn new(limits: Limits) -> Result<Self, wasmtime::Error> {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = Engine::new(&config)?;
+
+        let mut command_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut command_linker)?;
+        bindings::command::CommandHandler::add_to_linker::<_, HasSelf<HostState>>(
+            &mut command_linker,
+            |state| state,
+        )?;
+
+        // Deadlines count epoch ticks; one thread advances the epoch for all stores.
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let ticker_engine = engine.clone();
+        let stop = stop_ticker.clone();
+        std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker_engine.increment_epoch();
+                }
+            })
+            .map_err(wasmtime::Error::from)?;
+
+        Ok(Runtime {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                limits,
+                command_linker,
+                stop_ticker,
+            }),
+        })
+    }
+
+    /// Compiles and checks a plugin. CPU-heavy (compilation): call it off the async
+    /// runtime's worker threads.
+    pub fn load(&self, bytes: &[u8]) -> Result<Plugin, LoadError> {
+        let digest = hex::encode(Sha256::digest(bytes));
+        let component = Component::new(&self.inner.engine, bytes)
+            .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
+        let kind = self.world_of(&component)?;
+        match kind {
+            PluginKind::CommandHandler => {
+                let mut handler = CommandHandler::link(self.clone(), &component)?;
+                let description = handler.describe()?;
+                Ok(Plugin {
+                    description,
+                    digest,
+                    code: PluginCode::CommandHandler(Arc::new(handler)),
+                })
+            }
+            kind => Err(LoadError::Unsupported { kind }),
+        }
+    }
+
+    /// The world a component implements, told by the Tessera interface it exports.
+    fn world_of(&self, component: &Component) -> Result<PluginKind, LoadError> {
+        let exports: HashSet<String> = component
+            .component_type()
+            .exports(&self.inner.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let mut kinds = PluginKind::ALL
+            .into_iter()
+            .filter(|kind| exports.contains(kind.export()));
+        match (kinds.next(), kinds.next()) {
+            (Some(kind), None) => Ok(kind),
+            (Some(first), Some(second)) => Err(LoadError::WrongWorld {
+                kind: first,
+                reason: format!("it also exports the {second} interface; a plugin has one kind"),
+            }),
+            (None, _) => Err(LoadError::UnknownWorld {
+                expected: PluginKind::ALL.map(PluginKind::export).join(", "),
+            }),
+        }
+    }
+
+    fn store(&self, plugin: Arc<str>) -> Store<HostState> {
+        let mut store = Store::new(
+            &self.inner.engine,
+            HostState::new(plugin, self.inner.limits.max_memory),
+        );
+        store.limiter(|state| &mut state.limits);
+        store
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+}
+
+/// Sets a call's deadline in epoch ticks, rounded up.
+fn set_deadline(store: &mut Store<HostState>, deadline: Duration) {
+    let ticks = deadline.as_micros().div_ceil(EPOCH_TICK.as_micros()).max(1);
+    store.set_epoch_deadline(ticks as u64);
+}
+
+/// Checks what every kind's description must satisfy.
+fn check_description(info: wit::PluginInfo, kind: PluginKind) -> Result<Description, LoadError> {
+    let bad = |reason: String| Err(LoadError::BadDescription(reason));
+    if !is_name(&info.name) {
+        return bad(format!(
+            "name {:?} must be 1-64 lowercase letters, digits or dashes",
+            info.name
+        ));
+    }
+    if info.handles.is_empty() {
+        return bad("it handles nothing".into());
+    }
+    let mut seen = HashSet::new();
+    for handled in &info.handles {
+        if handled.is_empty() || handled.len() > 128 || handled.contains('/') {
+            return bad(format!("{handled:?} is not a valid name to handle"));
+        }
+        if !seen.insert(handled) {
+            return bad(format!("{handled:?} is listed twice"));
+        }
+    }
+    let (declared, aggregate_type) = match info.details {
+        wit::PluginDetails::CommandHandler(d) => {
+            (PluginKind::CommandHandler, Some(d.aggregate_type))
+        }
+        wit::PluginDetails::Projection(_) => (PluginKind::Projection, None),
+        wit::PluginDetails::QueryHandler(_) => (PluginKind::QueryHandler, None),
+    };
+    if declared != kind {
+        return bad(format!(
+            "it describes itself as a {declared} but implements the {kind} world"
+        ));
+    }
+    if let Some(aggregate_type) = &aggregate_type
+        && !is_name(aggregate_type)
+    {
+        return bad(format!(
+            "aggregate type {aggregate_type:?} must be 1-64 lowercase letters, digits or dashes"
+        ));
+    }
+    Ok(Description {
+        name: info.name,
+        version: info.version,
+        kind,
+        handles: info.handles,
+        aggregate_type,
+    })
+}
+
+fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}

@@ -1,0 +1,105 @@
+//! The Tessera guest SDK: write plugins as typed Rust, not WIT plumbing.
+//!
+//! A command handler is a type implementing [`Aggregate`]: a state that folds events
+//! with [`Aggregate::apply`] and decides on commands with [`Aggregate::handle`]. Commands
+//! and events are ordinary serde enums. The [`command_handler!`] macro exports it as a
+//! component of the `tessera:plugin/command-handler` world.
+//!
+//! ```ignore
+//! #[derive(Default, Serialize, Deserialize)]
+//! struct Counter { value: u64 }
+//!
+//! #[derive(Deserialize)]
+//! #[serde(rename_all = "kebab-case")]
+//! enum Command { Increment { by: u64 } }
+//!
+//! #[derive(Serialize, Deserialize)]
+//! enum Event { Incremented { by: u64 } }
+//!
+//! impl Aggregate for Counter {
+//!     const AGGREGATE_TYPE: &'static str = "counter";
+//!     type Command = Command;
+//!     type Event = Event;
+//!     fn apply(&mut self, event: Event) { match event { Event::Incremented { by } => self.value += by } }
+//!     fn handle(&self, command: Command, _: &Metadata) -> Result<Vec<Event>, Refusal> {
+//!         match command { Command::Increment { by } => Ok(vec![Event::Incremented { by }]) }
+//!     }
+//! }
+//! tessera_sdk::command_handler!(Counter);
+//! ```
+//!
+//! How commands and events map to JSON: a command named `open-account` with payload
+//! `{"owner": "ada"}` is deserialized as the variant `OpenAccount { owner }` of an
+//! externally tagged enum whose variants are renamed to kebab-case; an event variant
+//! `Deposited { amount }` is stored with type `Deposited` and data `{"amount": ...}`.
+//! A payload that does not deserialize is refused as invalid, with the offending field.
+
+mod aggregate;
+mod refusal;
+mod variants;
+
+pub mod log;
+
+pub use aggregate::{Aggregate, Metadata};
+pub use refusal::{FieldError, Refusal};
+
+/// Re-exports the generated macros and the crates they need; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::aggregate::{apply, describe, handle};
+}
+
+/// Bindings generated from `wit/`, one module per world. The shared interfaces are
+/// generated once, in `command`, and reused by the other worlds.
+#[doc(hidden)]
+pub mod __bindings {
+    pub mod command {
+        wit_bindgen::generate!({
+            path: "../../wit",
+            world: "tessera:plugin/command-handler@0.1.0",
+            pub_export_macro: true,
+            export_macro_name: "export_command_handler",
+            default_bindings_module: "tessera_sdk::__bindings::command",
+        });
+    }
+}
+
+/// Exports a type implementing [`Aggregate`] as this component's command handler.
+///
+/// The plugin's name and version are the crate's package name and version.
+#[macro_export]
+macro_rules! command_handler {
+    ($aggregate:ty) => {
+        struct __TesseraCommandHandler;
+
+        impl $crate::__bindings::command::exports::tessera::plugin::aggregate::Guest
+            for __TesseraCommandHandler
+        {
+            fn describe() -> $crate::__bindings::command::tessera::plugin::types::PluginInfo {
+                $crate::__private::describe::<$aggregate>(
+                    env!("CARGO_PKG_NAME"),
+                    env!("CARGO_PKG_VERSION"),
+                )
+            }
+
+            fn apply(
+                state: Option<String>,
+                event: $crate::__bindings::command::tessera::plugin::types::Event,
+            ) -> String {
+                $crate::__private::apply::<$aggregate>(state, event)
+            }
+
+            fn handle(
+                state: Option<String>,
+                command: $crate::__bindings::command::exports::tessera::plugin::aggregate::Command,
+            ) -> Result<
+                Vec<$crate::__bindings::command::exports::tessera::plugin::aggregate::NewEvent>,
+                $crate::__bindings::command::tessera::plugin::types::Refusal,
+            > {
+                $crate::__private::handle::<$aggregate>(state, command)
+            }
+        }
+
+        $crate::__bindings::command::export_command_handler!(__TesseraCommandHandler);
+    };
+}

@@ -1,0 +1,300 @@
+//! Helpers shared by the end-to-end tests: a real host on `127.0.0.1:0` over a real
+//! SQLite file, an HTTP client for it, and given/when/then fixtures for handlers.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tessera::event_store::{Metadata, RecordedEvent};
+use tessera::plugin::{Command, CommandHandler, Limits, PluginCode, Refusal, Runtime};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use tessera_test_support::plugins;
+
+/// A host serving over HTTP in this process, on a data folder that outlives restarts.
+pub struct TestHost {
+    pub url: String,
+    pub client: reqwest::Client,
+    dir: Arc<TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestHost {
+    /// Starts a host serving the given plugin files.
+    pub async fn start(plugins: &[&str]) -> Result<TestHost> {
+        let dir = Arc::new(TempDir::new()?);
+        std::fs::create_dir_all(dir.path().join("plugins"))?;
+        for plugin in plugins {
+            let name = Path::new(plugin).file_name().context("plugin file name")?;
+            std::fs::copy(plugin, dir.path().join("plugins").join(name))?;
+        }
+        TestHost::start_in(dir).await
+    }
+
+    async fn start_in(dir: Arc<TempDir>) -> Result<TestHost> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let config = tessera::Config::new(dir.path().join("data"), dir.path().join("plugins"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            tessera::serve(listener, config, shutdown)
+                .await
+                .expect("host failed");
+        });
+        let host = TestHost {
+            url,
+            client: reqwest::Client::new(),
+            dir,
+            stop: Some(stop),
+            task: Some(task),
+        };
+        host.wait_ready().await?;
+        Ok(host)
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
+        for _ in 0..600 {
+            if let Ok(response) = self.client.get(format!("{}/health", self.url)).send().await
+                && response.status().is_success()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("host at {} never became ready", self.url)
+    }
+
+    /// Stops the host gracefully and starts a new one on the same folders.
+    pub async fn restart(mut self) -> Result<TestHost> {
+        self.shutdown().await;
+        TestHost::start_in(self.dir.clone()).await
+    }
+
+    pub async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("host task panicked");
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.dir.path().join("plugins")
+    }
+
+    /// Sends a command; returns the status and the JSON body.
+    pub async fn command(
+        &self,
+        name: &str,
+        aggregate_id: &str,
+        payload: Value,
+    ) -> Result<(u16, Value)> {
+        self.command_with(
+            name,
+            json!({ "aggregate_id": aggregate_id, "payload": payload }),
+            &[],
+        )
+        .await
+    }
+
+    /// Sends a command body with extra headers; returns the status and the JSON body.
+    pub async fn command_with(
+        &self,
+        name: &str,
+        body: Value,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, Value)> {
+        let mut request = self
+            .client
+            .post(format!("{}/commands/{name}", self.url))
+            .json(&body);
+        for (header, value) in headers {
+            request = request.header(*header, *value);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await?))
+    }
+
+    /// Sends raw bytes as a command body with the given content type.
+    pub async fn raw_command(
+        &self,
+        name: &str,
+        content_type: &str,
+        body: &'static str,
+    ) -> Result<(u16, Value)> {
+        let response = self
+            .client
+            .post(format!("{}/commands/{name}", self.url))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await?))
+    }
+
+    pub async fn get(&self, path: &str) -> Result<(u16, Value)> {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await?))
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Asserts the JSON error contract: status, code, and a request id in the body.
+pub fn assert_error(status: u16, body: &Value, expected_status: u16, expected_code: &str) {
+    assert_eq!(status, expected_status, "unexpected status, body: {body}");
+    assert_eq!(body["error"]["code"], expected_code, "body: {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "error without a message: {body}"
+    );
+    assert!(
+        body["request_id"].as_str().is_some(),
+        "error without a request id: {body}"
+    );
+}
+
+/// Given/when/then for a command handler plugin, straight through the plugin runtime.
+///
+/// ```ignore
+/// AggregateTest::new(plugins::BANK_ACCOUNT)
+///     .given(&[("AccountOpened", json!({"owner": "ada"}))])
+///     .when("deposit", json!({"amount": 5}))
+///     .then_events(&[("Deposited", json!({"amount": 5}))]);
+/// ```
+pub struct AggregateTest {
+    handler: Arc<CommandHandler>,
+    given: Vec<RecordedEvent>,
+}
+
+/// What a handler decided, to assert on.
+pub struct Then {
+    decision: std::result::Result<Vec<(String, Value)>, Refusal>,
+}
+
+impl AggregateTest {
+    pub fn new(plugin: &str) -> Self {
+        let runtime = Runtime::new(Limits::default()).expect("runtime");
+        let bytes = std::fs::read(plugin).expect("plugin file");
+        let plugin = runtime.load(&bytes).expect("plugin loads");
+        let PluginCode::CommandHandler(handler) = plugin.code else {
+            panic!("not a command handler");
+        };
+        AggregateTest {
+            handler,
+            given: Vec::new(),
+        }
+    }
+
+    /// The events already in the stream, oldest first.
+    pub fn given(mut self, events: &[(&str, Value)]) -> Self {
+        for (event_type, data) in events {
+            let version = self.given.len() as u64 + 1;
+            self.given.push(RecordedEvent {
+                position: version,
+                stream: "test-1".into(),
+                version,
+                event_type: event_type.to_string(),
+                data: serde_json::value::to_raw_value(data).expect("JSON"),
+                metadata: metadata(),
+                timestamp: "2026-01-01T00:00:00Z".into(),
+            });
+        }
+        self
+    }
+
+    /// Folds the given events and decides on the command.
+    pub fn when(self, command: &str, payload: Value) -> Then {
+        let mut session = self.handler.session().expect("instance");
+        let mut state: Option<String> = None;
+        for event in &self.given {
+            state = Some(session.apply(state.as_deref(), event).expect("apply"));
+        }
+        let decision = session
+            .handle(
+                state.as_deref(),
+                &Command {
+                    name: command.into(),
+                    aggregate_id: "1".into(),
+                    payload: payload.to_string(),
+                    metadata: metadata(),
+                },
+            )
+            .expect("handle");
+        Then {
+            decision: decision.map(|events| {
+                events
+                    .into_iter()
+                    .map(|(t, d)| (t, serde_json::from_str(d.get()).expect("JSON")))
+                    .collect()
+            }),
+        }
+    }
+}
+
+impl Then {
+    pub fn then_events(self, expected: &[(&str, Value)]) {
+        let expected: Vec<(String, Value)> = expected
+            .iter()
+            .map(|(t, d)| (t.to_string(), d.clone()))
+            .collect();
+        assert_eq!(self.decision, Ok(expected));
+    }
+
+    /// Expects a business rejection with this code.
+    pub fn then_rejected(self, code: &str) {
+        match self.decision {
+            Err(Refusal::Rejected { code: actual, .. }) => assert_eq!(actual, code),
+            other => panic!("expected rejection {code}, got {other:?}"),
+        }
+    }
+
+    /// Expects a validation failure naming this field.
+    pub fn then_invalid(self, field: &str) {
+        match self.decision {
+            Err(Refusal::Invalid(fields)) => assert!(
+                fields.iter().any(|(f, _)| f == field),
+                "expected {field} among {fields:?}"
+            ),
+            other => panic!("expected invalid {field}, got {other:?}"),
+        }
+    }
+}
+
+fn metadata() -> Metadata {
+    Metadata {
+        command_id: "c1".into(),
+        correlation_id: "c1".into(),
+        causation_id: "c1".into(),
+        principal: None,
+        timestamp: "2026-01-01T00:00:00Z".into(),
+    }
+}
