@@ -6,7 +6,7 @@ WASM_TARGET := wasm32-wasip2
 WASM_DIR := target/wasm-plugins
 # The example plugins that `make run` serves. Test-only plugins (plugins/testing/)
 # are built by the tests themselves and never land in target/plugins.
-EXAMPLES := bank-account
+EXAMPLES := bank-account account-balance bank-totals bank-queries
 LISTEN ?= 127.0.0.1:8080
 DATA ?= data
 

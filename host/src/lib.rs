@@ -11,6 +11,9 @@ pub mod command_bus;
 pub mod event_store;
 pub mod http;
 pub mod plugin;
+pub mod projection;
+pub mod query;
+pub mod read_store;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -21,6 +24,8 @@ use tokio::net::TcpListener;
 use crate::command_bus::CommandBus;
 use crate::event_store::{Durability, EventStore, SqliteEventStore, StoreError};
 use crate::plugin::{Limits, Plugins, Runtime};
+use crate::projection::Projections;
+use crate::query::Queries;
 
 /// Everything a host needs to start.
 #[derive(Debug, Clone)]
@@ -84,10 +89,24 @@ pub async fn serve(
         })?;
     let event_store: Arc<dyn EventStore> = store.clone();
     let bus = Arc::new(CommandBus::new(event_store.clone(), plugins.clone()));
+    // Workers start from their checkpoints: whatever a crash left unapplied (inline
+    // projections included) is caught up before or while the first requests arrive.
+    let projections = Arc::new(Projections::new(
+        event_store.clone(),
+        config.data_dir.join("projections"),
+    ));
+    projections.sync(&plugins.catalog());
+    let queries = Arc::new(Queries::new(
+        event_store.clone(),
+        plugins.clone(),
+        projections.clone(),
+    ));
     let app = http::router(http::AppState {
         store: event_store,
         bus,
         plugins,
+        projections: projections.clone(),
+        queries,
     });
     if let Ok(address) = listener.local_addr() {
         tracing::info!(%address, "serving");
@@ -96,6 +115,7 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(ServeError::Http)?;
+    projections.shutdown().await;
     let closing = store.clone();
     let _ = tokio::task::spawn_blocking(move || closing.close()).await;
     tracing::info!("stopped");

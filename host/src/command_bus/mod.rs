@@ -73,6 +73,9 @@ pub enum CommandError {
     /// A business rule refused the command.
     #[error("{message}")]
     Rejected { code: String, message: String },
+    /// The handler says what the command refers to does not exist.
+    #[error("{0}")]
+    NotFound(String),
     /// The stream is not at the version the caller expected: reload and decide again.
     #[error("stream {stream} is at version {actual}, not the expected {expected}")]
     Conflict {
@@ -163,6 +166,7 @@ impl CommandBus {
                 Err(Refusal::Rejected { code, message }) => {
                     return Err(CommandError::Rejected { code, message });
                 }
+                Err(Refusal::NotFound(message)) => return Err(CommandError::NotFound(message)),
             };
             let append = AppendRequest {
                 stream: stream.clone(),

@@ -12,6 +12,10 @@ use super::extract::{Json, Path};
 use crate::command_bus::{CommandOutcome, CommandRequest};
 use crate::event_store::RecordedEvent;
 
+/// How long a command's response waits for inline projections. Past it the response
+/// still reports success (the events are committed) with `Tessera-Inline: lagging`.
+const INLINE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The longest idempotency key accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
@@ -59,6 +63,17 @@ pub async fn execute(
         principal: text_header(&headers, "tessera-principal")?,
     };
     let CommandOutcome { commit, replayed } = state.bus.execute(request).await?;
+    // Read-your-writes for inline projections: answer once they hold these events.
+    let inline_current = state
+        .projections
+        .wait_inline(commit.position, INLINE_WAIT)
+        .await;
+    if !inline_current {
+        tracing::warn!(
+            position = commit.position,
+            "inline projections did not catch up before the command's response"
+        );
+    }
     let mut response = axum::Json(CommandResponse {
         stream: commit.stream,
         version: commit.stream_version,
@@ -71,6 +86,9 @@ pub async fn execute(
     headers.insert("tessera-position", HeaderValue::from(commit.position));
     if replayed {
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    if !inline_current {
+        headers.insert("tessera-inline", HeaderValue::from_static("lagging"));
     }
     Ok(response)
 }

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 use crate::command_bus::CommandError;
 use crate::event_store::StoreError;
-use crate::plugin::CallError;
+use crate::plugin::{CallError, Refusal};
+use crate::query::QueryError;
 
 tokio::task_local! {
     /// The id of the request being served, set by the request-id middleware so that
@@ -24,6 +25,7 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     details: Option<Value>,
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -33,7 +35,14 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            retry_after: None,
         }
+    }
+
+    /// Tells the client when to try again, in seconds.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -75,7 +84,13 @@ impl IntoResponse for ApiError {
             error["details"] = details;
         }
         let body = json!({ "error": error, "request_id": current_request_id() });
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -86,21 +101,9 @@ impl From<CommandError> for ApiError {
                 ApiError::not_found("unknown_command", error.to_string())
             }
             CommandError::BadAggregateId(_) => ApiError::bad_request(error.to_string()),
-            CommandError::Invalid(fields) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "validation_failed",
-                "the command is invalid",
-            )
-            .with_details(Value::Object(
-                fields
-                    .into_iter()
-                    .map(|(field, message)| (field, Value::String(message)))
-                    .collect(),
-            )),
-            CommandError::Rejected { code, message } => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", message)
-                    .with_details(json!({ "reason": code }))
-            }
+            CommandError::NotFound(message) => Refusal::NotFound(message).into(),
+            CommandError::Invalid(fields) => Refusal::Invalid(fields).into(),
+            CommandError::Rejected { code, message } => Refusal::Rejected { code, message }.into(),
             CommandError::Conflict {
                 ref stream,
                 expected,
@@ -119,6 +122,51 @@ impl From<CommandError> for ApiError {
             ),
             CommandError::Plugin(error) => error.into(),
             CommandError::Store(error) => error.into(),
+        }
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(error: QueryError) -> Self {
+        match error {
+            QueryError::UnknownQuery(_) => ApiError::not_found("unknown_query", error.to_string()),
+            QueryError::ProjectionUnavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "projection_unavailable",
+                error.to_string(),
+            )
+            .retry_after(1),
+            QueryError::Stale {
+                min_position,
+                position,
+            } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stale", error.to_string())
+                .with_details(json!({ "min_position": min_position, "position": position }))
+                .retry_after(1),
+            QueryError::Refused(refusal) => refusal.into(),
+            QueryError::Plugin(error) => error.into(),
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Invalid(fields) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "the request is invalid",
+            )
+            .with_details(Value::Object(
+                fields
+                    .into_iter()
+                    .map(|(field, message)| (field, Value::String(message)))
+                    .collect(),
+            )),
+            Refusal::Rejected { code, message } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", message)
+                    .with_details(json!({ "reason": code }))
+            }
+            Refusal::NotFound(message) => ApiError::not_found("not_found", message),
         }
     }
 }

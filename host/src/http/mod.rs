@@ -6,6 +6,7 @@ mod commands;
 mod error;
 mod events;
 mod extract;
+mod queries;
 
 use std::sync::Arc;
 
@@ -21,6 +22,8 @@ use tracing::Instrument;
 use crate::command_bus::CommandBus;
 use crate::event_store::EventStore;
 use crate::plugin::Plugins;
+use crate::projection::Projections;
+use crate::query::Queries;
 
 pub use error::ApiError;
 
@@ -33,6 +36,8 @@ pub struct AppState {
     pub store: Arc<dyn EventStore>,
     pub bus: Arc<CommandBus>,
     pub plugins: Arc<Plugins>,
+    pub projections: Arc<Projections>,
+    pub queries: Arc<Queries>,
 }
 
 /// The full API.
@@ -41,6 +46,9 @@ pub fn router(state: AppState) -> Router {
         .route("/commands/{command}", post(commands::execute))
         .route("/streams/{stream}", get(events::stream))
         .route("/events", get(events::log))
+        .route("/queries", get(queries::list))
+        .route("/queries/{name}", get(queries::get).post(queries::post))
+        .route("/projections", get(queries::projections))
         .route("/plugins", get(plugins))
         .route("/health", get(health))
         .fallback(not_found)

@@ -4,13 +4,16 @@
 //! whole (see [`crate::plugin::Plugins`]), so a request that looked up its handler
 //! keeps calling the code it started with.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{CommandHandler, Description, Plugin, PluginCode};
+use super::{
+    CommandHandler, Description, Plugin, PluginCode, ProjectionHandler, ProjectionMode,
+    QueryHandler,
+};
 
 /// Where a command goes.
 #[derive(Debug, Clone)]
@@ -20,6 +23,28 @@ pub struct CommandRoute {
     /// The handler's code digest: aggregate states cached under another digest are stale.
     pub digest: String,
     pub handler: Arc<CommandHandler>,
+}
+
+/// A projection the host should run.
+#[derive(Debug, Clone)]
+pub struct ProjectionRoute {
+    pub plugin: String,
+    pub digest: String,
+    pub schema_version: u32,
+    pub mode: ProjectionMode,
+    /// The event types it consumes.
+    pub handles: HashSet<String>,
+    pub handler: Arc<ProjectionHandler>,
+}
+
+/// Where a query goes.
+#[derive(Debug, Clone)]
+pub struct QueryRoute {
+    pub plugin: String,
+    pub digest: String,
+    /// The projections the handler reads.
+    pub reads: Vec<String>,
+    pub handler: Arc<QueryHandler>,
 }
 
 /// A plugin file that is not being served, and why.
@@ -34,6 +59,8 @@ pub struct LoadFailure {
 pub struct Catalog {
     plugins: BTreeMap<String, Plugin>,
     commands: HashMap<String, Arc<CommandRoute>>,
+    projections: BTreeMap<String, Arc<ProjectionRoute>>,
+    queries: HashMap<String, Arc<QueryRoute>>,
     failures: Vec<LoadFailure>,
 }
 
@@ -88,6 +115,41 @@ impl Catalog {
                     self.commands.insert(command.clone(), route.clone());
                 }
             }
+            PluginCode::Projection(handler) => {
+                self.projections.insert(
+                    name.clone(),
+                    Arc::new(ProjectionRoute {
+                        plugin: name.clone(),
+                        digest: plugin.digest.clone(),
+                        schema_version: plugin.description.schema_version.unwrap_or(1),
+                        mode: plugin.description.mode.unwrap_or(ProjectionMode::Async),
+                        handles: plugin.description.handles.iter().cloned().collect(),
+                        handler: handler.clone(),
+                    }),
+                );
+            }
+            PluginCode::QueryHandler(handler) => {
+                if let Some(taken) = plugin
+                    .description
+                    .handles
+                    .iter()
+                    .find(|query| self.queries.contains_key(*query))
+                {
+                    return Err(format!(
+                        "query {taken} is already answered by {}",
+                        self.queries[taken].plugin
+                    ));
+                }
+                let route = Arc::new(QueryRoute {
+                    plugin: name.clone(),
+                    digest: plugin.digest.clone(),
+                    reads: plugin.description.reads.clone().unwrap_or_default(),
+                    handler: handler.clone(),
+                });
+                for query in &plugin.description.handles {
+                    self.queries.insert(query.clone(), route.clone());
+                }
+            }
         }
         self.plugins.insert(name, plugin);
         Ok(())
@@ -95,6 +157,26 @@ impl Catalog {
 
     pub fn command(&self, name: &str) -> Option<&Arc<CommandRoute>> {
         self.commands.get(name)
+    }
+
+    pub fn query(&self, name: &str) -> Option<&Arc<QueryRoute>> {
+        self.queries.get(name)
+    }
+
+    /// Every query name with its route, sorted by name.
+    pub fn queries(&self) -> Vec<(&str, &Arc<QueryRoute>)> {
+        let mut queries: Vec<_> = self
+            .queries
+            .iter()
+            .map(|(name, route)| (name.as_str(), route))
+            .collect();
+        queries.sort_by_key(|(name, _)| *name);
+        queries
+    }
+
+    /// The projections to run, by name.
+    pub fn projections(&self) -> impl Iterator<Item = &Arc<ProjectionRoute>> {
+        self.projections.values()
     }
 
     /// The served plugins, by name.

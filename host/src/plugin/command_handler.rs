@@ -10,7 +10,8 @@ use super::bindings::command::exports::tessera::plugin::aggregate as wit_aggrega
 use super::bindings::command::{CommandHandler as Bindings, CommandHandlerPre};
 use super::host::HostState;
 use super::{
-    CallError, Description, LoadError, PluginKind, Runtime, check_description, set_deadline, wit,
+    CallError, Description, LoadError, PluginKind, Refusal, Runtime, check_description,
+    set_deadline, wit,
 };
 use crate::event_store::{Metadata, RecordedEvent};
 
@@ -37,15 +38,6 @@ pub struct Command {
     /// A JSON document.
     pub payload: String,
     pub metadata: Metadata,
-}
-
-/// Why a handler refused a command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    /// Malformed input: `(field, message)` pairs.
-    Invalid(Vec<(String, String)>),
-    /// A business rule said no.
-    Rejected { code: String, message: String },
 }
 
 /// What a handler decided: events to append (type and JSON data), or a refusal.
@@ -181,13 +173,7 @@ impl CommandSession {
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Ok),
-            Err(wit::Refusal::Invalid(fields)) => Ok(Err(Refusal::Invalid(
-                fields.into_iter().map(|f| (f.field, f.message)).collect(),
-            ))),
-            Err(wit::Refusal::Rejected(rejection)) => Ok(Err(Refusal::Rejected {
-                code: rejection.code,
-                message: rejection.message,
-            })),
+            Err(refusal) => Ok(Err(refusal.into())),
         }
     }
 

@@ -15,6 +15,9 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::command::tessera::plugin::{log, types};
+use super::bindings::projection::tessera::plugin::{projection_store, sql_types};
+use super::bindings::query::tessera::plugin::read_store;
+use crate::read_store::{ProjectionDb, ReadPool, ReadStoreError, Rows, SqlValue};
 
 /// The most bytes of one unterminated output line kept before it is logged anyway.
 const MAX_LINE: usize = 4096;
@@ -25,6 +28,10 @@ pub(crate) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limits: StoreLimits,
+    /// For a projection's batch: its own database, inside the batch transaction.
+    pub(crate) projection_db: Option<ProjectionDb>,
+    /// For a query: the read pools of the projections it declared, by name.
+    pub(crate) reads: Vec<(String, Arc<ReadPool>)>,
 }
 
 impl HostState {
@@ -47,6 +54,8 @@ impl HostState {
                 .trap_on_grow_failure(true)
                 .build(),
             plugin,
+            projection_db: None,
+            reads: Vec::new(),
         }
     }
 }
@@ -73,6 +82,101 @@ impl log::Host for HostState {
             log::Level::Error => tracing::error!(target: "plugin", plugin, "{message}"),
         }
         Ok(())
+    }
+}
+
+impl sql_types::Host for HostState {}
+
+impl projection_store::Host for HostState {
+    fn execute(
+        &mut self,
+        statement: String,
+        params: Vec<sql_types::Value>,
+    ) -> wasmtime::Result<Result<u64, String>> {
+        let db = self.projection_db()?;
+        Ok(db
+            .execute(&statement, &from_wit(params))
+            .map_err(guest_message))
+    }
+
+    fn query(
+        &mut self,
+        statement: String,
+        params: Vec<sql_types::Value>,
+    ) -> wasmtime::Result<Result<sql_types::Rows, String>> {
+        let db = self.projection_db()?;
+        Ok(db
+            .query(&statement, &from_wit(params))
+            .map(to_wit)
+            .map_err(guest_message))
+    }
+}
+
+impl read_store::Host for HostState {
+    fn query(
+        &mut self,
+        projection: String,
+        statement: String,
+        params: Vec<sql_types::Value>,
+    ) -> wasmtime::Result<Result<sql_types::Rows, String>> {
+        let Some((_, pool)) = self.reads.iter().find(|(name, _)| *name == projection) else {
+            return Ok(Err(format!(
+                "projection {projection:?} is not among those this query handler declared, \
+                 or has no active version"
+            )));
+        };
+        Ok(pool
+            .query(&statement, &from_wit(params))
+            .map(to_wit)
+            .map_err(guest_message))
+    }
+}
+
+impl HostState {
+    /// The projection database of the batch being applied. Its absence means the
+    /// host called a projection export outside a batch: a host bug, so a trap.
+    fn projection_db(&mut self) -> wasmtime::Result<&mut ProjectionDb> {
+        self.projection_db
+            .as_mut()
+            .ok_or_else(|| wasmtime::format_err!("projection store used outside a batch"))
+    }
+}
+
+fn guest_message(error: ReadStoreError) -> String {
+    error.to_string()
+}
+
+fn from_wit(params: Vec<sql_types::Value>) -> Vec<SqlValue> {
+    params
+        .into_iter()
+        .map(|value| match value {
+            sql_types::Value::Null => SqlValue::Null,
+            sql_types::Value::Integer(i) => SqlValue::Integer(i),
+            sql_types::Value::Real(r) => SqlValue::Real(r),
+            sql_types::Value::Text(t) => SqlValue::Text(t),
+            sql_types::Value::Blob(b) => SqlValue::Blob(b),
+        })
+        .collect()
+}
+
+fn to_wit(rows: Rows) -> sql_types::Rows {
+    sql_types::Rows {
+        columns: rows.columns,
+        rows: rows
+            .rows
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|value| match value {
+                        SqlValue::Null => sql_types::Value::Null,
+                        SqlValue::Integer(i) => sql_types::Value::Integer(i),
+                        SqlValue::Real(r) => sql_types::Value::Real(r),
+                        SqlValue::Text(t) => sql_types::Value::Text(t),
+                        SqlValue::Blob(b) => sql_types::Value::Blob(b),
+                    })
+                    .collect()
+            })
+            .collect(),
     }
 }
 

@@ -18,6 +18,8 @@ mod catalog;
 mod command_handler;
 mod directory;
 mod host;
+mod projection_handler;
+mod query_handler;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -29,9 +31,11 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, Store};
 
-pub use catalog::{Catalog, CommandRoute, LoadFailure};
-pub use command_handler::{Command, CommandHandler, CommandSession, Decision, Refusal};
+pub use catalog::{Catalog, CommandRoute, LoadFailure, ProjectionRoute, QueryRoute};
+pub use command_handler::{Command, CommandHandler, CommandSession, Decision};
 pub use directory::Plugins;
+pub use projection_handler::{BatchError, ProjectionHandler};
+pub use query_handler::QueryHandler;
 
 use bindings::types as wit;
 use host::HostState;
@@ -44,6 +48,10 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 pub struct Limits {
     /// How long one call of a command handler may run.
     pub command_deadline: Duration,
+    /// How long one `apply` (or `setup`) of a projection may run.
+    pub projection_deadline: Duration,
+    /// How long one call of a query handler may run.
+    pub query_deadline: Duration,
     /// How long `describe` may run when a plugin is loaded.
     pub describe_deadline: Duration,
     /// The most linear memory one instance may have, in bytes.
@@ -54,6 +62,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             command_deadline: Duration::from_secs(1),
+            projection_deadline: Duration::from_secs(1),
+            query_deadline: Duration::from_secs(1),
             describe_deadline: Duration::from_secs(1),
             max_memory: 64 << 20,
         }
@@ -107,6 +117,51 @@ pub struct Description {
     /// For a command handler: its aggregate type.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aggregate_type: Option<String>,
+    /// For a projection: its read model's version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<u32>,
+    /// For a projection: when it is applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ProjectionMode>,
+    /// For a query handler: the projections it reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reads: Option<Vec<String>>,
+}
+
+/// When a projection is applied relative to the commands that feed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProjectionMode {
+    /// In the background; commands never wait.
+    Async,
+    /// Before a command's response is sent.
+    Inline,
+}
+
+/// Why a handler refused a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Malformed input: `(field, message)` pairs.
+    Invalid(Vec<(String, String)>),
+    /// A business rule said no.
+    Rejected { code: String, message: String },
+    /// What was asked for does not exist.
+    NotFound(String),
+}
+
+impl From<wit::Refusal> for Refusal {
+    fn from(refusal: wit::Refusal) -> Self {
+        match refusal {
+            wit::Refusal::Invalid(fields) => {
+                Refusal::Invalid(fields.into_iter().map(|f| (f.field, f.message)).collect())
+            }
+            wit::Refusal::Rejected(rejection) => Refusal::Rejected {
+                code: rejection.code,
+                message: rejection.message,
+            },
+            wit::Refusal::NotFound(message) => Refusal::NotFound(message),
+        }
+    }
 }
 
 /// A loaded plugin: checked, linked, ready to call.
@@ -122,6 +177,8 @@ pub struct Plugin {
 #[derive(Debug, Clone)]
 pub enum PluginCode {
     CommandHandler(Arc<CommandHandler>),
+    Projection(Arc<ProjectionHandler>),
+    QueryHandler(Arc<QueryHandler>),
 }
 
 /// Why a `.wasm` could not be loaded. Report it with the file; the previous version of
@@ -138,8 +195,6 @@ pub enum LoadError {
     DescribeFailed(#[from] CallError),
     #[error("describe returned an invalid description: {0}")]
     BadDescription(String),
-    #[error("{kind} plugins are not served by this host version")]
-    Unsupported { kind: PluginKind },
 }
 
 /// A call into a plugin failed. The instance is dropped; the host keeps serving.
@@ -182,6 +237,8 @@ struct RuntimeInner {
     engine: Engine,
     limits: Limits,
     command_linker: Linker<HostState>,
+    projection_linker: Linker<HostState>,
+    query_linker: Linker<HostState>,
     stop_ticker: Arc<AtomicBool>,
 }
 
@@ -213,6 +270,20 @@ impl Runtime {
             |state| state,
         )?;
 
+        let mut projection_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut projection_linker)?;
+        bindings::projection::Projection::add_to_linker::<_, HasSelf<HostState>>(
+            &mut projection_linker,
+            |state| state,
+        )?;
+
+        let mut query_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut query_linker)?;
+        bindings::query::QueryHandler::add_to_linker::<_, HasSelf<HostState>>(
+            &mut query_linker,
+            |state| state,
+        )?;
+
         // Deadlines count epoch ticks; one thread advances the epoch for all stores.
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.clone();
@@ -232,6 +303,8 @@ impl Runtime {
                 engine,
                 limits,
                 command_linker,
+                projection_linker,
+                query_linker,
                 stop_ticker,
             }),
         })
@@ -254,7 +327,24 @@ impl Runtime {
                     code: PluginCode::CommandHandler(Arc::new(handler)),
                 })
             }
-            kind => Err(LoadError::Unsupported { kind }),
+            PluginKind::Projection => {
+                let mut handler = ProjectionHandler::link(self.clone(), &component)?;
+                let description = handler.describe()?;
+                Ok(Plugin {
+                    description,
+                    digest,
+                    code: PluginCode::Projection(Arc::new(handler)),
+                })
+            }
+            PluginKind::QueryHandler => {
+                let mut handler = QueryHandler::link(self.clone(), &component)?;
+                let description = handler.describe()?;
+                Ok(Plugin {
+                    description,
+                    digest,
+                    code: PluginCode::QueryHandler(Arc::new(handler)),
+                })
+            }
         }
     }
 
@@ -321,32 +411,52 @@ fn check_description(info: wit::PluginInfo, kind: PluginKind) -> Result<Descript
             return bad(format!("{handled:?} is listed twice"));
         }
     }
-    let (declared, aggregate_type) = match info.details {
-        wit::PluginDetails::CommandHandler(d) => {
-            (PluginKind::CommandHandler, Some(d.aggregate_type))
+    let mut description = Description {
+        name: info.name,
+        version: info.version,
+        kind,
+        handles: info.handles,
+        aggregate_type: None,
+        schema_version: None,
+        mode: None,
+        reads: None,
+    };
+    let declared = match info.details {
+        wit::PluginDetails::CommandHandler(details) => {
+            if !is_name(&details.aggregate_type) {
+                return bad(format!(
+                    "aggregate type {:?} must be 1-64 lowercase letters, digits or dashes",
+                    details.aggregate_type
+                ));
+            }
+            description.aggregate_type = Some(details.aggregate_type);
+            PluginKind::CommandHandler
         }
-        wit::PluginDetails::Projection(_) => (PluginKind::Projection, None),
-        wit::PluginDetails::QueryHandler(_) => (PluginKind::QueryHandler, None),
+        wit::PluginDetails::Projection(details) => {
+            description.schema_version = Some(details.schema_version);
+            description.mode = Some(match details.mode {
+                wit::ProjectionMode::Async => ProjectionMode::Async,
+                wit::ProjectionMode::Inline => ProjectionMode::Inline,
+            });
+            PluginKind::Projection
+        }
+        wit::PluginDetails::QueryHandler(details) => {
+            if details.reads.is_empty() {
+                return bad("a query handler must read at least one projection".into());
+            }
+            if let Some(name) = details.reads.iter().find(|name| !is_name(name)) {
+                return bad(format!("{name:?} is not a projection name"));
+            }
+            description.reads = Some(details.reads);
+            PluginKind::QueryHandler
+        }
     };
     if declared != kind {
         return bad(format!(
             "it describes itself as a {declared} but implements the {kind} world"
         ));
     }
-    if let Some(aggregate_type) = &aggregate_type
-        && !is_name(aggregate_type)
-    {
-        return bad(format!(
-            "aggregate type {aggregate_type:?} must be 1-64 lowercase letters, digits or dashes"
-        ));
-    }
-    Ok(Description {
-        name: info.name,
-        version: info.version,
-        kind,
-        handles: info.handles,
-        aggregate_type,
-    })
+    Ok(description)
 }
 
 fn is_name(name: &str) -> bool {

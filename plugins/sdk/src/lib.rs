@@ -35,18 +35,30 @@
 //! A payload that does not deserialize is refused as invalid, with the offending field.
 
 mod aggregate;
+mod projection;
+mod query;
 mod refusal;
 mod variants;
 
 pub mod log;
+pub mod sql;
 
 pub use aggregate::{Aggregate, Metadata};
+pub use projection::{Db, Envelope, Mode, Projection};
+pub use query::{Page, PageRequest, Params, QueryHandler, read};
 pub use refusal::{FieldError, Refusal};
+pub use serde_json::{Value as Json, json};
 
-/// Re-exports the generated macros and the crates they need; not part of the API.
+/// What the export macros call; not part of the API.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::aggregate::{apply, describe, handle};
+    pub mod projection {
+        pub use crate::projection::{apply, describe, setup};
+    }
+    pub mod query {
+        pub use crate::query::{describe, handle};
+    }
 }
 
 /// Bindings generated from `wit/`, one module per world. The shared interfaces are
@@ -60,6 +72,35 @@ pub mod __bindings {
             pub_export_macro: true,
             export_macro_name: "export_command_handler",
             default_bindings_module: "tessera_sdk::__bindings::command",
+        });
+    }
+
+    pub mod projection {
+        wit_bindgen::generate!({
+            path: "../../wit",
+            world: "tessera:plugin/projection@0.1.0",
+            pub_export_macro: true,
+            export_macro_name: "export_projection",
+            default_bindings_module: "tessera_sdk::__bindings::projection",
+            with: {
+                "tessera:plugin/types@0.1.0": crate::__bindings::command::tessera::plugin::types,
+                "tessera:plugin/log@0.1.0": crate::__bindings::command::tessera::plugin::log,
+            },
+        });
+    }
+
+    pub mod query {
+        wit_bindgen::generate!({
+            path: "../../wit",
+            world: "tessera:plugin/query-handler@0.1.0",
+            pub_export_macro: true,
+            export_macro_name: "export_query_handler",
+            default_bindings_module: "tessera_sdk::__bindings::query",
+            with: {
+                "tessera:plugin/types@0.1.0": crate::__bindings::command::tessera::plugin::types,
+                "tessera:plugin/log@0.1.0": crate::__bindings::command::tessera::plugin::log,
+                "tessera:plugin/sql-types@0.1.0": crate::__bindings::projection::tessera::plugin::sql_types,
+            },
         });
     }
 }
@@ -101,5 +142,64 @@ macro_rules! command_handler {
         }
 
         $crate::__bindings::command::export_command_handler!(__TesseraCommandHandler);
+    };
+}
+
+/// Exports a type implementing [`Projection`] as this component's projection.
+#[macro_export]
+macro_rules! projection {
+    ($projection:ty) => {
+        struct __TesseraProjection;
+
+        impl $crate::__bindings::projection::exports::tessera::plugin::projector::Guest
+            for __TesseraProjection
+        {
+            fn describe() -> $crate::__bindings::command::tessera::plugin::types::PluginInfo {
+                $crate::__private::projection::describe::<$projection>(
+                    env!("CARGO_PKG_NAME"),
+                    env!("CARGO_PKG_VERSION"),
+                )
+            }
+
+            fn setup() -> Result<(), String> {
+                $crate::__private::projection::setup::<$projection>()
+            }
+
+            fn apply(
+                event: $crate::__bindings::command::tessera::plugin::types::Event,
+            ) -> Result<(), String> {
+                $crate::__private::projection::apply::<$projection>(event)
+            }
+        }
+
+        $crate::__bindings::projection::export_projection!(__TesseraProjection);
+    };
+}
+
+/// Exports a type implementing [`QueryHandler`] as this component's query handler.
+#[macro_export]
+macro_rules! query_handler {
+    ($handler:ty) => {
+        struct __TesseraQueryHandler;
+
+        impl $crate::__bindings::query::exports::tessera::plugin::querier::Guest
+            for __TesseraQueryHandler
+        {
+            fn describe() -> $crate::__bindings::command::tessera::plugin::types::PluginInfo {
+                $crate::__private::query::describe::<$handler>(
+                    env!("CARGO_PKG_NAME"),
+                    env!("CARGO_PKG_VERSION"),
+                )
+            }
+
+            fn handle(
+                name: String,
+                params: String,
+            ) -> Result<String, $crate::__bindings::command::tessera::plugin::types::Refusal> {
+                $crate::__private::query::handle::<$handler>(name, params)
+            }
+        }
+
+        $crate::__bindings::query::export_query_handler!(__TesseraQueryHandler);
     };
 }

@@ -17,6 +17,8 @@ pub enum Refusal {
     Invalid(Vec<FieldError>),
     /// The input is well formed but a business rule refuses it.
     Rejected { code: String, message: String },
+    /// What the input asks for does not exist; the host answers 404 `not_found`.
+    NotFound(String),
 }
 
 impl Refusal {
@@ -34,6 +36,11 @@ impl Refusal {
             code: code.into(),
             message: message.into(),
         }
+    }
+
+    /// Nothing matches what was asked for.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Refusal::NotFound(message.into())
     }
 
     /// Turns a serde error on the input into a field-level validation failure.
@@ -88,6 +95,7 @@ impl From<Refusal> for wit::Refusal {
             Refusal::Rejected { code, message } => {
                 wit::Refusal::Rejected(wit::Rejection { code, message })
             }
+            Refusal::NotFound(message) => wit::Refusal::NotFound(message),
         }
     }
 }

@@ -1,0 +1,124 @@
+//! `GET|POST /queries/{name}`, `GET /queries`, `GET /projections`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{Json, Path, Query};
+use crate::query::Answer;
+
+/// How long a query waits for `Tessera-Min-Position` unless the client says otherwise.
+const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(5);
+/// The longest a client may ask a query to wait.
+const LONGEST_MAX_WAIT: Duration = Duration::from_secs(60);
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let params = params
+        .into_iter()
+        .map(|(key, value)| (key, Value::String(value)))
+        .collect();
+    ask(state, name, params, &headers).await
+}
+
+pub async fn post(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
+    let Value::Object(params) = body else {
+        return Err(ApiError::bad_request(
+            "the body must be a JSON object of parameters",
+        ));
+    };
+    ask(state, name, params, &headers).await
+}
+
+async fn ask(
+    state: AppState,
+    name: String,
+    params: Map<String, Value>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let min_position = number_header(headers, "tessera-min-position")?;
+    let max_wait = match number_header(headers, "tessera-max-wait")? {
+        Some(ms) => Duration::from_millis(ms).min(LONGEST_MAX_WAIT),
+        None => DEFAULT_MAX_WAIT,
+    };
+    let answer = state
+        .queries
+        .ask(&name, params, min_position, max_wait)
+        .await?;
+    Ok(answer_response(answer))
+}
+
+fn answer_response(answer: Answer) -> Response {
+    let mut response = (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        answer.body.get().to_string(),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert("tessera-position", HeaderValue::from(answer.position));
+    headers.insert("tessera-head", HeaderValue::from(answer.head));
+    headers.insert(
+        "tessera-cache",
+        HeaderValue::from_static(if answer.cached { "hit" } else { "miss" }),
+    );
+    response
+}
+
+fn number_header(headers: &HeaderMap, name: &str) -> Result<Option<u64>, ApiError> {
+    headers
+        .get(name)
+        .map(|value| {
+            value
+                .to_str()
+                .ok()
+                .and_then(|text| text.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("header {name} must be a whole number"))
+                })
+        })
+        .transpose()
+}
+
+pub async fn list(State(state): State<AppState>) -> impl IntoResponse {
+    let catalog = state.plugins.catalog();
+    let stats = state.queries.cache_stats();
+    let queries: Vec<Value> = catalog
+        .queries()
+        .into_iter()
+        .map(|(name, route)| {
+            let cache = stats.get(name);
+            json!({
+                "name": name,
+                "plugin": route.plugin,
+                "reads": route.reads,
+                "cache": {
+                    "hits": cache.map_or(0, |c| c.hits),
+                    "misses": cache.map_or(0, |c| c.misses),
+                },
+            })
+        })
+        .collect();
+    axum::Json(json!({ "queries": queries }))
+}
+
+pub async fn projections(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        axum::Json(json!({ "projections": state.projections.status() })),
+    )
+}

@@ -1,0 +1,171 @@
+//! Calling a projection: `setup` once per schema version, `apply` per event, both
+//! inside the batch transaction of the projection's own database.
+
+use std::sync::Arc;
+
+use wasmtime::component::Component;
+
+use super::bindings::projection::ProjectionPre;
+use super::command_handler::to_wit_event;
+use super::host::HostState;
+use super::{
+    CallError, Description, LoadError, PluginKind, Runtime, check_description, set_deadline,
+};
+use crate::event_store::RecordedEvent;
+use crate::read_store::{ProjectionDb, ReadStoreError};
+
+/// A projection plugin, linked and ready to instantiate.
+pub struct ProjectionHandler {
+    name: Arc<str>,
+    runtime: Runtime,
+    pre: ProjectionPre<HostState>,
+}
+
+impl std::fmt::Debug for ProjectionHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectionHandler")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a batch was not applied. The batch's transaction is rolled back in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// The projection's `setup` returned an error.
+    #[error("setup failed: {0}")]
+    Setup(String),
+    /// The projection's `apply` returned an error for the event at `position`.
+    #[error("apply failed at position {position}: {reason}")]
+    Apply { position: u64, reason: String },
+    /// The guest trapped or ran past its deadline (at `position`, if during an apply).
+    #[error("{error}")]
+    Call {
+        position: Option<u64>,
+        error: CallError,
+    },
+    /// The projection's database failed.
+    #[error("read store: {0}")]
+    Store(#[from] ReadStoreError),
+}
+
+impl BatchError {
+    /// The position of the event that failed, if one did.
+    pub fn position(&self) -> Option<u64> {
+        match self {
+            BatchError::Apply { position, .. } => Some(*position),
+            BatchError::Call { position, .. } => *position,
+            _ => None,
+        }
+    }
+}
+
+impl ProjectionHandler {
+    pub(super) fn link(runtime: Runtime, component: &Component) -> Result<Self, LoadError> {
+        let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
+            kind: PluginKind::Projection,
+            reason: format!("{e:#}"),
+        };
+        let pre = runtime
+            .inner
+            .projection_linker
+            .instantiate_pre(component)
+            .map_err(wrong_world)?;
+        let pre = ProjectionPre::new(pre).map_err(wrong_world)?;
+        Ok(ProjectionHandler {
+            name: Arc::from("projection"),
+            runtime,
+            pre,
+        })
+    }
+
+    pub(super) fn describe(&mut self) -> Result<Description, LoadError> {
+        let mut store = self.runtime.store(self.name.clone());
+        let deadline = self.runtime.limits().describe_deadline;
+        set_deadline(&mut store, deadline);
+        let fail = |e| CallError::from_wasmtime(&self.name, deadline, e);
+        let bindings = self.pre.instantiate(&mut store).map_err(fail)?;
+        let info = bindings
+            .tessera_plugin_projector()
+            .call_describe(&mut store)
+            .map_err(fail)?;
+        let description = check_description(info, PluginKind::Projection)?;
+        self.name = Arc::from(description.name.as_str());
+        Ok(description)
+    }
+
+    /// Applies `events` in one transaction of `db` and commits it with the checkpoint
+    /// `checkpoint` (the last position the batch covers, which may be past the last
+    /// event delivered: events the projection does not consume still advance it).
+    /// Runs `setup` first when `run_setup`. Blocking. The database comes back in
+    /// every case; on error nothing of the batch was committed.
+    pub fn apply_batch(
+        &self,
+        db: ProjectionDb,
+        run_setup: bool,
+        events: &[RecordedEvent],
+        checkpoint: u64,
+    ) -> (ProjectionDb, Result<(), BatchError>) {
+        let mut store = self.runtime.store(self.name.clone());
+        store.data_mut().projection_db = Some(db);
+        let result = self.run(&mut store, run_setup, events, checkpoint);
+        let mut db = store
+            .data_mut()
+            .projection_db
+            .take()
+            .expect("the batch's database is still in the store");
+        if result.is_err() {
+            db.rollback();
+        }
+        (db, result)
+    }
+
+    fn run(
+        &self,
+        store: &mut wasmtime::Store<HostState>,
+        run_setup: bool,
+        events: &[RecordedEvent],
+        checkpoint: u64,
+    ) -> Result<(), BatchError> {
+        let deadline = self.runtime.limits().projection_deadline;
+        let call_error = |position, e| BatchError::Call {
+            position,
+            error: CallError::from_wasmtime(&self.name, deadline, e),
+        };
+        set_deadline(store, deadline);
+        let bindings = self
+            .pre
+            .instantiate(&mut *store)
+            .map_err(|e| call_error(None, e))?;
+        db(store).begin()?;
+        if run_setup {
+            set_deadline(store, deadline);
+            bindings
+                .tessera_plugin_projector()
+                .call_setup(&mut *store)
+                .map_err(|e| call_error(None, e))?
+                .map_err(BatchError::Setup)?;
+        }
+        for event in events {
+            set_deadline(store, deadline);
+            bindings
+                .tessera_plugin_projector()
+                .call_apply(&mut *store, &to_wit_event(event))
+                .map_err(|e| call_error(Some(event.position), e))?
+                .map_err(|reason| BatchError::Apply {
+                    position: event.position,
+                    reason,
+                })?;
+        }
+        db(store).commit(checkpoint, true)?;
+        Ok(())
+    }
+}
+
+fn db(store: &mut wasmtime::Store<HostState>) -> &mut ProjectionDb {
+    store
+        .data_mut()
+        .projection_db
+        .as_mut()
+        .expect("the batch's database is in the store")
+}

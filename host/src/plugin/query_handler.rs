@@ -1,0 +1,94 @@
+//! Calling a query handler: one fresh instance per query, reading through read-only
+//! pools of the projections it declared.
+
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+use wasmtime::component::Component;
+
+use super::bindings::query::QueryHandlerPre;
+use super::host::HostState;
+use super::{
+    CallError, Description, LoadError, PluginKind, Refusal, Runtime, check_description,
+    set_deadline,
+};
+use crate::read_store::ReadPool;
+
+/// A query handler plugin, linked and ready to instantiate.
+pub struct QueryHandler {
+    name: Arc<str>,
+    runtime: Runtime,
+    pre: QueryHandlerPre<HostState>,
+}
+
+impl std::fmt::Debug for QueryHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryHandler")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QueryHandler {
+    pub(super) fn link(runtime: Runtime, component: &Component) -> Result<Self, LoadError> {
+        let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
+            kind: PluginKind::QueryHandler,
+            reason: format!("{e:#}"),
+        };
+        let pre = runtime
+            .inner
+            .query_linker
+            .instantiate_pre(component)
+            .map_err(wrong_world)?;
+        let pre = QueryHandlerPre::new(pre).map_err(wrong_world)?;
+        Ok(QueryHandler {
+            name: Arc::from("query-handler"),
+            runtime,
+            pre,
+        })
+    }
+
+    pub(super) fn describe(&mut self) -> Result<Description, LoadError> {
+        let mut store = self.runtime.store(self.name.clone());
+        let deadline = self.runtime.limits().describe_deadline;
+        set_deadline(&mut store, deadline);
+        let fail = |e| CallError::from_wasmtime(&self.name, deadline, e);
+        let bindings = self.pre.instantiate(&mut store).map_err(fail)?;
+        let info = bindings
+            .tessera_plugin_querier()
+            .call_describe(&mut store)
+            .map_err(fail)?;
+        let description = check_description(info, PluginKind::QueryHandler)?;
+        self.name = Arc::from(description.name.as_str());
+        Ok(description)
+    }
+
+    /// Answers query `name` with `params` (a JSON object), reading only `reads`.
+    /// Returns the answer as JSON. Blocking.
+    pub fn call(
+        &self,
+        name: &str,
+        params: &str,
+        reads: Vec<(String, Arc<ReadPool>)>,
+    ) -> Result<Result<Box<RawValue>, Refusal>, CallError> {
+        let mut store = self.runtime.store(self.name.clone());
+        store.data_mut().reads = reads;
+        let deadline = self.runtime.limits().query_deadline;
+        set_deadline(&mut store, deadline);
+        let fail = |e| CallError::from_wasmtime(&self.name, deadline, e);
+        let bindings = self.pre.instantiate(&mut store).map_err(fail)?;
+        let answer = bindings
+            .tessera_plugin_querier()
+            .call_handle(&mut store, &name.to_string(), &params.to_string())
+            .map_err(fail)?;
+        match answer {
+            Ok(json) => RawValue::from_string(json)
+                .map(Ok)
+                .map_err(|e| CallError::BadOutput {
+                    plugin: self.name.to_string(),
+                    reason: format!("the answer is not JSON: {e}"),
+                }),
+            Err(refusal) => Ok(Err(refusal.into())),
+        }
+    }
+}

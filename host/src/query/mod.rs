@@ -1,0 +1,216 @@
+//! Queries: routing to query handlers, freshness, and the result cache.
+//!
+//! Every answer says how fresh it is: the lowest checkpoint among the projections the
+//! handler reads (taken before it reads, so the data is at least that fresh) and the
+//! write store's head. A caller that needs its own writes names a position; the query
+//! waits, up to a bound, for the projections to reach it, and past the bound fails
+//! as stale rather than answer with older data.
+//!
+//! Results are cached by query, parameters, handler code and the checkpoints of the
+//! projections read: a checkpoint that advances makes the entry unreachable, so the
+//! cache never serves data older than the freshness it reports.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lru::LruCache;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::event_store::EventStore;
+use crate::plugin::{CallError, Plugins, Refusal};
+use crate::projection::{Projections, wait_all};
+
+/// Query results kept.
+const CACHE_CAPACITY: usize = 10_000;
+
+/// An answer and how fresh it is.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub body: Arc<RawValue>,
+    /// The log position the read models behind the answer have reached.
+    pub position: u64,
+    /// The write store's head when the query ran.
+    pub head: u64,
+    pub cached: bool,
+}
+
+/// Why a query was not answered.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// No handler answers this query name.
+    #[error("no plugin answers the query {0:?}")]
+    UnknownQuery(String),
+    /// A projection the handler reads is not running (not deployed, or not set up
+    /// yet). Retry later or deploy it.
+    #[error("projection {0:?} is not available")]
+    ProjectionUnavailable(String),
+    /// The projections did not reach `min_position` within the wait bound.
+    #[error("the read models are at position {position}, not yet at {min_position}")]
+    Stale { min_position: u64, position: u64 },
+    /// The handler refused the parameters.
+    #[error("the query was refused")]
+    Refused(Refusal),
+    /// The handler failed (trap, deadline, bad output).
+    #[error(transparent)]
+    Plugin(#[from] CallError),
+}
+
+/// Hit and miss counts of one query's cache.
+#[derive(Debug, Default, Serialize)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CacheKey {
+    query: String,
+    params: String,
+    digest: String,
+    checkpoints: Vec<u64>,
+}
+
+/// Answers queries.
+#[derive(Debug)]
+pub struct Queries {
+    store: Arc<dyn EventStore>,
+    plugins: Arc<Plugins>,
+    projections: Arc<Projections>,
+    cache: Mutex<LruCache<CacheKey, Arc<RawValue>>>,
+    counters: Mutex<HashMap<String, Arc<Counters>>>,
+}
+
+impl Queries {
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        plugins: Arc<Plugins>,
+        projections: Arc<Projections>,
+    ) -> Self {
+        Queries {
+            store,
+            plugins,
+            projections,
+            cache: Mutex::new(LruCache::new(
+                NonZeroUsize::new(CACHE_CAPACITY).expect("non-zero"),
+            )),
+            counters: Mutex::default(),
+        }
+    }
+
+    /// Answers query `name` with `params`, at least as fresh as `min_position` (waiting
+    /// up to `max_wait` for it).
+    pub async fn ask(
+        &self,
+        name: &str,
+        params: Map<String, Value>,
+        min_position: Option<u64>,
+        max_wait: Duration,
+    ) -> Result<Answer, QueryError> {
+        let catalog = self.plugins.catalog();
+        let route = catalog
+            .query(name)
+            .ok_or_else(|| QueryError::UnknownQuery(name.to_string()))?
+            .clone();
+        let access = self
+            .projections
+            .read_access(&route.reads)
+            .map_err(QueryError::ProjectionUnavailable)?;
+        if let Some(min_position) = min_position {
+            let checkpoints = access.iter().map(|a| a.checkpoint.clone()).collect();
+            if !wait_all(checkpoints, min_position, max_wait).await {
+                return Err(QueryError::Stale {
+                    min_position,
+                    position: lowest(&access),
+                });
+            }
+        }
+        let head = *self.store.head().borrow();
+        let checkpoints: Vec<u64> = access.iter().map(|a| *a.checkpoint.borrow()).collect();
+        let position = checkpoints.iter().copied().min().unwrap_or(0);
+        // serde_json's map keeps keys sorted, so equal parameters give equal text.
+        let params = Value::Object(params).to_string();
+        let key = CacheKey {
+            query: name.to_string(),
+            params: params.clone(),
+            digest: route.digest.clone(),
+            checkpoints,
+        };
+        let counters = self.counters(name);
+        if let Some(body) = self.cache.lock().expect("cache lock").get(&key).cloned() {
+            counters.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Answer {
+                body,
+                position,
+                head: head.max(position),
+                cached: true,
+            });
+        }
+        counters.misses.fetch_add(1, Ordering::Relaxed);
+        let handler = route.handler.clone();
+        let query = name.to_string();
+        let reads = access.into_iter().map(|a| (a.name, a.pool)).collect();
+        let answer = tokio::task::spawn_blocking(move || handler.call(&query, &params, reads))
+            .await
+            .map_err(|e| CallError::Trapped {
+                plugin: route.plugin.clone(),
+                reason: format!("host task failed: {e}"),
+            })??;
+        let body: Arc<RawValue> = Arc::from(answer.map_err(QueryError::Refused)?);
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .put(key, body.clone());
+        Ok(Answer {
+            body,
+            position,
+            head: head.max(position),
+            cached: false,
+        })
+    }
+
+    /// Cache hits and misses per query name.
+    pub fn cache_stats(&self) -> HashMap<String, CacheStats> {
+        self.counters
+            .lock()
+            .expect("counters lock")
+            .iter()
+            .map(|(name, c)| {
+                (
+                    name.clone(),
+                    CacheStats {
+                        hits: c.hits.load(Ordering::Relaxed),
+                        misses: c.misses.load(Ordering::Relaxed),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn counters(&self, name: &str) -> Arc<Counters> {
+        self.counters
+            .lock()
+            .expect("counters lock")
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+}
+
+fn lowest(access: &[crate::projection::ReadAccess]) -> u64 {
+    access
+        .iter()
+        .map(|a| *a.checkpoint.borrow())
+        .min()
+        .unwrap_or(0)
+}

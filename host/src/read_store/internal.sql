@@ -1,0 +1,9 @@
+-- The host's own tables inside every projection database. Guests cannot write them.
+CREATE TABLE IF NOT EXISTS _tessera_checkpoint (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    -- The log position of the last event whose effects are committed here.
+    position INTEGER NOT NULL,
+    -- 1 once the projection's setup has run in this database.
+    setup    INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO _tessera_checkpoint (id, position, setup) VALUES (1, 0, 0);

@@ -1,0 +1,326 @@
+//! The read store: one SQLite database per projection version, owned by the host.
+//!
+//! A projection writes only through a [`ProjectionDb`]: its own file, inside a batch
+//! transaction that the host opens and commits together with the projection's
+//! checkpoint, so a crash never applies an event twice or skips one. Queries read
+//! through a [`ReadPool`]: read-only connections that refuse anything but reading.
+//!
+//! The doors are shut by construction, not convention: `ATTACH` is impossible (the
+//! attached-database limit is 0), and an authorizer refuses, for guest statements,
+//! transactions, savepoints, pragmas, virtual tables and writes to the host's own
+//! tables; for query connections, everything but reading.
+//!
+//! This module knows nothing of Wasm or HTTP.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::limits::Limit;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags, ToSql, params_from_iter};
+
+/// The most rows one guest query may return.
+const MAX_ROWS: usize = 10_000;
+/// The most bytes of text and blobs one guest query may return.
+const MAX_RESULT_BYTES: usize = 16 << 20;
+/// Read connections kept per projection version.
+const MAX_IDLE_READERS: usize = 8;
+
+/// A SQL value crossing between the host and a guest.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+/// The rows a statement returned.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Rows {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<SqlValue>>,
+}
+
+impl ToSql for SqlValue {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            SqlValue::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            SqlValue::Integer(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+            SqlValue::Real(r) => ToSqlOutput::Borrowed(ValueRef::Real(*r)),
+            SqlValue::Text(t) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
+            SqlValue::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+        })
+    }
+}
+
+/// Why a read-store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadStoreError {
+    /// SQLite refused or failed. For a guest statement, report the message to the guest.
+    #[error("{0}")]
+    Sql(#[from] rusqlite::Error),
+    /// The result is larger than a guest may receive; the guest should page.
+    #[error("the result is too large: more than {MAX_ROWS} rows or {MAX_RESULT_BYTES} bytes")]
+    TooLarge,
+    #[error("read store I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A projection version's database, opened for writing by its worker.
+#[derive(Debug)]
+pub struct ProjectionDb {
+    conn: Connection,
+    /// True while guest statements run: the authorizer then applies the guest rules.
+    guest: Arc<AtomicBool>,
+    path: PathBuf,
+}
+
+impl ProjectionDb {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, ReadStoreError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // The checkpoint commits with the data, and the log can rebuild both, so a
+        // power loss that drops the last commits only means re-applying them.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(include_str!("internal.sql"))?;
+        conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
+        let guest = Arc::new(AtomicBool::new(false));
+        let flag = guest.clone();
+        conn.authorizer(Some(move |context: AuthContext<'_>| {
+            if flag.load(Ordering::Relaxed) {
+                authorize_projection(&context)
+            } else {
+                Authorization::Allow
+            }
+        }))?;
+        Ok(ProjectionDb {
+            conn,
+            guest,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The checkpoint and whether setup has run.
+    pub fn state(&self) -> Result<(u64, bool), ReadStoreError> {
+        let (position, setup): (i64, i64) = self.conn.query_row(
+            "SELECT position, setup FROM _tessera_checkpoint WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok((position as u64, setup != 0))
+    }
+
+    /// Opens the batch transaction.
+    pub fn begin(&mut self) -> Result<(), ReadStoreError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    /// Commits the batch with its checkpoint (and the setup mark, once setup has run).
+    pub fn commit(&mut self, position: u64, setup_done: bool) -> Result<(), ReadStoreError> {
+        self.conn.execute(
+            "UPDATE _tessera_checkpoint SET position = ?1, setup = ?2 WHERE id = 1",
+            (position as i64, setup_done as i64),
+        )?;
+        self.conn.execute_batch("COMMIT")?;
+        Ok(())
+    }
+
+    /// Abandons the batch: nothing of it stays.
+    pub fn rollback(&mut self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+
+    /// Runs a guest statement that returns no rows; returns the rows changed.
+    pub fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64, ReadStoreError> {
+        let _guest = GuestMode::enter(&self.guest);
+        let mut statement = self.conn.prepare_cached(sql)?;
+        Ok(statement.execute(params_from_iter(params))? as u64)
+    }
+
+    /// Runs a guest statement and returns its rows.
+    pub fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<Rows, ReadStoreError> {
+        let _guest = GuestMode::enter(&self.guest);
+        query(&self.conn, sql, params)
+    }
+}
+
+/// Sets the guest flag for the life of a statement.
+struct GuestMode<'a>(&'a AtomicBool);
+
+impl<'a> GuestMode<'a> {
+    fn enter(flag: &'a AtomicBool) -> Self {
+        flag.store(true, Ordering::Relaxed);
+        GuestMode(flag)
+    }
+}
+
+impl Drop for GuestMode<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The host's own tables. (The schema table `sqlite_master` is written by SQLite
+/// itself when tables are created, and cannot be written by statements directly
+/// while pragmas are refused.)
+fn is_internal(table: &str) -> bool {
+    table.starts_with("_tessera")
+}
+
+/// What a projection's own statements may do: shape and change its own tables.
+fn authorize_projection(context: &AuthContext<'_>) -> Authorization {
+    use AuthAction::*;
+    match context.action {
+        Select | Read { .. } | Function { .. } | Recursive => Authorization::Allow,
+        Insert { table_name } | Update { table_name, .. } | Delete { table_name } => {
+            if is_internal(table_name) {
+                Authorization::Deny
+            } else {
+                Authorization::Allow
+            }
+        }
+        CreateTable { table_name }
+        | CreateTempTable { table_name }
+        | DropTable { table_name }
+        | DropTempTable { table_name }
+        | AlterTable { table_name, .. } => {
+            if is_internal(table_name) {
+                Authorization::Deny
+            } else {
+                Authorization::Allow
+            }
+        }
+        CreateIndex { .. }
+        | CreateTempIndex { .. }
+        | DropIndex { .. }
+        | DropTempIndex { .. }
+        | CreateView { .. }
+        | CreateTempView { .. }
+        | DropView { .. }
+        | DropTempView { .. }
+        | CreateTrigger { .. }
+        | CreateTempTrigger { .. }
+        | DropTrigger { .. }
+        | DropTempTrigger { .. }
+        | Reindex { .. }
+        | Analyze { .. } => Authorization::Allow,
+        // Transactions belong to the host; ATTACH would reach other files; pragmas
+        // could change durability or reach the file system; virtual tables too.
+        _ => Authorization::Deny,
+    }
+}
+
+/// What a query may do: read.
+fn authorize_read(context: &AuthContext<'_>) -> Authorization {
+    match context.action {
+        AuthAction::Select
+        | AuthAction::Read { .. }
+        | AuthAction::Function { .. }
+        | AuthAction::Recursive => Authorization::Allow,
+        _ => Authorization::Deny,
+    }
+}
+
+fn query(conn: &Connection, sql: &str, params: &[SqlValue]) -> Result<Rows, ReadStoreError> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let columns: Vec<String> = statement
+        .column_names()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let width = columns.len();
+    let mut rows = statement.query(params_from_iter(params))?;
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(row) = rows.next()? {
+        if out.len() == MAX_ROWS {
+            return Err(ReadStoreError::TooLarge);
+        }
+        let mut values = Vec::with_capacity(width);
+        for column in 0..width {
+            let value = match row.get_ref(column)? {
+                ValueRef::Null => SqlValue::Null,
+                ValueRef::Integer(i) => SqlValue::Integer(i),
+                ValueRef::Real(r) => SqlValue::Real(r),
+                ValueRef::Text(t) => {
+                    bytes += t.len();
+                    SqlValue::Text(String::from_utf8_lossy(t).into_owned())
+                }
+                ValueRef::Blob(b) => {
+                    bytes += b.len();
+                    SqlValue::Blob(b.to_vec())
+                }
+            };
+            values.push(value);
+        }
+        if bytes > MAX_RESULT_BYTES {
+            return Err(ReadStoreError::TooLarge);
+        }
+        out.push(values);
+    }
+    Ok(Rows { columns, rows: out })
+}
+
+/// Read-only connections to one projection version's database, for queries.
+#[derive(Debug)]
+pub struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    pub fn new(path: &Path) -> Self {
+        ReadPool {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs a read-only statement. Blocking: call from a blocking thread.
+    pub fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Rows, ReadStoreError> {
+        let pooled = self.idle.lock().expect("read pool").pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => self.open()?,
+        };
+        let result = query(&conn, sql, params);
+        let mut idle = self.idle.lock().expect("read pool");
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+        result
+    }
+
+    fn open(&self) -> Result<Connection, ReadStoreError> {
+        let mut conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "query_only", true)?;
+        conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
+        conn.authorizer(Some(|context: AuthContext<'_>| authorize_read(&context)))?;
+        Ok(conn)
+    }
+}
+
+/// Where projection databases live: `<root>/<name>/v<schema version>.db`.
+pub fn projection_path(root: &Path, name: &str, schema_version: u32) -> PathBuf {
+    root.join(name).join(format!("v{schema_version}.db"))
+}

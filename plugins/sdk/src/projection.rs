@@ -1,0 +1,114 @@
+//! Projections: events in, a read model in the projection's own SQLite database out.
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value as Json};
+
+use crate::__bindings::command::tessera::plugin::types as wit;
+use crate::__bindings::projection::tessera::plugin::projection_store;
+use crate::aggregate::Metadata;
+use crate::sql::{Rows, Value, from_wit, to_wit};
+use crate::variants::variant_names;
+
+/// When a projection is applied relative to the commands that produce its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// In the background; commands never wait for it.
+    Async,
+    /// Before a command's response: clients read their own writes.
+    Inline,
+}
+
+/// An event with where it sits in the log.
+#[derive(Debug, Clone)]
+pub struct Envelope<E> {
+    pub position: u64,
+    pub stream: String,
+    pub version: u64,
+    pub event_type: String,
+    pub metadata: Metadata,
+    /// When the event was appended, RFC 3339 in UTC.
+    pub timestamp: String,
+    pub event: E,
+}
+
+/// The projection's own database. Statements run inside the host's transaction for
+/// the current batch: they commit together with the projection's checkpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct Db;
+
+impl Db {
+    /// Runs a statement that returns no rows; returns how many rows it changed.
+    pub fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, String> {
+        projection_store::execute(sql, &to_wit(params))
+    }
+
+    /// Runs a statement and returns its rows.
+    pub fn query(&self, sql: &str, params: &[Value]) -> Result<Rows, String> {
+        projection_store::query(sql, &to_wit(params)).map(from_wit)
+    }
+}
+
+/// A projection: a versioned read model built from the events it consumes.
+pub trait Projection {
+    /// The read model's version. Raise it when the tables' shape or meaning changes:
+    /// the host builds the new version beside the old one and switches when it has
+    /// caught up.
+    const SCHEMA_VERSION: u32;
+    const MODE: Mode;
+
+    /// The consumed events: an enum whose variant names are event types. Events of
+    /// other types are not delivered.
+    type Event: DeserializeOwned;
+
+    /// Creates the tables and indexes, once per schema version.
+    fn setup(db: &Db) -> Result<(), String>;
+
+    /// Applies one event. An error is retried by the host.
+    fn apply(db: &Db, event: Envelope<Self::Event>) -> Result<(), String>;
+}
+
+pub fn describe<P: Projection>(name: &str, version: &str) -> wit::PluginInfo {
+    wit::PluginInfo {
+        name: name.to_string(),
+        version: version.to_string(),
+        handles: variant_names::<P::Event>()
+            .iter()
+            .map(|name| name.to_string())
+            .collect(),
+        details: wit::PluginDetails::Projection(wit::ProjectionDetails {
+            schema_version: P::SCHEMA_VERSION,
+            mode: match P::MODE {
+                Mode::Async => wit::ProjectionMode::Async,
+                Mode::Inline => wit::ProjectionMode::Inline,
+            },
+        }),
+    }
+}
+
+pub fn setup<P: Projection>() -> Result<(), String> {
+    P::setup(&Db)
+}
+
+pub fn apply<P: Projection>(event: wit::Event) -> Result<(), String> {
+    let data: Json = serde_json::from_str(&event.data)
+        .map_err(|e| format!("event {} carries invalid JSON: {e}", event.position))?;
+    let tagged = Json::Object(Map::from_iter([(event.event_type.clone(), data)]));
+    let typed: P::Event = serde_json::from_value(tagged).map_err(|e| {
+        format!(
+            "event {} of type {} does not deserialize: {e}",
+            event.position, event.event_type
+        )
+    })?;
+    P::apply(
+        &Db,
+        Envelope {
+            position: event.position,
+            stream: event.stream,
+            version: event.version,
+            event_type: event.event_type,
+            metadata: event.metadata.into(),
+            timestamp: event.timestamp,
+            event: typed,
+        },
+    )
+}
