@@ -8,6 +8,7 @@
 //! [`plugin`] (Wasm components), [`event_store`] (the log). See `ARCHITECTURE.md`.
 
 pub mod command_bus;
+pub mod dev;
 pub mod event_store;
 pub mod http;
 pub mod plugin;
@@ -23,9 +24,10 @@ use tokio::net::TcpListener;
 
 use crate::command_bus::CommandBus;
 use crate::event_store::{Durability, EventStore, SqliteEventStore, StoreError};
-use crate::plugin::{Limits, Plugins, Runtime};
+use crate::plugin::{Limits, PluginWatcher, Plugins, Runtime};
 use crate::projection::Projections;
 use crate::query::Queries;
+use tokio_util::sync::CancellationToken;
 
 /// Everything a host needs to start.
 #[derive(Debug, Clone)]
@@ -36,6 +38,11 @@ pub struct Config {
     pub plugins_dir: PathBuf,
     pub durability: Durability,
     pub limits: Limits,
+    /// Reload plugins when files in the plugins folder change.
+    pub watch_plugins: bool,
+    /// The bearer token of the admin endpoints. Without one, they answer only to
+    /// clients on the loopback interface.
+    pub admin_token: Option<String>,
 }
 
 impl Config {
@@ -46,6 +53,8 @@ impl Config {
             plugins_dir: plugins_dir.into(),
             durability: Durability::default(),
             limits: Limits::default(),
+            watch_plugins: true,
+            admin_token: None,
         }
     }
 }
@@ -79,14 +88,17 @@ pub async fn serve(
     )?);
     let runtime =
         Runtime::new(config.limits.clone()).map_err(|e| ServeError::Runtime(format!("{e:#}")))?;
-    let plugins = Arc::new(Plugins::new(runtime));
-    plugins
-        .load_dir(&config.plugins_dir)
-        .await
-        .map_err(|source| ServeError::PluginsDir {
-            path: config.plugins_dir.clone(),
-            source,
-        })?;
+    let plugins = Arc::new(Plugins::new(
+        runtime,
+        config.plugins_dir.clone(),
+        Some(config.data_dir.join("plugins")),
+    ));
+    let plugins_dir_error = |source| ServeError::PluginsDir {
+        path: config.plugins_dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&config.plugins_dir).map_err(plugins_dir_error)?;
+    plugins.reload().await.map_err(plugins_dir_error)?;
     let event_store: Arc<dyn EventStore> = store.clone();
     let bus = Arc::new(CommandBus::new(event_store.clone(), plugins.clone()));
     // Workers start from their checkpoints: whatever a crash left unapplied (inline
@@ -96,6 +108,19 @@ pub async fn serve(
         config.data_dir.join("projections"),
     ));
     projections.sync(&plugins.catalog());
+    let background = CancellationToken::new();
+    let follower = tokio::spawn(follow_catalog(
+        plugins.clone(),
+        projections.clone(),
+        background.clone(),
+    ));
+    let watcher = if config.watch_plugins {
+        let watcher = PluginWatcher::start(plugins.clone(), WATCH_DEBOUNCE)
+            .map_err(|e| plugins_dir_error(std::io::Error::other(e)))?;
+        Some(watcher)
+    } else {
+        None
+    };
     let queries = Arc::new(Queries::new(
         event_store.clone(),
         plugins.clone(),
@@ -107,17 +132,46 @@ pub async fn serve(
         plugins,
         projections: projections.clone(),
         queries,
+        admin_token: config.admin_token.clone().map(Arc::from),
     });
     if let Ok(address) = listener.local_addr() {
         tracing::info!(%address, "serving");
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ServeError::Http)?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(ServeError::Http)?;
+    if let Some(watcher) = watcher {
+        watcher.stop().await;
+    }
+    background.cancel();
+    let _ = follower.await;
     projections.shutdown().await;
     let closing = store.clone();
     let _ = tokio::task::spawn_blocking(move || closing.close()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long the plugins folder must be quiet before a change is loaded.
+const WATCH_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(150);
+
+/// Keeps the projection workers in step with the served plugins.
+async fn follow_catalog(
+    plugins: Arc<Plugins>,
+    projections: Arc<Projections>,
+    stop: CancellationToken,
+) {
+    let mut catalogs = plugins.subscribe();
+    loop {
+        tokio::select! {
+            changed = catalogs.changed() => if changed.is_err() { break },
+            () = stop.cancelled() => break,
+        }
+        let catalog = catalogs.borrow_and_update().clone();
+        projections.sync(&catalog);
+    }
 }

@@ -1,10 +1,12 @@
-//! The `tessera` command: parses arguments and runs the library.
+//! The `tessera` command: parses arguments and calls the library.
+#![allow(clippy::print_stdout)] // a command-line tool prints its answers
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
 use tessera::event_store::Durability;
 
 #[derive(Debug, Parser)]
@@ -21,21 +23,71 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Commands {
     /// Serve the plugins in a folder over HTTP.
-    Serve {
-        /// Where the host keeps its databases (created if missing).
-        #[arg(long, default_value = "data", env = "TESSERA_DATA")]
-        data: PathBuf,
-        /// The folder of `.wasm` plugins to serve.
-        #[arg(long, default_value = "plugins", env = "TESSERA_PLUGINS")]
-        plugins: PathBuf,
-        /// The address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8080", env = "TESSERA_LISTEN")]
-        listen: SocketAddr,
-        /// `full`: an acknowledged command survives power loss (fsync per commit).
-        /// `normal`: faster; a power loss (not a crash) may lose the last commits.
-        #[arg(long, default_value = "full", value_parser = parse_durability)]
-        durability: Durability,
+    Serve(ServeArgs),
+    /// Serve, and rebuild a plugin whenever its source changes (development).
+    Dev {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// The plugins workspace to watch and build.
+        #[arg(long, default_value = "plugins")]
+        sources: PathBuf,
+        /// The cargo target directory for plugin builds.
+        #[arg(long, default_value = "target/wasm-plugins")]
+        target_dir: PathBuf,
+        /// The plugin crates to build and serve.
+        #[arg(long = "crate", default_values = ["bank-account", "account-balance", "bank-totals", "bank-queries"])]
+        crates: Vec<String>,
     },
+    /// Deploy a plugin to a running host.
+    Deploy {
+        /// The `.wasm` component to deploy.
+        file: PathBuf,
+        /// The plugin's name; by default the file's stem, with `_` read as `-`.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// List a running host's plugins.
+    Plugins {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Where the host keeps its databases (created if missing).
+    #[arg(long, default_value = "data", env = "TESSERA_DATA")]
+    data: PathBuf,
+    /// The folder of `.wasm` plugins to serve (watched for changes).
+    #[arg(long, default_value = "plugins", env = "TESSERA_PLUGINS")]
+    plugins: PathBuf,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "TESSERA_LISTEN")]
+    listen: SocketAddr,
+    /// `full`: an acknowledged command survives power loss (an fsync per group
+    /// commit). `normal`: no fsync per commit; a power loss (not a process crash) may
+    /// lose the last acknowledged commands.
+    #[arg(long, default_value = "full", value_parser = parse_durability)]
+    durability: Durability,
+    /// The bearer token for the admin endpoints (deploy, remove, rollback). Without
+    /// one they answer only to clients on loopback.
+    #[arg(long, env = "TESSERA_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Do not reload plugins when the folder changes.
+    #[arg(long)]
+    no_watch: bool,
+}
+
+#[derive(Debug, Args)]
+struct RemoteArgs {
+    /// The host's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "TESSERA_URL")]
+    url: String,
+    /// The admin bearer token.
+    #[arg(long, env = "TESSERA_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 fn parse_durability(value: &str) -> Result<Durability, String> {
@@ -54,18 +106,109 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     match Cli::parse().command {
-        Commands::Serve {
-            data,
-            plugins,
-            listen,
-            durability,
+        Commands::Serve(args) => serve(args).await,
+        Commands::Dev {
+            serve: args,
+            sources,
+            target_dir,
+            crates,
         } => {
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
-            let mut config = tessera::Config::new(data, plugins);
-            config.durability = durability;
-            tessera::serve(listener, config, shutdown_signal()).await?;
+            let dev = tessera::dev::DevLoop {
+                sources,
+                plugins_dir: args.plugins.clone(),
+                target_dir,
+                crates,
+            };
+            let builder = dev.clone();
+            if !tokio::task::spawn_blocking(move || builder.build_all()).await? {
+                tracing::warn!("the first build failed; serving what the plugins folder has");
+            }
+            let watching = tokio::spawn(dev.run());
+            let served = serve(args).await;
+            watching.abort();
+            served
+        }
+        Commands::Deploy { file, name, remote } => deploy(file, name, remote).await,
+        Commands::Plugins { remote } => list_plugins(remote).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let mut config = tessera::Config::new(args.data, args.plugins);
+    config.durability = args.durability;
+    config.admin_token = args.admin_token;
+    config.watch_plugins = !args.no_watch;
+    tessera::serve(listener, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn deploy(file: PathBuf, name: Option<String>, remote: RemoteArgs) -> anyhow::Result<()> {
+    let name = match name {
+        Some(name) => name,
+        None => file
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().replace('_', "-"))
+            .context("cannot tell the plugin's name from the file name; pass --name")?,
+    };
+    let bytes = tokio::fs::read(&file)
+        .await
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let mut request = reqwest::Client::new()
+        .put(format!(
+            "{}/plugins/{name}",
+            remote.url.trim_end_matches('/')
+        ))
+        .header("content-type", "application/wasm")
+        .body(bytes);
+    if let Some(token) = &remote.token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.context("cannot reach the host")?;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!(
+            "deploy refused ({status}): {}",
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or("no reason given")
+        );
+    }
+    println!(
+        "deployed {name} {} (digest {})",
+        body["plugin"]["version"].as_str().unwrap_or("?"),
+        body["digest"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
+async fn list_plugins(remote: RemoteArgs) -> anyhow::Result<()> {
+    let body: Value = reqwest::get(format!("{}/plugins", remote.url.trim_end_matches('/')))
+        .await
+        .context("cannot reach the host")?
+        .json()
+        .await?;
+    println!(
+        "{:<20} {:<16} {:<10} {:<8} {:<14} FILE",
+        "NAME", "KIND", "VERSION", "STATUS", "DIGEST"
+    );
+    for entry in body["plugins"].as_array().into_iter().flatten() {
+        let text = |value: &Value| value.as_str().unwrap_or("-").to_string();
+        let digest = text(&entry["digest"]);
+        println!(
+            "{:<20} {:<16} {:<10} {:<8} {:<14} {}",
+            text(&entry["plugin"]["name"]),
+            text(&entry["plugin"]["kind"]),
+            text(&entry["plugin"]["version"]),
+            text(&entry["status"]),
+            &digest[..digest.len().min(12)],
+            text(&entry["file"]),
+        );
+        if let Some(error) = entry["last_error"].as_str() {
+            println!("    last error: {error}");
         }
     }
     Ok(())

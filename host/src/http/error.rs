@@ -60,7 +60,7 @@ impl ApiError {
 
     /// A failure of the host or a plugin: the client gets the request id to quote,
     /// the log gets the reason.
-    fn internal(code: &'static str, error: &dyn std::fmt::Display) -> Self {
+    pub(super) fn internal(code: &'static str, error: &dyn std::fmt::Display) -> Self {
         let request_id = current_request_id();
         tracing::error!(%request_id, %error, "request failed");
         ApiError::new(

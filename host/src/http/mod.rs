@@ -6,6 +6,7 @@ mod commands;
 mod error;
 mod events;
 mod extract;
+mod plugins;
 mod queries;
 
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde_json::json;
 use tracing::Instrument;
 
@@ -38,18 +39,33 @@ pub struct AppState {
     pub plugins: Arc<Plugins>,
     pub projections: Arc<Projections>,
     pub queries: Arc<Queries>,
+    /// The admin endpoints' bearer token; none: loopback only.
+    pub admin_token: Option<Arc<str>>,
 }
 
 /// The full API.
 pub fn router(state: AppState) -> Router {
+    let admin = Router::new()
+        .route(
+            "/plugins/{name}",
+            put(plugins::deploy)
+                .delete(plugins::remove)
+                .layer(DefaultBodyLimit::max(plugins::MAX_PLUGIN_BYTES)),
+        )
+        .route("/plugins/{name}/rollback", post(plugins::rollback))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            plugins::require_admin,
+        ));
     Router::new()
+        .merge(admin)
         .route("/commands/{command}", post(commands::execute))
         .route("/streams/{stream}", get(events::stream))
         .route("/events", get(events::log))
         .route("/queries", get(queries::list))
         .route("/queries/{name}", get(queries::get).post(queries::post))
         .route("/projections", get(queries::projections))
-        .route("/plugins", get(plugins))
+        .route("/plugins", get(plugins::list))
         .route("/health", get(health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -75,15 +91,6 @@ async fn request_id(request: Request, next: Next) -> Response {
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let head = *state.store.head().borrow();
     axum::Json(json!({ "status": "ok", "head": head }))
-}
-
-async fn plugins(State(state): State<AppState>) -> impl IntoResponse {
-    let catalog = state.plugins.catalog();
-    let plugins: Vec<_> = catalog
-        .plugins()
-        .map(|(description, digest)| json!({ "plugin": description, "digest": digest }))
-        .collect();
-    axum::Json(json!({ "plugins": plugins, "failures": catalog.failures() }))
 }
 
 async fn not_found() -> ApiError {

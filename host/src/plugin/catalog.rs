@@ -58,6 +58,8 @@ pub struct LoadFailure {
 #[derive(Debug, Default)]
 pub struct Catalog {
     plugins: BTreeMap<String, Plugin>,
+    /// The file each served plugin came from.
+    files: BTreeMap<String, PathBuf>,
     commands: HashMap<String, Arc<CommandRoute>>,
     projections: BTreeMap<String, Arc<ProjectionRoute>>,
     queries: HashMap<String, Arc<QueryRoute>>,
@@ -74,9 +76,15 @@ impl Catalog {
     ) -> Catalog {
         let mut catalog = Catalog::default();
         for (file, plugin) in loaded {
-            if let Err(error) = catalog.insert(plugin) {
-                tracing::error!(file = %file.display(), %error, "plugin refused");
-                failures.push(LoadFailure { file, error });
+            let name = plugin.description.name.clone();
+            match catalog.insert(plugin) {
+                Ok(()) => {
+                    catalog.files.insert(name, file);
+                }
+                Err(error) => {
+                    tracing::error!(file = %file.display(), %error, "plugin refused");
+                    failures.push(LoadFailure { file, error });
+                }
             }
         }
         catalog.failures = failures;
@@ -153,6 +161,16 @@ impl Catalog {
         }
         self.plugins.insert(name, plugin);
         Ok(())
+    }
+
+    /// The served plugin named `name`.
+    pub fn plugin(&self, name: &str) -> Option<&Plugin> {
+        self.plugins.get(name)
+    }
+
+    /// The file that serves plugin `name`.
+    pub fn file_of(&self, name: &str) -> Option<&PathBuf> {
+        self.files.get(name)
     }
 
     pub fn command(&self, name: &str) -> Option<&Arc<CommandRoute>> {

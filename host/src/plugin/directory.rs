@@ -1,27 +1,224 @@
-//! The plugins folder: every `.wasm` in it is loaded, and the served set is swapped
-//! atomically once all of them have been tried.
+//! The plugins folder and the served set.
+//!
+//! [`Plugins::reload`] rescans the folder: a file whose content digest is unchanged is
+//! not touched; a new or changed file is compiled and checked off the async runtime;
+//! then a new [`Catalog`] is swapped in whole. A file that fails to load leaves the
+//! last version that loaded from it in service, with the failure visible in the
+//! listing. Requests that already hold a catalog finish on the code they started with.
+//!
+//! Every catalog change is published ([`Plugins::subscribe`]) so that other parts (the
+//! projection scheduler) follow without this module knowing them.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::{Mutex, watch};
 
 use super::catalog::{Catalog, LoadFailure};
-use super::{Plugin, Runtime};
+use super::compiled_cache::CompiledCache;
+use super::{Description, Plugin, Runtime};
 
-/// The plugins a host serves: a runtime to load them and the current [`Catalog`].
+/// The plugins a host serves: a runtime to load them, the files they came from, and
+/// the current [`Catalog`].
 #[derive(Debug)]
 pub struct Plugins {
     runtime: Runtime,
+    dir: PathBuf,
+    cache: Option<CompiledCache>,
     catalog: ArcSwap<Catalog>,
+    published: watch::Sender<Arc<Catalog>>,
+    /// Per file: what was last seen and what last loaded. Held across a whole reload
+    /// so two reloads never interleave.
+    files: Mutex<BTreeMap<PathBuf, FileState>>,
+    /// Every version that ever loaded, by digest, and per plugin name the digests it
+    /// served, oldest first: what rollback goes back to. None: no rollback.
+    archive: Option<Archive>,
+}
+
+#[derive(Debug)]
+struct Archive {
+    dir: PathBuf,
+    history: std::sync::Mutex<BTreeMap<String, Vec<String>>>,
+}
+
+impl Archive {
+    fn open(dir: PathBuf) -> Self {
+        let history = std::fs::read(dir.join("history.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        Archive {
+            dir,
+            history: std::sync::Mutex::new(history),
+        }
+    }
+
+    /// Keeps `bytes` under their digest and notes that `name` now serves them.
+    fn record(&self, name: &str, digest: &str, bytes: &[u8]) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let file = self.dir.join(format!("{digest}.wasm"));
+        if !file.exists() {
+            write_atomically(&file, bytes)?;
+        }
+        let mut history = self.history.lock().expect("history lock");
+        let versions = history.entry(name.to_string()).or_default();
+        if versions.last().map(String::as_str) != Some(digest) {
+            versions.push(digest.to_string());
+            let json = serde_json::to_vec_pretty(&*history).map_err(std::io::Error::other)?;
+            write_atomically(&self.dir.join("history.json"), &json)?;
+        }
+        Ok(())
+    }
+
+    /// The bytes of the version `name` served before `current`.
+    fn previous(&self, name: &str, current: &str) -> Option<Vec<u8>> {
+        let history = self.history.lock().expect("history lock");
+        let versions = history.get(name)?;
+        let at = versions.iter().rposition(|d| d == current)?;
+        let previous = versions[..at].iter().rev().find(|d| *d != current)?;
+        std::fs::read(self.dir.join(format!("{previous}.wasm"))).ok()
+    }
+}
+
+/// Why a deploy, removal or rollback did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The uploaded bytes are not a plugin this host can serve; the reason says why.
+    #[error("{0}")]
+    Invalid(String),
+    /// The plugin describes itself under another name than the one it was deployed as.
+    #[error("the plugin calls itself {actual:?}, not {expected:?}")]
+    NameMismatch { expected: String, actual: String },
+    /// No plugin of that name is served.
+    #[error("no plugin named {0:?} is served")]
+    NotFound(String),
+    /// Rollback has nothing to go back to.
+    #[error("plugin {0:?} has no earlier version to roll back to")]
+    NoPreviousVersion(String),
+    #[error("plugin folder I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What the host knows of one `.wasm` file.
+#[derive(Debug, Clone)]
+struct FileState {
+    /// The digest of the content last read, loaded or not.
+    seen_digest: String,
+    /// The last version of this file that loaded, still served if a newer one failed.
+    loaded: Option<Loaded>,
+    /// Why the content last read did not load.
+    error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Loaded {
+    plugin: Plugin,
+    loaded_at: String,
+    from_cache: bool,
+}
+
+/// A plugin file as `GET /plugins` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginListing {
+    pub file: String,
+    /// `active` (serving the file's content), `stale` (serving an older version because
+    /// the file's content failed to load), or `failed` (nothing from it serves).
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<Description>,
+    /// The digest of the code being served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loaded_at: Option<String>,
+    /// Whether the compiled code came from the host's on-disk cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compiled_from_cache: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 impl Plugins {
-    pub fn new(runtime: Runtime) -> Self {
+    /// Serves the plugins of `dir`; compiled code is cached in `cache_dir` if given.
+    /// Serves the plugins of `dir`. With a `state_dir`, compiled code is cached there
+    /// and every loaded version is archived for rollback.
+    pub fn new(runtime: Runtime, dir: PathBuf, state_dir: Option<PathBuf>) -> Self {
+        let empty = Arc::new(Catalog::default());
+        let cache = state_dir
+            .as_ref()
+            .map(|state| CompiledCache::new(state.join("compiled"), &runtime));
+        let archive = state_dir.map(|state| Archive::open(state.join("archive")));
         Plugins {
             runtime,
-            catalog: ArcSwap::from_pointee(Catalog::default()),
+            dir,
+            cache,
+            catalog: ArcSwap::new(empty.clone()),
+            published: watch::channel(empty).0,
+            files: Mutex::new(BTreeMap::new()),
+            archive,
         }
+    }
+
+    /// Checks `bytes` and, if they are plugin `name`, makes them the file that serves
+    /// it (replacing any other file that did) and reloads. Nothing changes if the
+    /// check fails.
+    pub async fn deploy(&self, name: &str, bytes: Vec<u8>) -> Result<(), DeployError> {
+        let bytes = Arc::new(bytes);
+        let plugin = self
+            .check(bytes.clone())
+            .await
+            .map_err(DeployError::Invalid)?;
+        if plugin.description.name != name {
+            return Err(DeployError::NameMismatch {
+                expected: name.to_string(),
+                actual: plugin.description.name,
+            });
+        }
+        let target = self.dir.join(format!("{name}.wasm"));
+        write_atomically(&target, &bytes)?;
+        for other in self.files_of(name).await {
+            if other != target {
+                std::fs::remove_file(&other)?;
+            }
+        }
+        self.reload().await?;
+        Ok(())
+    }
+
+    /// Stops serving plugin `name`: removes its files and reloads.
+    pub async fn remove(&self, name: &str) -> Result<(), DeployError> {
+        let files = self.files_of(name).await;
+        if files.is_empty() {
+            return Err(DeployError::NotFound(name.to_string()));
+        }
+        for file in files {
+            std::fs::remove_file(file)?;
+        }
+        self.reload().await?;
+        Ok(())
+    }
+
+    /// Serves again the version of `name` that was served before the current one.
+    pub async fn rollback(&self, name: &str) -> Result<(), DeployError> {
+        let current = self
+            .catalog()
+            .plugin(name)
+            .map(|p| p.digest.clone())
+            .ok_or_else(|| DeployError::NotFound(name.to_string()))?;
+        let previous = self
+            .archive
+            .as_ref()
+            .and_then(|archive| archive.previous(name, &current))
+            .ok_or_else(|| DeployError::NoPreviousVersion(name.to_string()))?;
+        self.deploy(name, previous).await
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The current snapshot. A caller keeps using the snapshot it got even if the
@@ -30,51 +227,197 @@ impl Plugins {
         self.catalog.load_full()
     }
 
-    /// Loads every `.wasm` file in `dir` and serves exactly those that loaded. A file
-    /// that fails is logged with its reason and listed in the catalog's failures; it
-    /// never stops the others. Compilation runs on blocking threads.
-    pub async fn load_dir(&self, dir: &Path) -> std::io::Result<()> {
-        let mut files = Vec::new();
-        for entry in std::fs::read_dir(dir)? {
+    /// Every new catalog, as it is swapped in.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Catalog>> {
+        self.published.subscribe()
+    }
+
+    /// Compiles and checks `bytes` without serving them: what a deploy does first.
+    pub async fn check(&self, bytes: Arc<Vec<u8>>) -> Result<Plugin, String> {
+        let runtime = self.runtime.clone();
+        let cache = self.cache.clone();
+        tokio::task::spawn_blocking(move || load(&runtime, cache.as_ref(), &bytes))
+            .await
+            .map_err(|e| format!("loader failed: {e}"))?
+            .map(|(plugin, _)| plugin)
+    }
+
+    /// Rescans the folder and swaps in the resulting catalog. Unchanged files are not
+    /// reloaded. Returns the number of files whose content changed.
+    pub async fn reload(&self) -> std::io::Result<usize> {
+        let mut files = self.files.lock().await;
+        let mut present = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
             if path.extension().is_some_and(|ext| ext == "wasm") && path.is_file() {
-                files.push(path);
+                present.push(path);
             }
         }
-        files.sort();
-        let mut loaded = Vec::new();
-        let mut failures = Vec::new();
-        for file in files {
-            match self.load_file(file.clone()).await {
-                Ok(plugin) => {
+        present.sort();
+        files.retain(|path, _| present.contains(path));
+        let mut changed = 0;
+        for path in present {
+            let bytes = match std::fs::read(&path) {
+                Ok(bytes) => bytes,
+                // Removed between the listing and the read: the next rescan drops it.
+                Err(error) => {
+                    tracing::warn!(file = %path.display(), %error, "cannot read plugin file");
+                    continue;
+                }
+            };
+            let digest = hex::encode(Sha256::digest(&bytes));
+            if files.get(&path).is_some_and(|f| f.seen_digest == digest) {
+                continue;
+            }
+            changed += 1;
+            let runtime = self.runtime.clone();
+            let cache = self.cache.clone();
+            let bytes = Arc::new(bytes);
+            let bytes_for_archive = bytes.clone();
+            let loaded =
+                tokio::task::spawn_blocking(move || load(&runtime, cache.as_ref(), &bytes))
+                    .await
+                    .map_err(|e| format!("loader failed: {e}"))
+                    .and_then(|result| result);
+            let previous = files.remove(&path).and_then(|f| f.loaded);
+            let state = match loaded {
+                Ok((plugin, from_cache)) => {
+                    if let Some(archive) = &self.archive
+                        && let Err(error) =
+                            archive.record(&plugin.description.name, &digest, &bytes_for_archive)
+                    {
+                        tracing::warn!(%error, "cannot archive plugin version; rollback to it will not be possible");
+                    }
                     tracing::info!(
-                        file = %file.display(),
+                        file = %path.display(),
                         plugin = %plugin.description.name,
                         kind = %plugin.description.kind,
                         version = %plugin.description.version,
                         digest = %&plugin.digest[..12],
+                        compiled = if from_cache { "from cache" } else { "now" },
                         "plugin loaded"
                     );
-                    loaded.push((file, plugin));
+                    FileState {
+                        seen_digest: digest,
+                        loaded: Some(Loaded {
+                            plugin,
+                            loaded_at: jiff::Timestamp::now().to_string(),
+                            from_cache,
+                        }),
+                        error: None,
+                    }
                 }
                 Err(error) => {
-                    tracing::error!(file = %file.display(), %error, "plugin not loaded");
-                    failures.push(LoadFailure { file, error });
+                    tracing::error!(
+                        file = %path.display(),
+                        %error,
+                        still_serving = previous.is_some(),
+                        "plugin not loaded"
+                    );
+                    FileState {
+                        seen_digest: digest,
+                        loaded: previous,
+                        error: Some(error),
+                    }
                 }
-            }
+            };
+            files.insert(path, state);
         }
-        self.catalog
-            .store(Arc::new(Catalog::build(loaded, failures)));
-        Ok(())
+        let loaded = files
+            .iter()
+            .filter_map(|(path, f)| f.loaded.as_ref().map(|l| (path.clone(), l.plugin.clone())));
+        let failures = files
+            .iter()
+            .filter_map(|(path, f)| {
+                f.error.as_ref().map(|error| LoadFailure {
+                    file: path.clone(),
+                    error: error.clone(),
+                })
+            })
+            .collect();
+        let catalog = Arc::new(Catalog::build(loaded, failures));
+        self.catalog.store(catalog.clone());
+        self.published.send_replace(catalog);
+        Ok(changed)
     }
 
-    async fn load_file(&self, file: PathBuf) -> Result<Plugin, String> {
-        let runtime = self.runtime.clone();
-        tokio::task::spawn_blocking(move || {
-            let bytes = std::fs::read(&file).map_err(|e| format!("cannot read: {e}"))?;
-            runtime.load(&bytes).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| format!("loader failed: {e}"))?
+    /// Every plugin file with what it serves.
+    pub async fn listing(&self) -> Vec<PluginListing> {
+        let catalog = self.catalog();
+        let files = self.files.lock().await;
+        files
+            .iter()
+            .map(|(path, state)| {
+                let served = state
+                    .loaded
+                    .as_ref()
+                    .filter(|l| catalog.file_of(&l.plugin.description.name) == Some(path));
+                let refused = catalog
+                    .failures()
+                    .iter()
+                    .find(|f| f.file == *path)
+                    .map(|f| f.error.clone());
+                let status = match (served, &state.error) {
+                    (Some(_), None) => "active",
+                    (Some(_), Some(_)) => "stale",
+                    (None, _) => "failed",
+                };
+                PluginListing {
+                    file: path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    status,
+                    plugin: served.map(|l| l.plugin.description.clone()),
+                    digest: served.map(|l| l.plugin.digest.clone()),
+                    loaded_at: served.map(|l| l.loaded_at.clone()),
+                    compiled_from_cache: served.map(|l| l.from_cache),
+                    last_error: state.error.clone().or(refused),
+                }
+            })
+            .collect()
     }
+
+    /// The files that currently serve plugin `name`.
+    pub async fn files_of(&self, name: &str) -> Vec<PathBuf> {
+        let files = self.files.lock().await;
+        files
+            .iter()
+            .filter(|(_, f)| {
+                f.loaded
+                    .as_ref()
+                    .is_some_and(|l| l.plugin.description.name == name)
+            })
+            .map(|(path, _)| path.clone())
+            .collect()
+    }
+}
+
+/// Loads bytes into a plugin, through the compiled-code cache when there is one.
+/// Returns whether the compiled code came from the cache.
+fn load(
+    runtime: &Runtime,
+    cache: Option<&CompiledCache>,
+    bytes: &[u8],
+) -> Result<(Plugin, bool), String> {
+    let digest = hex::encode(Sha256::digest(bytes));
+    let (component, from_cache) = match cache {
+        Some(cache) => cache.component(&digest, bytes).map_err(|e| e.to_string())?,
+        None => (runtime.compile(bytes).map_err(|e| e.to_string())?, false),
+    };
+    runtime
+        .load_component(&component, digest)
+        .map(|plugin| (plugin, from_cache))
+        .map_err(|e| e.to_string())
+}
+
+/// Writes beside and renames into place, so a reader never sees a partial file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let partial = path.with_file_name(format!(".{name}.{}.partial", std::process::id()));
+    std::fs::write(&partial, bytes)?;
+    std::fs::rename(&partial, path)
 }

@@ -16,10 +16,12 @@
 mod bindings;
 mod catalog;
 mod command_handler;
+mod compiled_cache;
 mod directory;
 mod host;
 mod projection_handler;
 mod query_handler;
+mod watcher;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -33,9 +35,10 @@ use wasmtime::{Engine, Store};
 
 pub use catalog::{Catalog, CommandRoute, LoadFailure, ProjectionRoute, QueryRoute};
 pub use command_handler::{Command, CommandHandler, CommandSession, Decision};
-pub use directory::Plugins;
+pub use directory::{DeployError, PluginListing, Plugins};
 pub use projection_handler::{BatchError, ProjectionHandler};
 pub use query_handler::QueryHandler;
+pub use watcher::PluginWatcher;
 
 use bindings::types as wit;
 use host::HostState;
@@ -314,38 +317,49 @@ impl Runtime {
     /// runtime's worker threads.
     pub fn load(&self, bytes: &[u8]) -> Result<Plugin, LoadError> {
         let digest = hex::encode(Sha256::digest(bytes));
-        let component = Component::new(&self.inner.engine, bytes)
-            .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
-        let kind = self.world_of(&component)?;
-        match kind {
+        let component = self.compile(bytes)?;
+        self.load_component(&component, digest)
+    }
+
+    /// Compiles a component without checking what it is.
+    pub(crate) fn compile(&self, bytes: &[u8]) -> Result<Component, LoadError> {
+        Component::new(&self.inner.engine, bytes)
+            .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Links a compiled component against its world and checks its description.
+    pub(crate) fn load_component(
+        &self,
+        component: &Component,
+        digest: String,
+    ) -> Result<Plugin, LoadError> {
+        let kind = self.world_of(component)?;
+        let (description, code) = match kind {
             PluginKind::CommandHandler => {
-                let mut handler = CommandHandler::link(self.clone(), &component)?;
+                let mut handler = CommandHandler::link(self.clone(), component)?;
                 let description = handler.describe()?;
-                Ok(Plugin {
-                    description,
-                    digest,
-                    code: PluginCode::CommandHandler(Arc::new(handler)),
-                })
+                (description, PluginCode::CommandHandler(Arc::new(handler)))
             }
             PluginKind::Projection => {
-                let mut handler = ProjectionHandler::link(self.clone(), &component)?;
+                let mut handler = ProjectionHandler::link(self.clone(), component)?;
                 let description = handler.describe()?;
-                Ok(Plugin {
-                    description,
-                    digest,
-                    code: PluginCode::Projection(Arc::new(handler)),
-                })
+                (description, PluginCode::Projection(Arc::new(handler)))
             }
             PluginKind::QueryHandler => {
-                let mut handler = QueryHandler::link(self.clone(), &component)?;
+                let mut handler = QueryHandler::link(self.clone(), component)?;
                 let description = handler.describe()?;
-                Ok(Plugin {
-                    description,
-                    digest,
-                    code: PluginCode::QueryHandler(Arc::new(handler)),
-                })
+                (description, PluginCode::QueryHandler(Arc::new(handler)))
             }
-        }
+        };
+        Ok(Plugin {
+            description,
+            digest,
+            code,
+        })
     }
 
     /// The world a component implements, told by the Tessera interface it exports.

@@ -1,0 +1,143 @@
+//! The development loop behind `tessera dev`: watch the plugin sources, rebuild the
+//! plugin that changed, and drop the new `.wasm` into the plugins folder, where the
+//! host's own watcher picks it up. A build that fails prints the compiler's output
+//! and leaves the old code serving.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+/// The wasm target plugins build for.
+const TARGET: &str = "wasm32-wasip2";
+/// How long the sources must be quiet before a rebuild starts.
+const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// Where the plugin sources are and where built plugins go.
+#[derive(Debug, Clone)]
+pub struct DevLoop {
+    /// The plugins workspace (its `Cargo.toml`), e.g. `plugins/`.
+    pub sources: PathBuf,
+    /// The host's plugins folder.
+    pub plugins_dir: PathBuf,
+    /// The cargo target directory for plugin builds.
+    pub target_dir: PathBuf,
+    /// The plugin crates (directory names under `sources`) to build and serve.
+    pub crates: Vec<String>,
+}
+
+impl DevLoop {
+    /// Builds every plugin once, so the host starts with current code.
+    pub fn build_all(&self) -> bool {
+        self.build(&self.crates.iter().cloned().collect())
+    }
+
+    /// Watches the sources until the process ends, rebuilding what changed.
+    pub async fn run(self) -> notify::Result<()> {
+        let (changes, mut changed) = mpsc::unbounded_channel::<PathBuf>();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if let Ok(event) = event {
+                    for path in event.paths {
+                        let _ = changes.send(path);
+                    }
+                }
+            })?;
+        watcher.watch(&self.sources, RecursiveMode::Recursive)?;
+        let sources = self.sources.canonicalize().unwrap_or(self.sources.clone());
+        tracing::info!(sources = %sources.display(), "watching plugin sources");
+        while let Some(first) = changed.recv().await {
+            let mut paths = vec![first];
+            while let Ok(Some(path)) = tokio::time::timeout(DEBOUNCE, changed.recv()).await {
+                paths.push(path);
+            }
+            let crates = self.affected(&sources, &paths);
+            if crates.is_empty() {
+                continue;
+            }
+            let this = self.clone();
+            let _ = tokio::task::spawn_blocking(move || this.build(&crates)).await;
+        }
+        Ok(())
+    }
+
+    /// The plugins to rebuild for changed `paths`: the crate a path lies in, or every
+    /// plugin when something shared (the SDK, the workspace manifest, WIT) changed.
+    fn affected(&self, sources: &Path, paths: &[PathBuf]) -> BTreeSet<String> {
+        let mut crates = BTreeSet::new();
+        for path in paths {
+            let path = path.canonicalize().unwrap_or(path.clone());
+            let Ok(relative) = path.strip_prefix(sources) else {
+                continue;
+            };
+            let is_source = relative
+                .extension()
+                .is_some_and(|ext| ext == "rs" || ext == "toml" || ext == "wit");
+            if !is_source || relative.starts_with("target") {
+                continue;
+            }
+            match relative.components().next() {
+                Some(first) => {
+                    let first = first.as_os_str().to_string_lossy().to_string();
+                    if self.crates.contains(&first) {
+                        crates.insert(first);
+                    } else {
+                        crates.extend(self.crates.iter().cloned());
+                    }
+                }
+                None => crates.extend(self.crates.iter().cloned()),
+            }
+        }
+        crates
+    }
+
+    /// Builds `crates` and copies each `.wasm` into the plugins folder. Returns whether
+    /// the build succeeded.
+    fn build(&self, crates: &BTreeSet<String>) -> bool {
+        let started = Instant::now();
+        let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        command
+            .arg("build")
+            .arg("--manifest-path")
+            .arg(self.sources.join("Cargo.toml"))
+            .args(["--release", "--target", TARGET])
+            .arg("--target-dir")
+            .arg(&self.target_dir);
+        for name in crates {
+            command.args(["-p", name]);
+        }
+        let status = match command.status() {
+            Ok(status) => status,
+            Err(error) => {
+                tracing::error!(%error, "cannot run cargo");
+                return false;
+            }
+        };
+        if !status.success() {
+            tracing::error!("plugin build failed (output above); the running code keeps serving");
+            return false;
+        }
+        let built = self.target_dir.join(TARGET).join("release");
+        for name in crates {
+            let from = built.join(format!("{}.wasm", name.replace('-', "_")));
+            let to = self.plugins_dir.join(format!("{name}.wasm"));
+            let partial = self.plugins_dir.join(format!(".{name}.wasm.partial"));
+            let copied = std::fs::create_dir_all(&self.plugins_dir)
+                .and_then(|()| std::fs::copy(&from, &partial))
+                .and_then(|_| std::fs::rename(&partial, &to));
+            if let Err(error) = copied {
+                tracing::error!(plugin = %name, %error, "cannot install built plugin");
+                return false;
+            }
+        }
+        tracing::info!(
+            plugins = ?crates,
+            seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
+            "plugins rebuilt"
+        );
+        true
+    }
+}

@@ -1,0 +1,127 @@
+//! Plugin administration: `GET /plugins`, and behind the admin guard
+//! `PUT /plugins/{name}`, `DELETE /plugins/{name}`, `POST /plugins/{name}/rollback`.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::Path;
+use crate::plugin::DeployError;
+
+/// The largest `.wasm` accepted by a deploy. Components made by componentize-js or
+/// componentize-py weigh 10-20 MB.
+pub const MAX_PLUGIN_BYTES: usize = 64 << 20;
+
+pub async fn list(State(state): State<AppState>) -> impl IntoResponse {
+    axum::Json(json!({ "plugins": state.plugins.listing().await }))
+}
+
+pub async fn deploy(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    state.plugins.deploy(&name, body.to_vec()).await?;
+    tracing::info!(plugin = %name, "plugin deployed");
+    entry(&state, &name).await
+}
+
+pub async fn remove(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    state.plugins.remove(&name).await?;
+    tracing::info!(plugin = %name, "plugin removed");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn rollback(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    state.plugins.rollback(&name).await?;
+    tracing::info!(plugin = %name, "plugin rolled back");
+    entry(&state, &name).await
+}
+
+/// The listing entry of the file serving `name`.
+async fn entry(state: &AppState, name: &str) -> Result<Response, ApiError> {
+    let listing = state.plugins.listing().await;
+    let entry = listing
+        .into_iter()
+        .find(|entry| entry.plugin.as_ref().is_some_and(|p| p.name == name))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "not_served",
+                format!("plugin {name} loaded but is not served; see GET /plugins"),
+            )
+        })?;
+    Ok(axum::Json(entry).into_response())
+}
+
+impl From<DeployError> for ApiError {
+    fn from(error: DeployError) -> Self {
+        match error {
+            DeployError::Invalid(_) | DeployError::NameMismatch { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_plugin",
+                error.to_string(),
+            ),
+            DeployError::NotFound(_) => ApiError::not_found("unknown_plugin", error.to_string()),
+            DeployError::NoPreviousVersion(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "no_previous_version",
+                error.to_string(),
+            ),
+            DeployError::Io(error) => ApiError::internal("deploy_failed", &error),
+        }
+    }
+}
+
+/// Lets a request through to an admin endpoint only with the admin bearer token, or,
+/// when no token is configured, only from the loopback interface.
+pub async fn require_admin(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let allowed = match &state.admin_token {
+        Some(token) => request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes())),
+        None => request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback()),
+    };
+    if !allowed {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            match state.admin_token {
+                Some(_) => "this endpoint needs the admin token: Authorization: Bearer <token>",
+                None => "no admin token is configured, so this endpoint answers only on loopback",
+            },
+        ));
+    }
+    Ok(next.run(request).await)
+}
+
+/// Compares without returning early, so the time taken says nothing about the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,76 @@
+//! Compiled components on disk, keyed by the `.wasm` digest and the engine, so a
+//! restart does not compile again (components from componentize-js or -py take
+//! seconds to compile).
+//!
+//! Safety rests on one rule: only files this host wrote into its own cache folder are
+//! ever deserialized; an upload is always compiled from its `.wasm` bytes. The engine
+//! key covers the wasmtime version and every setting that affects compiled code, so a
+//! cache written by another build or configuration is never picked up.
+
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+
+use wasmtime::component::Component;
+
+use super::{LoadError, Runtime};
+
+#[derive(Debug, Clone)]
+pub(super) struct CompiledCache {
+    dir: PathBuf,
+    engine_key: String,
+    runtime: Runtime,
+}
+
+impl CompiledCache {
+    pub fn new(dir: PathBuf, runtime: &Runtime) -> Self {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        runtime
+            .engine()
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        CompiledCache {
+            dir,
+            engine_key: format!("{:016x}", hasher.finish()),
+            runtime: runtime.clone(),
+        }
+    }
+
+    /// The component for `bytes` (whose sha256 is `digest`), from the cache if it is
+    /// there. Returns whether it came from the cache.
+    pub fn component(&self, digest: &str, bytes: &[u8]) -> Result<(Component, bool), LoadError> {
+        let path = self.dir.join(format!("{digest}-{}.cwasm", self.engine_key));
+        if path.is_file() {
+            match self.deserialize(&path) {
+                Ok(component) => return Ok((component, true)),
+                Err(error) => {
+                    tracing::warn!(file = %path.display(), %error, "compiled cache entry unusable, compiling again");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let component = self.runtime.compile(bytes)?;
+        if let Err(error) = self.store(&path, &component) {
+            tracing::warn!(file = %path.display(), %error, "cannot write compiled cache entry");
+        }
+        Ok((component, false))
+    }
+
+    #[allow(unsafe_code)]
+    fn deserialize(&self, path: &std::path::Path) -> wasmtime::Result<Component> {
+        // SAFETY: wasmtime requires that deserialized bytes come from a trusted
+        // `serialize` of a compatible engine. This file is in the host's private
+        // cache folder, written only by `store` below from code this host compiled,
+        // and its name carries the engine's compatibility key.
+        unsafe { Component::deserialize_file(self.runtime.engine(), path) }
+    }
+
+    fn store(&self, path: &std::path::Path, component: &Component) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let bytes = component.serialize().map_err(std::io::Error::other)?;
+        // Write beside and rename, so a crash never leaves a torn entry under the
+        // final name.
+        let partial = path.with_extension(format!("partial-{}", std::process::id()));
+        std::fs::write(&partial, bytes)?;
+        std::fs::rename(&partial, path)
+    }
+}
