@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use tessera_test_support::plugins;
+pub mod read_side;
 
 /// A host serving over HTTP in this process, on a data folder that outlives restarts.
 pub struct TestHost {
@@ -34,6 +35,14 @@ impl TestHost {
             std::fs::copy(plugin, dir.path().join("plugins").join(name))?;
         }
         TestHost::start_in(dir).await
+    }
+
+    /// Starts a second host on the same data and plugins folders as `other`: two
+    /// writers on one SQLite file, as two processes would be. Each host has its own
+    /// write connection, stream locks and state cache, so only the store's optimistic
+    /// concurrency keeps their appends apart.
+    pub async fn start_sharing(other: &TestHost) -> Result<TestHost> {
+        TestHost::start_in(other.dir.clone()).await
     }
 
     async fn start_in(dir: Arc<TempDir>) -> Result<TestHost> {
@@ -147,6 +156,72 @@ impl TestHost {
         Ok((status, response.json().await?))
     }
 
+    /// Sends a command body with extra headers; returns the whole reply, headers included.
+    pub async fn send(&self, name: &str, body: &Value, headers: &[(&str, &str)]) -> Result<Reply> {
+        send_command(&self.client, &self.url, name, body, headers).await
+    }
+
+    /// Sends any bytes to `path` with an optional content type.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Result<Reply> {
+        let mut request = self.client.post(format!("{}{path}", self.url)).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        Reply::read(request.send().await?).await
+    }
+
+    /// Sends a request with any method and no body.
+    pub async fn request(&self, method: reqwest::Method, path: &str) -> Result<Reply> {
+        let response = self
+            .client
+            .request(method, format!("{}{path}", self.url))
+            .send()
+            .await?;
+        Reply::read(response).await
+    }
+
+    /// Every event of a stream, read page by page through `GET /streams/{stream}`.
+    pub async fn read_stream(&self, stream: &str) -> Result<Vec<Value>> {
+        let mut events = Vec::new();
+        let mut after = 0;
+        loop {
+            let (status, page) = self
+                .get(&format!(
+                    "/streams/{stream}?after_version={after}&limit=1000"
+                ))
+                .await?;
+            anyhow::ensure!(status == 200, "reading {stream} failed: {status} {page}");
+            events.extend(page["events"].as_array().context("events")?.iter().cloned());
+            match page["next_after_version"].as_u64() {
+                Some(next) => after = next,
+                None => return Ok(events),
+            }
+        }
+    }
+
+    /// The whole global log, read page by page through `GET /events`.
+    pub async fn read_log(&self) -> Result<Vec<Value>> {
+        let mut events = Vec::new();
+        let mut after = 0;
+        loop {
+            let (status, page) = self
+                .get(&format!("/events?after={after}&limit=1000"))
+                .await?;
+            anyhow::ensure!(status == 200, "reading the log failed: {status} {page}");
+            let batch = page["events"].as_array().context("events")?;
+            if batch.is_empty() {
+                return Ok(events);
+            }
+            events.extend(batch.iter().cloned());
+            after = page["next_after"].as_u64().context("next_after")?;
+        }
+    }
+
     pub async fn get(&self, path: &str) -> Result<(u16, Value)> {
         let response = self
             .client
@@ -158,6 +233,63 @@ impl TestHost {
     }
 }
 
+/// A response as the tests look at it: status, headers and body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    /// The JSON body; a body that is not JSON is kept as a JSON string, so that an
+    /// assertion on it fails with the text in the message.
+    pub body: Value,
+}
+
+impl Reply {
+    pub async fn read(response: reqwest::Response) -> Result<Reply> {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// A header's value, if present and visible ASCII.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    /// Asserts the JSON error contract (see [`assert_error`]).
+    #[track_caller]
+    pub fn assert_error(&self, expected_status: u16, expected_code: &str) {
+        assert_error(self.status, &self.body, expected_status, expected_code);
+    }
+
+    /// Asserts a 200 and returns the body.
+    #[track_caller]
+    pub fn ok(&self) -> &Value {
+        assert_eq!(self.status, 200, "expected success, body: {}", self.body);
+        &self.body
+    }
+}
+
+/// Sends a command through any client, so that tests can use one client per task.
+pub async fn send_command(
+    client: &reqwest::Client,
+    url: &str,
+    name: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> Result<Reply> {
+    let mut request = client.post(format!("{url}/commands/{name}")).json(body);
+    for (header, value) in headers {
+        request = request.header(*header, *value);
+    }
+    Reply::read(request.send().await?).await
+}
+
 impl Drop for TestHost {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -167,6 +299,7 @@ impl Drop for TestHost {
 }
 
 /// Asserts the JSON error contract: status, code, and a request id in the body.
+#[track_caller]
 pub fn assert_error(status: u16, body: &Value, expected_status: u16, expected_code: &str) {
     assert_eq!(status, expected_status, "unexpected status, body: {body}");
     assert_eq!(body["error"]["code"], expected_code, "body: {body}");
@@ -205,6 +338,8 @@ impl AggregateTest {
         let runtime = Runtime::new(Limits::default()).expect("runtime");
         let bytes = std::fs::read(plugin).expect("plugin file");
         let plugin = runtime.load(&bytes).expect("plugin loads");
+        // Irrefutable while command handlers are the only kind of plugin code.
+        #[allow(irrefutable_let_patterns)]
         let PluginCode::CommandHandler(handler) = plugin.code else {
             panic!("not a command handler");
         };

@@ -149,6 +149,14 @@ impl CommandBus {
             metadata: metadata.clone(),
         };
         let _turn = self.locks.lock(&stream).await;
+        // A retry that arrived while the first request was still deciding waited for
+        // the turn above; it must replay that result, not decide again (deciding again
+        // could refuse what the first attempt accepted).
+        if let Some(idempotency) = &idempotency
+            && let Some(stored) = self.store.idempotent_commit(&idempotency.key).await?
+        {
+            return replay(idempotency, stored);
+        }
         for attempt in 1..=MAX_ATTEMPTS {
             let (version, decision) = self.decide(&route, &stream, &command).await?;
             if let Some(expected) = request.expected_version

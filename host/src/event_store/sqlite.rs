@@ -24,6 +24,8 @@ use super::{
 const MAX_GROUP: usize = 512;
 /// Read connections kept open between reads.
 const MAX_IDLE_READERS: usize = 8;
+/// How often an idle writer checks for commits by other processes on the same file.
+const FOREIGN_COMMIT_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 /// How long a connection waits for another process's lock before failing.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -160,7 +162,7 @@ impl EventStore for SqliteEventStore {
         self.read(move |conn| {
             let mut statement = conn.prepare_cached(include_str!("select_stream.sql"))?;
             let rows = statement.query_map(
-                params![stream, after_version as i64, limit as i64],
+                params![stream, as_sql(after_version), as_sql(limit as u64)],
                 raw_event,
             )?;
             rows.map(|row| row?.decode()).collect()
@@ -175,8 +177,10 @@ impl EventStore for SqliteEventStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         self.read(move |conn| {
             let mut statement = conn.prepare_cached(include_str!("select_all.sql"))?;
-            let rows =
-                statement.query_map(params![after_position as i64, limit as i64], raw_event)?;
+            let rows = statement.query_map(
+                params![as_sql(after_position), as_sql(limit as u64)],
+                raw_event,
+            )?;
             rows.map(|row| row?.decode()).collect()
         })
         .await
@@ -193,9 +197,30 @@ impl EventStore for SqliteEventStore {
     }
 }
 
-/// The writer thread: takes appends in groups and commits each group at once.
+/// The writer thread: takes appends in groups and commits each group at once. While
+/// idle it watches for commits by other processes sharing the file, so the head it
+/// publishes is the store's, not only this host's.
 fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, head: watch::Sender<u64>) {
-    while let Ok(first) = jobs.recv() {
+    let mut data_version = read_data_version(&conn);
+    loop {
+        let first = match jobs.recv_timeout(FOREIGN_COMMIT_POLL) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let version = read_data_version(&conn);
+                if version != data_version {
+                    data_version = version;
+                    if let Ok(position) =
+                        conn.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
+                            r.get::<_, i64>(0)
+                        })
+                    {
+                        publish_head(&head, position as u64);
+                    }
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match jobs.try_recv() {
@@ -214,13 +239,7 @@ fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, head: watch::Send
         // Publish the head before acknowledging, so that a client who got an
         // acknowledgement and then asks for the head never sees an older one.
         if let Some(position) = new_head {
-            head.send_if_modified(|current| {
-                let advanced = position > *current;
-                if advanced {
-                    *current = position;
-                }
-                advanced
-            });
+            publish_head(&head, position);
         }
         for (job, outcome) in group.into_iter().zip(outcomes) {
             // The caller may have given up (its request was cancelled); the append
@@ -228,6 +247,22 @@ fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, head: watch::Send
             let _ = job.reply.send(outcome);
         }
     }
+}
+
+fn publish_head(head: &watch::Sender<u64>, position: u64) {
+    head.send_if_modified(|current| {
+        let advanced = position > *current;
+        if advanced {
+            *current = position;
+        }
+        advanced
+    });
+}
+
+/// SQLite's counter of commits made by other connections to this file.
+fn read_data_version(conn: &Connection) -> i64 {
+    conn.query_row("PRAGMA data_version", [], |r| r.get(0))
+        .unwrap_or(0)
 }
 
 fn commit_group(conn: &mut Connection, group: &[Job]) -> Vec<Result<AppendOutcome, AppendError>> {
@@ -390,6 +425,12 @@ fn find_idempotent_commit(
             events,
         },
     }))
+}
+
+/// SQLite integers are signed: positions and limits past `i64::MAX` mean "past
+/// everything", so they are clamped rather than wrapped to negative numbers.
+fn as_sql(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 /// A row of `events` before its JSON columns are checked.

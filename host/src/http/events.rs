@@ -26,7 +26,8 @@ pub struct StreamQuery {
 pub struct StreamPage {
     stream: String,
     events: Vec<RecordedEvent>,
-    /// Pass as `after_version` to read on; absent at the end of the stream.
+    /// Pass as `after_version` to read on; absent when the page was not full (the end
+    /// of the stream was reached).
     next_after_version: Option<u64>,
 }
 

@@ -79,7 +79,7 @@ impl QueryHandler {
         let bindings = self.pre.instantiate(&mut store).map_err(fail)?;
         let answer = bindings
             .tessera_plugin_querier()
-            .call_handle(&mut store, &name.to_string(), &params.to_string())
+            .call_handle(&mut store, name, &params.to_string())
             .map_err(fail)?;
         match answer {
             Ok(json) => RawValue::from_string(json)

@@ -239,11 +239,7 @@ fn authorize_read(context: &AuthContext<'_>) -> Authorization {
 
 fn query(conn: &Connection, sql: &str, params: &[SqlValue]) -> Result<Rows, ReadStoreError> {
     let mut statement = conn.prepare_cached(sql)?;
-    let columns: Vec<String> = statement
-        .column_names()
-        .into_iter()
-        .map(str::to_string)
-        .collect();
+    let columns: Vec<String> = statement.column_names().map(str::to_string).collect();
     let width = columns.len();
     let mut rows = statement.query(params_from_iter(params))?;
     let mut out = Vec::new();

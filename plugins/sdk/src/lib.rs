@@ -107,20 +107,32 @@ pub mod __bindings {
 
 /// Exports a type implementing [`Aggregate`] as this component's command handler.
 ///
-/// The plugin's name and version are the crate's package name and version.
+/// The plugin's name and version are the crate's package name and version, unless
+/// given: `command_handler!(Account, name = "bank-account", version = "2.0.0")`.
 #[macro_export]
 macro_rules! command_handler {
     ($aggregate:ty) => {
+        $crate::command_handler!(
+            $aggregate,
+            name = env!("CARGO_PKG_NAME"),
+            version = env!("CARGO_PKG_VERSION")
+        );
+    };
+    ($aggregate:ty, name = $name:expr) => {
+        $crate::command_handler!(
+            $aggregate,
+            name = $name,
+            version = env!("CARGO_PKG_VERSION")
+        );
+    };
+    ($aggregate:ty, name = $name:expr, version = $version:expr) => {
         struct __TesseraCommandHandler;
 
         impl $crate::__bindings::command::exports::tessera::plugin::aggregate::Guest
             for __TesseraCommandHandler
         {
             fn describe() -> $crate::__bindings::command::tessera::plugin::types::PluginInfo {
-                $crate::__private::describe::<$aggregate>(
-                    env!("CARGO_PKG_NAME"),
-                    env!("CARGO_PKG_VERSION"),
-                )
+                $crate::__private::describe::<$aggregate>($name, $version)
             }
 
             fn apply(
@@ -145,20 +157,32 @@ macro_rules! command_handler {
     };
 }
 
-/// Exports a type implementing [`Projection`] as this component's projection.
+/// Exports a type implementing [`Projection`] as this component's projection. The
+/// name and version default to the crate's, as for [`command_handler!`].
 #[macro_export]
 macro_rules! projection {
     ($projection:ty) => {
+        $crate::projection!(
+            $projection,
+            name = env!("CARGO_PKG_NAME"),
+            version = env!("CARGO_PKG_VERSION")
+        );
+    };
+    ($projection:ty, name = $name:expr) => {
+        $crate::projection!(
+            $projection,
+            name = $name,
+            version = env!("CARGO_PKG_VERSION")
+        );
+    };
+    ($projection:ty, name = $name:expr, version = $version:expr) => {
         struct __TesseraProjection;
 
         impl $crate::__bindings::projection::exports::tessera::plugin::projector::Guest
             for __TesseraProjection
         {
             fn describe() -> $crate::__bindings::command::tessera::plugin::types::PluginInfo {
-                $crate::__private::projection::describe::<$projection>(
-                    env!("CARGO_PKG_NAME"),
-                    env!("CARGO_PKG_VERSION"),
-                )
+                $crate::__private::projection::describe::<$projection>($name, $version)
             }
 
             fn setup() -> Result<(), String> {
@@ -177,19 +201,27 @@ macro_rules! projection {
 }
 
 /// Exports a type implementing [`QueryHandler`] as this component's query handler.
+/// The name and version default to the crate's, as for [`command_handler!`].
 #[macro_export]
 macro_rules! query_handler {
     ($handler:ty) => {
+        $crate::query_handler!(
+            $handler,
+            name = env!("CARGO_PKG_NAME"),
+            version = env!("CARGO_PKG_VERSION")
+        );
+    };
+    ($handler:ty, name = $name:expr) => {
+        $crate::query_handler!($handler, name = $name, version = env!("CARGO_PKG_VERSION"));
+    };
+    ($handler:ty, name = $name:expr, version = $version:expr) => {
         struct __TesseraQueryHandler;
 
         impl $crate::__bindings::query::exports::tessera::plugin::querier::Guest
             for __TesseraQueryHandler
         {
             fn describe() -> $crate::__bindings::command::tessera::plugin::types::PluginInfo {
-                $crate::__private::query::describe::<$handler>(
-                    env!("CARGO_PKG_NAME"),
-                    env!("CARGO_PKG_VERSION"),
-                )
+                $crate::__private::query::describe::<$handler>($name, $version)
             }
 
             fn handle(
