@@ -103,12 +103,20 @@ pub async fn serve(
     let bus = Arc::new(CommandBus::new(event_store.clone(), plugins.clone()));
     // Workers start from their checkpoints: whatever a crash left unapplied (inline
     // projections included) is caught up before or while the first requests arrive.
-    let projections = Arc::new(Projections::new(
-        event_store.clone(),
-        config.data_dir.join("projections"),
-    ));
-    projections.sync(&plugins.catalog());
+    let projections = Arc::new(
+        Projections::new(
+            event_store.clone(),
+            plugins.clone(),
+            config.data_dir.join("projections"),
+        )
+        .map_err(|source| ServeError::PluginsDir {
+            path: config.data_dir.join("projections"),
+            source,
+        })?,
+    );
+    projections.sync(&plugins.catalog()).await;
     let background = CancellationToken::new();
+    let lifecycle = tokio::spawn(projections.clone().run_lifecycle(background.clone()));
     let follower = tokio::spawn(follow_catalog(
         plugins.clone(),
         projections.clone(),
@@ -149,6 +157,7 @@ pub async fn serve(
     }
     background.cancel();
     let _ = follower.await;
+    let _ = lifecycle.await;
     projections.shutdown().await;
     let closing = store.clone();
     let _ = tokio::task::spawn_blocking(move || closing.close()).await;
@@ -172,6 +181,6 @@ async fn follow_catalog(
             () = stop.cancelled() => break,
         }
         let catalog = catalogs.borrow_and_update().clone();
-        projections.sync(&catalog);
+        projections.sync(&catalog).await;
     }
 }

@@ -7,6 +7,7 @@ mod error;
 mod events;
 mod extract;
 mod plugins;
+mod projections;
 mod queries;
 
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use serde_json::json;
 use tracing::Instrument;
 
@@ -53,6 +54,23 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(plugins::MAX_PLUGIN_BYTES)),
         )
         .route("/plugins/{name}/rollback", post(plugins::rollback))
+        .route("/projections/{name}/promote", post(projections::promote))
+        .route("/projections/{name}/rollback", post(projections::rollback))
+        .route("/projections/{name}/rebuild", post(projections::rebuild))
+        .route("/projections/{name}/resume", post(projections::resume))
+        .route(
+            "/projections/{name}/versions/{version}",
+            delete(projections::retire),
+        )
+        .route("/projections/{name}/policy", put(projections::set_policy))
+        .route(
+            "/projections/{name}/parked/{position}/retry",
+            post(projections::retry_parked),
+        )
+        .route(
+            "/projections/{name}/parked/{position}",
+            delete(projections::drop_parked),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             plugins::require_admin,
@@ -64,7 +82,9 @@ pub fn router(state: AppState) -> Router {
         .route("/events", get(events::log))
         .route("/queries", get(queries::list))
         .route("/queries/{name}", get(queries::get).post(queries::post))
-        .route("/projections", get(queries::projections))
+        .route("/projections", get(projections::list))
+        .route("/projections/{name}/policy", get(projections::get_policy))
+        .route("/projections/{name}/parked", get(projections::parked))
         .route("/plugins", get(plugins::list))
         .route("/health", get(health))
         .fallback(not_found)

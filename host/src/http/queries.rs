@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
@@ -114,11 +114,4 @@ pub async fn list(State(state): State<AppState>) -> impl IntoResponse {
         })
         .collect();
     axum::Json(json!({ "queries": queries }))
-}
-
-pub async fn projections(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        StatusCode::OK,
-        axum::Json(json!({ "projections": state.projections.status() })),
-    )
 }

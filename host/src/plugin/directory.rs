@@ -232,6 +232,19 @@ impl Plugins {
         self.published.subscribe()
     }
 
+    /// Loads a version that was served before, by digest, from the archive: how a
+    /// projection version keeps running after its plugin file moved on to a newer one.
+    pub async fn load_archived(&self, digest: &str) -> Result<Plugin, String> {
+        let archive = self
+            .archive
+            .as_ref()
+            .ok_or_else(|| "this host keeps no plugin archive".to_string())?;
+        let path = archive.dir.join(format!("{digest}.wasm"));
+        let bytes = std::fs::read(&path)
+            .map_err(|e| format!("version {digest} is not in the archive: {e}"))?;
+        self.check(Arc::new(bytes)).await
+    }
+
     /// Compiles and checks `bytes` without serving them: what a deploy does first.
     pub async fn check(&self, bytes: Arc<Vec<u8>>) -> Result<Plugin, String> {
         let runtime = self.runtime.clone();

@@ -36,7 +36,7 @@ use wasmtime::{Engine, Store};
 pub use catalog::{Catalog, CommandRoute, LoadFailure, ProjectionRoute, QueryRoute};
 pub use command_handler::{Command, CommandHandler, CommandSession, Decision};
 pub use directory::{DeployError, PluginListing, Plugins};
-pub use projection_handler::{BatchError, ProjectionHandler};
+pub use projection_handler::{Batch, BatchError, ProjectionHandler};
 pub use query_handler::QueryHandler;
 pub use watcher::PluginWatcher;
 
@@ -132,7 +132,7 @@ pub struct Description {
 }
 
 /// When a projection is applied relative to the commands that feed it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProjectionMode {
     /// In the background; commands never wait.

@@ -12,7 +12,7 @@ use super::{
     CallError, Description, LoadError, PluginKind, Runtime, check_description, set_deadline,
 };
 use crate::event_store::RecordedEvent;
-use crate::read_store::{ProjectionDb, ReadStoreError};
+use crate::read_store::{Parked, ProjectionDb, ReadStoreError};
 
 /// A projection plugin, linked and ready to instantiate.
 pub struct ProjectionHandler {
@@ -27,6 +27,22 @@ impl std::fmt::Debug for ProjectionHandler {
             .field("name", &self.name)
             .finish_non_exhaustive()
     }
+}
+
+/// One transaction's worth of work for a projection.
+#[derive(Debug, Default)]
+pub struct Batch<'a> {
+    /// Run `setup` first (the version's storage is new).
+    pub run_setup: bool,
+    /// The events to apply, in log order.
+    pub events: &'a [RecordedEvent],
+    /// The checkpoint to commit: the last position the batch covers, which may be past
+    /// the last event delivered (events the projection does not consume advance it too).
+    pub checkpoint: u64,
+    /// An event to park (skip) in the same transaction.
+    pub park: Option<Parked>,
+    /// A parked event to remove in the same transaction (it was applied on retry).
+    pub unpark: Option<u64>,
 }
 
 /// Why a batch was not applied. The batch's transaction is rolled back in every case.
@@ -94,21 +110,17 @@ impl ProjectionHandler {
         Ok(description)
     }
 
-    /// Applies `events` in one transaction of `db` and commits it with the checkpoint
-    /// `checkpoint` (the last position the batch covers, which may be past the last
-    /// event delivered: events the projection does not consume still advance it).
-    /// Runs `setup` first when `run_setup`. Blocking. The database comes back in
-    /// every case; on error nothing of the batch was committed.
+    /// Applies a batch in one transaction of `db` and commits it with its checkpoint.
+    /// Blocking. The database comes back in every case; on error nothing of the batch
+    /// was committed.
     pub fn apply_batch(
         &self,
         db: ProjectionDb,
-        run_setup: bool,
-        events: &[RecordedEvent],
-        checkpoint: u64,
+        batch: &Batch<'_>,
     ) -> (ProjectionDb, Result<(), BatchError>) {
         let mut store = self.runtime.store(self.name.clone());
         store.data_mut().projection_db = Some(db);
-        let result = self.run(&mut store, run_setup, events, checkpoint);
+        let result = self.run(&mut store, batch);
         let mut db = store
             .data_mut()
             .projection_db
@@ -123,9 +135,7 @@ impl ProjectionHandler {
     fn run(
         &self,
         store: &mut wasmtime::Store<HostState>,
-        run_setup: bool,
-        events: &[RecordedEvent],
-        checkpoint: u64,
+        batch: &Batch<'_>,
     ) -> Result<(), BatchError> {
         let deadline = self.runtime.limits().projection_deadline;
         let call_error = |position, e| BatchError::Call {
@@ -138,7 +148,7 @@ impl ProjectionHandler {
             .instantiate(&mut *store)
             .map_err(|e| call_error(None, e))?;
         db(store).begin()?;
-        if run_setup {
+        if batch.run_setup {
             set_deadline(store, deadline);
             bindings
                 .tessera_plugin_projector()
@@ -146,7 +156,7 @@ impl ProjectionHandler {
                 .map_err(|e| call_error(None, e))?
                 .map_err(BatchError::Setup)?;
         }
-        for event in events {
+        for event in batch.events {
             set_deadline(store, deadline);
             bindings
                 .tessera_plugin_projector()
@@ -157,7 +167,14 @@ impl ProjectionHandler {
                     reason,
                 })?;
         }
-        db(store).commit(checkpoint, true)?;
+        let db = db(store);
+        if let Some(parked) = &batch.park {
+            db.park(parked)?;
+        }
+        if let Some(position) = batch.unpark {
+            db.unpark(position)?;
+        }
+        db.commit(batch.checkpoint, true)?;
         Ok(())
     }
 }

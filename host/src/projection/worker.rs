@@ -1,57 +1,99 @@
 //! One projection version's worker: a task that reads the log after its checkpoint,
 //! applies batches through the plugin, and commits each batch with its checkpoint.
+//!
+//! A failing event is narrowed down (the events before it are applied in their own
+//! batch), retried with exponential backoff, and after the last attempt handled by the
+//! projection's policy: halt there (`stop`), or park it and move on (`skip`).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::status::{ProjectionStatus, State, Status};
-use crate::event_store::EventStore;
-use crate::plugin::ProjectionRoute;
-use crate::read_store::{ProjectionDb, ReadPool};
+use super::lifecycle::{OnFailure, Policy, VersionKey};
+use super::status::{State, Status};
+use crate::event_store::{EventStore, RecordedEvent};
+use crate::plugin::{Batch, BatchError, ProjectionHandler};
+use crate::read_store::{Parked, ProjectionDb, ReadPool, ReadStoreError};
 
 /// Events read from the log per batch.
 const BATCH: usize = 512;
 /// The first pause after a failed batch; doubled per failure up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A worker further behind than this counts as catching up: its batches take turns
+/// with other catching-up workers, so that live projections are never starved.
+const CATCHING_UP: u64 = BATCH as u64;
+
+/// What an operator can ask of a running worker.
+#[derive(Debug)]
+pub(super) enum Request {
+    /// Go on after halting at a failed event (policy `stop`).
+    Resume,
+    /// Apply a parked event again; it leaves the parked list if it succeeds.
+    RetryParked {
+        position: u64,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Forget a parked event.
+    DropParked {
+        position: u64,
+        reply: oneshot::Sender<Result<bool, String>>,
+    },
+}
+
+/// What a worker needs to run.
+pub(super) struct Spec {
+    pub name: String,
+    pub key: VersionKey,
+    pub digest: String,
+    pub handles: Arc<std::collections::HashSet<String>>,
+    pub handler: Arc<ProjectionHandler>,
+    pub path: PathBuf,
+    pub store: Arc<dyn EventStore>,
+    pub policy: watch::Receiver<Policy>,
+    /// Taken by catching-up batches.
+    pub catch_up: Arc<Semaphore>,
+}
 
 /// A running projection version.
 #[derive(Debug)]
 pub(super) struct Worker {
-    pub route: Arc<ProjectionRoute>,
+    pub digest: String,
     pub pool: Arc<ReadPool>,
     checkpoint: watch::Receiver<u64>,
-    status: Arc<Mutex<Status>>,
+    pub status: Arc<Mutex<Status>>,
+    requests: mpsc::Sender<Request>,
     cancel: CancellationToken,
     task: JoinHandle<()>,
 }
 
 impl Worker {
-    pub fn start(route: Arc<ProjectionRoute>, path: PathBuf, store: Arc<dyn EventStore>) -> Self {
+    pub fn start(spec: Spec) -> Self {
         let (checkpoint_tx, checkpoint) = watch::channel(0);
+        let (requests, requests_rx) = mpsc::channel(16);
         let status = Arc::new(Mutex::new(Status::default()));
         let cancel = CancellationToken::new();
-        let run = Run {
-            route: route.clone(),
-            path: path.clone(),
-            store,
-            checkpoint: checkpoint_tx,
-            status: status.clone(),
-            cancel: cancel.clone(),
-        };
-        let task = tokio::spawn(run.run());
         Worker {
-            route,
-            pool: Arc::new(ReadPool::new(&path)),
+            digest: spec.digest.clone(),
+            pool: Arc::new(ReadPool::new(&spec.path)),
             checkpoint,
-            status,
-            cancel,
-            task,
+            status: status.clone(),
+            requests,
+            cancel: cancel.clone(),
+            task: tokio::spawn(
+                Run {
+                    spec,
+                    checkpoint: checkpoint_tx,
+                    status,
+                    cancel,
+                    requests: requests_rx,
+                }
+                .run(),
+            ),
         }
     }
 
@@ -64,6 +106,11 @@ impl Worker {
         self.checkpoint.clone()
     }
 
+    /// Where to send operator requests for this worker.
+    pub fn requester(&self) -> mpsc::Sender<Request> {
+        self.requests.clone()
+    }
+
     /// Asks the worker to stop after its current batch.
     pub fn stop(&self) {
         self.cancel.cancel();
@@ -72,85 +119,68 @@ impl Worker {
     pub async fn join(self) {
         let _ = self.task.await;
     }
-
-    pub fn status(&self, head: u64) -> ProjectionStatus {
-        let checkpoint = *self.checkpoint.borrow();
-        let status = self.status.lock().expect("status lock");
-        ProjectionStatus {
-            name: self.route.plugin.clone(),
-            version: self.route.schema_version,
-            mode: self.route.mode,
-            status: status.state,
-            checkpoint,
-            head: head.max(checkpoint),
-            lag_events: head.saturating_sub(checkpoint),
-            lag_ms: status
-                .behind_since
-                .map_or(0, |since| since.elapsed().as_millis() as u64),
-            events_applied: status.events_applied,
-            error: status.error.clone(),
-            failed_at: status.failed_at,
-            digest: self.route.digest.clone(),
-        }
-    }
 }
 
 /// The worker task's own state.
 struct Run {
-    route: Arc<ProjectionRoute>,
-    path: PathBuf,
-    store: Arc<dyn EventStore>,
+    spec: Spec,
     checkpoint: watch::Sender<u64>,
     status: Arc<Mutex<Status>>,
     cancel: CancellationToken,
+    requests: mpsc::Receiver<Request>,
+}
+
+/// Where a worker stands in the log.
+struct Position {
+    db: Option<ProjectionDb>,
+    at: u64,
+    setup_done: bool,
+    /// The event that failed last, and how many attempts it has had.
+    failing: Option<(u64, u32)>,
+    /// Halted at a failed event (policy `stop`) until resumed.
+    halted: bool,
+    backoff: Duration,
 }
 
 impl Run {
-    async fn run(self) {
-        let name = self.route.plugin.clone();
-        let mut backoff = FIRST_BACKOFF;
-        // Opening can fail (disk full, corrupt file): report, wait, try again.
-        let (mut db, mut at, mut setup_done) = loop {
-            let path = self.path.clone();
-            let opened = tokio::task::spawn_blocking(move || {
-                let db = ProjectionDb::open(&path)?;
-                let (position, setup) = db.state()?;
-                Ok::<_, crate::read_store::ReadStoreError>((db, position, setup))
-            })
-            .await;
-            match opened {
-                Ok(Ok(opened)) => break opened,
-                Ok(Err(error)) => self.failed(format!("cannot open its database: {error}"), None),
-                Err(error) => self.failed(format!("cannot open its database: {error}"), None),
-            }
-            if !self.pause(&mut backoff).await {
-                return self.stopped();
-            }
+    async fn run(mut self) {
+        let Some(mut position) = self.open().await else {
+            return self.stopped();
         };
-        self.checkpoint.send_replace(at);
-        self.update(|s| s.ready = setup_done);
-        tracing::info!(projection = %name, version = self.route.schema_version, checkpoint = at, "projection started");
-
-        let mut head = self.store.head();
+        tracing::info!(
+            projection = %self.spec.name,
+            version = %self.spec.key,
+            checkpoint = position.at,
+            "projection started"
+        );
+        let mut head = self.spec.store.head();
         loop {
-            if self.cancel.is_cancelled() {
-                break;
-            }
             let target = *head.borrow_and_update();
-            if at >= target && setup_done {
-                self.update(|s| {
-                    s.state = State::Live;
-                    s.behind_since = None;
-                });
+            let idle = position.halted || (position.at >= target && position.setup_done);
+            if idle {
+                if !position.halted {
+                    self.update(|s| {
+                        s.state = State::Live;
+                        s.behind_since = None;
+                        s.progress(position.at, target);
+                    });
+                }
                 tokio::select! {
                     changed = head.changed() => if changed.is_err() { break },
+                    Some(request) = self.requests.recv() => self.serve(request, &mut position).await,
                     () = self.cancel.cancelled() => break,
                 }
                 continue;
             }
+            if self.cancel.is_cancelled() {
+                break;
+            }
+            while let Ok(request) = self.requests.try_recv() {
+                self.serve(request, &mut position).await;
+            }
             self.update(|s| {
                 if s.state != State::Failed {
-                    s.state = if setup_done {
+                    s.state = if position.setup_done {
                         State::CatchingUp
                     } else {
                         State::Starting
@@ -158,65 +188,292 @@ impl Run {
                 }
                 s.behind_since.get_or_insert_with(Instant::now);
             });
-            let events = match self.store.read_all(at, BATCH).await {
-                Ok(events) => events,
-                Err(error) => {
-                    self.failed(format!("cannot read the log: {error}"), None);
-                    if !self.pause(&mut backoff).await {
-                        break;
-                    }
-                    continue;
-                }
-            };
-            let covered = events.last().map_or(at, |e| e.position);
-            let relevant: Vec<_> = events
-                .into_iter()
-                .filter(|e| self.route.handles.contains(&e.event_type))
-                .collect();
-            let applied = relevant.len() as u64;
-            let handler = self.route.handler.clone();
-            let run_setup = !setup_done;
-            let outcome = tokio::task::spawn_blocking(move || {
-                handler.apply_batch(db, run_setup, &relevant, covered)
+            if !self.step(&mut position, target).await {
+                break;
+            }
+        }
+        self.stopped();
+    }
+
+    /// Opens the database, retrying with backoff; none if stopped meanwhile.
+    async fn open(&self) -> Option<Position> {
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let path = self.spec.path.clone();
+            let opened = tokio::task::spawn_blocking(move || {
+                let db = ProjectionDb::open(&path)?;
+                let (at, setup) = db.state()?;
+                Ok::<_, ReadStoreError>((db, at, setup))
             })
             .await;
-            let (returned, result) = match outcome {
-                Ok(outcome) => outcome,
-                Err(error) => {
-                    // The blocking task itself died (a host bug); the database went
-                    // with it, so this worker cannot go on. Queries keep the last
-                    // committed state.
-                    self.failed(format!("worker task failed: {error}"), None);
-                    return self.stopped();
-                }
-            };
-            db = returned;
-            match result {
-                Ok(()) => {
-                    at = covered;
-                    setup_done = true;
-                    backoff = FIRST_BACKOFF;
+            match opened {
+                Ok(Ok((db, at, setup_done))) => {
                     self.checkpoint.send_replace(at);
-                    self.update(|s| {
-                        s.events_applied += applied;
-                        s.ready = true;
-                        s.error = None;
-                        s.failed_at = None;
-                        if s.state == State::Failed {
-                            s.state = State::CatchingUp;
-                        }
+                    self.update(|s| s.ready = setup_done);
+                    return Some(Position {
+                        db: Some(db),
+                        at,
+                        setup_done,
+                        failing: None,
+                        halted: false,
+                        backoff: FIRST_BACKOFF,
                     });
                 }
-                Err(error) => {
-                    tracing::warn!(projection = %name, %error, "projection batch failed");
-                    self.failed(error.to_string(), error.position());
-                    if !self.pause(&mut backoff).await {
-                        break;
+                Ok(Err(error)) => self.failed(format!("cannot open its database: {error}"), None),
+                Err(error) => self.failed(format!("cannot open its database: {error}"), None),
+            }
+            if !pause(&self.cancel, &mut backoff).await {
+                return None;
+            }
+        }
+    }
+
+    /// Applies one batch (or handles its failure). False when the worker must stop.
+    async fn step(&mut self, position: &mut Position, head: u64) -> bool {
+        let events = match self.spec.store.read_all(position.at, BATCH).await {
+            Ok(events) => events,
+            Err(error) => {
+                self.failed(format!("cannot read the log: {error}"), None);
+                return pause(&self.cancel, &mut position.backoff).await;
+            }
+        };
+        // Narrow down to the failing event: first everything before it, then it alone.
+        let (events, covered) = match position.failing {
+            Some((failing, _)) if failing > position.at + 1 => (
+                events
+                    .into_iter()
+                    .filter(|e| e.position < failing)
+                    .collect::<Vec<_>>(),
+                failing - 1,
+            ),
+            Some((failing, _)) => (
+                events
+                    .into_iter()
+                    .filter(|e| e.position == failing)
+                    .collect(),
+                failing,
+            ),
+            None => {
+                let covered = events.last().map_or(position.at, |e| e.position);
+                (events, covered)
+            }
+        };
+        let relevant: Vec<RecordedEvent> = events
+            .into_iter()
+            .filter(|e| self.spec.handles.contains(&e.event_type))
+            .collect();
+        let applied = relevant.len() as u64;
+        let batch = Batch {
+            run_setup: !position.setup_done,
+            events: &relevant,
+            checkpoint: covered,
+            park: None,
+            unpark: None,
+        };
+        let result = self.apply(position, batch, head).await;
+        match result {
+            Ok(()) => {
+                self.advanced(position, covered, applied, head);
+                if position
+                    .failing
+                    .is_some_and(|(failing, _)| covered >= failing)
+                {
+                    position.failing = None;
+                }
+                true
+            }
+            Err(error) => self.failure(position, error, &relevant).await,
+        }
+    }
+
+    /// Runs a batch on a blocking thread, taking a catch-up turn if far behind.
+    async fn apply(
+        &self,
+        position: &mut Position,
+        batch: Batch<'_>,
+        head: u64,
+    ) -> Result<(), BatchError> {
+        let _turn = if head.saturating_sub(position.at) > CATCHING_UP {
+            self.spec.catch_up.clone().acquire_owned().await.ok()
+        } else {
+            None
+        };
+        let handler = self.spec.handler.clone();
+        let db = position.db.take().expect("the worker holds its database");
+        let batch = OwnedBatch::from(batch);
+        let outcome = tokio::task::spawn_blocking(move || {
+            let (db, result) = handler.apply_batch(db, &batch.as_batch());
+            (db, result)
+        })
+        .await;
+        match outcome {
+            Ok((db, result)) => {
+                position.db = Some(db);
+                result
+            }
+            // The blocking task panicked (a host bug) and took the connection with
+            // it; reopen the database for the next attempt.
+            Err(error) => {
+                position.db = Some(ProjectionDb::open(&self.spec.path).map_err(BatchError::Store)?);
+                Err(BatchError::Store(ReadStoreError::Io(
+                    std::io::Error::other(error),
+                )))
+            }
+        }
+    }
+
+    fn advanced(&self, position: &mut Position, covered: u64, applied: u64, head: u64) {
+        position.at = covered;
+        position.setup_done = true;
+        position.backoff = FIRST_BACKOFF;
+        self.checkpoint.send_replace(covered);
+        self.update(|s| {
+            s.events_applied += applied;
+            s.ready = true;
+            if s.state == State::Failed {
+                s.state = State::CatchingUp;
+                s.error = None;
+                s.failed_at = None;
+            }
+            s.progress(covered, head);
+        });
+    }
+
+    /// Handles a failed batch. False when the worker must stop.
+    async fn failure(
+        &mut self,
+        position: &mut Position,
+        error: BatchError,
+        batch: &[RecordedEvent],
+    ) -> bool {
+        tracing::warn!(projection = %self.spec.name, version = %self.spec.key, %error, "projection batch failed");
+        let Some(failed_at) = error.position() else {
+            self.failed(error.to_string(), None);
+            return pause(&self.cancel, &mut position.backoff).await;
+        };
+        let attempts = match position.failing {
+            Some((at, attempts)) if at == failed_at => attempts + 1,
+            _ => 1,
+        };
+        position.failing = Some((failed_at, attempts));
+        self.failed(error.to_string(), Some(failed_at));
+        // Only a batch of the failing event alone counts as an attempt at it; a larger
+        // batch is narrowed down first.
+        let alone = batch.len() == 1 && batch[0].position == failed_at;
+        let policy = *self.spec.policy.borrow();
+        if !alone || attempts < policy.max_attempts {
+            return pause(&self.cancel, &mut position.backoff).await;
+        }
+        match policy.on_failure {
+            OnFailure::Stop => {
+                tracing::error!(projection = %self.spec.name, version = %self.spec.key, position = failed_at, "projection halted at a failing event");
+                position.halted = true;
+                self.update(|s| s.halted = true);
+                true
+            }
+            OnFailure::Skip => {
+                let parked = Parked {
+                    position: failed_at,
+                    event_type: batch[0].event_type.clone(),
+                    error: error.to_string(),
+                    parked_at: jiff::Timestamp::now().to_string(),
+                };
+                tracing::warn!(projection = %self.spec.name, version = %self.spec.key, position = failed_at, "event parked");
+                let head = *self.spec.store.head().borrow();
+                let skip = Batch {
+                    run_setup: false,
+                    events: &[],
+                    checkpoint: failed_at,
+                    park: Some(parked),
+                    unpark: None,
+                };
+                match self.apply(position, skip, head).await {
+                    Ok(()) => {
+                        position.failing = None;
+                        self.advanced(position, failed_at, 0, head);
+                        self.update(|s| s.parked += 1);
+                        true
+                    }
+                    Err(error) => {
+                        self.failed(
+                            format!("cannot park event {failed_at}: {error}"),
+                            Some(failed_at),
+                        );
+                        pause(&self.cancel, &mut position.backoff).await
                     }
                 }
             }
         }
-        self.stopped();
+    }
+
+    async fn serve(&mut self, request: Request, position: &mut Position) {
+        match request {
+            Request::Resume => {
+                if position.halted {
+                    tracing::info!(projection = %self.spec.name, version = %self.spec.key, "projection resumed");
+                }
+                position.halted = false;
+                self.update(|s| s.halted = false);
+                position.failing = None;
+                position.backoff = FIRST_BACKOFF;
+            }
+            Request::RetryParked {
+                position: at,
+                reply,
+            } => {
+                let result = self.retry_parked(position, at).await;
+                let _ = reply.send(result);
+            }
+            Request::DropParked {
+                position: at,
+                reply,
+            } => {
+                let result = match position.db.as_mut() {
+                    Some(db) => db.unpark(at).map_err(|e| e.to_string()),
+                    None => Err("the projection's database is busy".into()),
+                };
+                if result == Ok(true) {
+                    self.update(|s| s.parked = s.parked.saturating_sub(1));
+                }
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Applies a parked event again through the current code, keeping the checkpoint
+    /// where it is. Note that the event lands after events that followed it in the log.
+    async fn retry_parked(&mut self, position: &mut Position, at: u64) -> Result<(), String> {
+        let parked = position
+            .db
+            .as_ref()
+            .ok_or("the projection's database is busy")?
+            .parked()
+            .map_err(|e| e.to_string())?;
+        if !parked.iter().any(|p| p.position == at) {
+            return Err(format!("no parked event at position {at}"));
+        }
+        let event = self
+            .spec
+            .store
+            .read_all(at - 1, 1)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|e| e.position == at)
+            .ok_or_else(|| format!("event {at} is not in the log"))?;
+        let batch = Batch {
+            run_setup: false,
+            events: std::slice::from_ref(&event),
+            checkpoint: position.at,
+            park: None,
+            unpark: Some(at),
+        };
+        let head = *self.spec.store.head().borrow();
+        self.apply(position, batch, head)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.update(|s| s.parked = s.parked.saturating_sub(1));
+        Ok(())
     }
 
     fn update(&self, change: impl FnOnce(&mut Status)) {
@@ -234,14 +491,47 @@ impl Run {
     fn stopped(&self) {
         self.update(|s| s.state = State::Stopped);
     }
+}
 
-    /// Waits out the backoff (doubling it); false if the worker was stopped meanwhile.
-    async fn pause(&self, backoff: &mut Duration) -> bool {
-        let wait = *backoff;
-        *backoff = (*backoff * 2).min(MAX_BACKOFF);
-        tokio::select! {
-            () = tokio::time::sleep(wait) => true,
-            () = self.cancel.cancelled() => false,
+/// A batch whose events are owned, to cross onto a blocking thread.
+struct OwnedBatch {
+    run_setup: bool,
+    events: Vec<RecordedEvent>,
+    checkpoint: u64,
+    park: Option<Parked>,
+    unpark: Option<u64>,
+}
+
+impl From<Batch<'_>> for OwnedBatch {
+    fn from(batch: Batch<'_>) -> Self {
+        OwnedBatch {
+            run_setup: batch.run_setup,
+            events: batch.events.to_vec(),
+            checkpoint: batch.checkpoint,
+            park: batch.park,
+            unpark: batch.unpark,
         }
+    }
+}
+
+impl OwnedBatch {
+    fn as_batch(&self) -> Batch<'_> {
+        Batch {
+            run_setup: self.run_setup,
+            events: &self.events,
+            checkpoint: self.checkpoint,
+            park: self.park.clone(),
+            unpark: self.unpark,
+        }
+    }
+}
+
+/// Waits out the backoff (doubling it); false if the worker was stopped meanwhile.
+async fn pause(cancel: &CancellationToken, backoff: &mut Duration) -> bool {
+    let wait = *backoff;
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    tokio::select! {
+        () = tokio::time::sleep(wait) => true,
+        () = cancel.cancelled() => false,
     }
 }

@@ -78,7 +78,8 @@ struct CacheKey {
     query: String,
     params: String,
     digest: String,
-    checkpoints: Vec<u64>,
+    /// The version of each projection read, and its checkpoint.
+    checkpoints: Vec<(crate::projection::VersionKey, u64)>,
 }
 
 /// Answers queries.
@@ -136,8 +137,11 @@ impl Queries {
             }
         }
         let head = *self.store.head().borrow();
-        let checkpoints: Vec<u64> = access.iter().map(|a| *a.checkpoint.borrow()).collect();
-        let position = checkpoints.iter().copied().min().unwrap_or(0);
+        let checkpoints: Vec<_> = access
+            .iter()
+            .map(|a| (a.key, *a.checkpoint.borrow()))
+            .collect();
+        let position = checkpoints.iter().map(|(_, at)| *at).min().unwrap_or(0);
         // serde_json's map keeps keys sorted, so equal parameters give equal text.
         let params = Value::Object(params).to_string();
         let key = CacheKey {

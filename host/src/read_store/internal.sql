@@ -7,3 +7,12 @@ CREATE TABLE IF NOT EXISTS _tessera_checkpoint (
     setup    INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO _tessera_checkpoint (id, position, setup) VALUES (1, 0, 0);
+
+-- Events the projection could not apply and skipped (policy `skip`), with why.
+-- Written in the same transaction as the checkpoint that moves past them.
+CREATE TABLE IF NOT EXISTS _tessera_parked (
+    position   INTEGER PRIMARY KEY,
+    event_type TEXT NOT NULL,
+    error      TEXT NOT NULL,
+    parked_at  TEXT NOT NULL
+);

@@ -70,6 +70,15 @@ pub enum ReadStoreError {
     Io(#[from] std::io::Error),
 }
 
+/// An event a projection skipped after it kept failing.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Parked {
+    pub position: u64,
+    pub event_type: String,
+    pub error: String,
+    pub parked_at: String,
+}
+
 /// A projection version's database, opened for writing by its worker.
 #[derive(Debug)]
 pub struct ProjectionDb {
@@ -137,6 +146,47 @@ impl ProjectionDb {
         )?;
         self.conn.execute_batch("COMMIT")?;
         Ok(())
+    }
+
+    /// Parks an event inside the current batch: it commits with the checkpoint that
+    /// moves past it.
+    pub fn park(&mut self, parked: &Parked) -> Result<(), ReadStoreError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO _tessera_parked (position, event_type, error, parked_at)
+             VALUES (?1, ?2, ?3, ?4)",
+            (
+                parked.position as i64,
+                &parked.event_type,
+                &parked.error,
+                &parked.parked_at,
+            ),
+        )?;
+        Ok(())
+    }
+
+    /// Removes a parked event (inside the current batch, or on its own).
+    pub fn unpark(&mut self, position: u64) -> Result<bool, ReadStoreError> {
+        let removed = self.conn.execute(
+            "DELETE FROM _tessera_parked WHERE position = ?1",
+            [position as i64],
+        )?;
+        Ok(removed > 0)
+    }
+
+    /// The parked events, oldest first.
+    pub fn parked(&self) -> Result<Vec<Parked>, ReadStoreError> {
+        let mut statement = self.conn.prepare(
+            "SELECT position, event_type, error, parked_at FROM _tessera_parked ORDER BY position",
+        )?;
+        let rows = statement.query_map([], |r| {
+            Ok(Parked {
+                position: r.get::<_, i64>(0)? as u64,
+                event_type: r.get(1)?,
+                error: r.get(2)?,
+                parked_at: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Abandons the batch: nothing of it stays.
@@ -316,7 +366,22 @@ impl ReadPool {
     }
 }
 
-/// Where projection databases live: `<root>/<name>/v<schema version>.db`.
-pub fn projection_path(root: &Path, name: &str, schema_version: u32) -> PathBuf {
-    root.join(name).join(format!("v{schema_version}.db"))
+/// Where projection databases live: `<root>/<name>/v<schema version>.g<generation>.db`.
+/// A rebuild makes a new generation of the same version beside the old one.
+pub fn projection_path(root: &Path, name: &str, schema_version: u32, generation: u32) -> PathBuf {
+    root.join(name)
+        .join(format!("v{schema_version}.g{generation}.db"))
+}
+
+/// Deletes a projection database and its WAL files.
+pub fn remove_projection_db(path: &Path) -> std::io::Result<()> {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        match std::fs::remove_file(&file) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+    }
+    Ok(())
 }

@@ -45,7 +45,7 @@ fn account(params: &Params) -> Result<Json, Refusal> {
     let id: String = params.require("id")?;
     let rows = read(
         "account-balance",
-        "SELECT id, owner, balance, version FROM accounts WHERE id = ?1",
+        "SELECT * FROM accounts WHERE id = ?1",
         params![&id],
     )?;
     rows.to_json()

@@ -1,0 +1,157 @@
+//! Projection lifecycle: `GET /projections` and, behind the admin guard, promote,
+//! rollback, retire, rebuild, resume, policies and parked events.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{Json, Path, Query};
+use crate::projection::{Cutover, LifecycleError, OnFailure, Policy};
+
+pub async fn list(State(state): State<AppState>) -> impl IntoResponse {
+    axum::Json(json!({ "projections": state.projections.status() }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteQuery {
+    version: Option<u32>,
+}
+
+pub async fn promote(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<PromoteQuery>,
+) -> Result<Response, ApiError> {
+    let key = state.projections.promote(&name, query.version)?;
+    Ok(axum::Json(json!({ "name": name, "active": key })).into_response())
+}
+
+pub async fn rollback(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let key = state.projections.rollback(&name)?;
+    Ok(axum::Json(json!({ "name": name, "active": key })).into_response())
+}
+
+pub async fn retire(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, u32)>,
+) -> Result<Response, ApiError> {
+    state.projections.retire(&name, version).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn rebuild(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let catalog = state.plugins.catalog();
+    let key = state.projections.rebuild(&name, &catalog).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "name": name, "building": key })),
+    )
+        .into_response())
+}
+
+pub async fn resume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    state.projections.resume(&name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn get_policy(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(axum::Json(state.projections.policy(&name)?).into_response())
+}
+
+/// A policy change: fields left out keep their value.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyChange {
+    cutover: Option<Cutover>,
+    on_failure: Option<OnFailure>,
+    max_attempts: Option<u32>,
+}
+
+pub async fn set_policy(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Json(change): Json<PolicyChange>,
+) -> Result<Response, ApiError> {
+    let current = state.projections.policy(&name)?;
+    let policy = Policy {
+        cutover: change.cutover.unwrap_or(current.cutover),
+        on_failure: change.on_failure.unwrap_or(current.on_failure),
+        max_attempts: change.max_attempts.unwrap_or(current.max_attempts),
+    };
+    if policy.max_attempts == 0 {
+        return Err(ApiError::bad_request("max_attempts must be at least 1"));
+    }
+    state.projections.set_policy(&name, policy)?;
+    Ok(axum::Json(policy).into_response())
+}
+
+pub async fn parked(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let parked = state.projections.parked(&name)?;
+    Ok(axum::Json(json!({ "name": name, "parked": parked })).into_response())
+}
+
+pub async fn retry_parked(
+    State(state): State<AppState>,
+    Path((name, position)): Path<(String, u64)>,
+) -> Result<Response, ApiError> {
+    state.projections.retry_parked(&name, position).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn drop_parked(
+    State(state): State<AppState>,
+    Path((name, position)): Path<(String, u64)>,
+) -> Result<Response, ApiError> {
+    if !state.projections.drop_parked(&name, position).await? {
+        return Err(ApiError::not_found(
+            "unknown_parked_event",
+            format!("{name} has no parked event at position {position}"),
+        ));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+impl From<LifecycleError> for ApiError {
+    fn from(error: LifecycleError) -> Self {
+        match error {
+            LifecycleError::UnknownProjection(_) => {
+                ApiError::not_found("unknown_projection", error.to_string())
+            }
+            LifecycleError::UnknownVersion { .. } => {
+                ApiError::not_found("unknown_version", error.to_string())
+            }
+            LifecycleError::ActiveVersion { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "active_version", error.to_string())
+            }
+            LifecycleError::NoPrevious(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "no_previous_version",
+                error.to_string(),
+            ),
+            LifecycleError::Worker(_) => {
+                ApiError::new(StatusCode::CONFLICT, "not_possible", error.to_string())
+            }
+            LifecycleError::Io(error) => ApiError::internal("lifecycle_failed", &error),
+        }
+    }
+}
