@@ -82,10 +82,20 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    // A marker that exists while the host runs: found at start, it means the last run
+    // did not stop cleanly, so the stores are checked before use.
+    std::fs::create_dir_all(&config.data_dir).map_err(StoreError::Io)?;
+    let running = config.data_dir.join("RUNNING");
+    let unclean = running.exists();
+    std::fs::write(&running, std::process::id().to_string()).map_err(StoreError::Io)?;
     let store = Arc::new(SqliteEventStore::open(
         &config.data_dir.join("events.db"),
         config.durability,
     )?);
+    if unclean {
+        tracing::warn!("the last run did not stop cleanly; checking the stores");
+        store.quick_check()?;
+    }
     let runtime =
         Runtime::new(config.limits.clone()).map_err(|e| ServeError::Runtime(format!("{e:#}")))?;
     let plugins = Arc::new(Plugins::new(
@@ -108,6 +118,7 @@ pub async fn serve(
             event_store.clone(),
             plugins.clone(),
             config.data_dir.join("projections"),
+            unclean,
         )
         .map_err(|source| ServeError::PluginsDir {
             path: config.data_dir.join("projections"),
@@ -161,6 +172,7 @@ pub async fn serve(
     projections.shutdown().await;
     let closing = store.clone();
     let _ = tokio::task::spawn_blocking(move || closing.close()).await;
+    let _ = std::fs::remove_file(&running);
     tracing::info!("stopped");
     Ok(())
 }

@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
+use std::time::Duration;
+
 use tessera::event_store::Durability;
+use tessera::plugin::{Limits, PluginLimits};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -78,6 +81,49 @@ struct ServeArgs {
     /// Do not reload plugins when the folder changes.
     #[arg(long)]
     no_watch: bool,
+    /// How long one command handler call may run, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    command_deadline_ms: u64,
+    /// How long one query handler call may run, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    query_deadline_ms: u64,
+    /// How long one projection `apply` may run, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    projection_deadline_ms: u64,
+    /// The most memory one plugin instance may use, in MiB.
+    #[arg(long, default_value_t = 64)]
+    max_memory_mb: usize,
+    /// Limits for one plugin: `NAME:deadline_ms=2000,memory_mb=128` (repeatable).
+    #[arg(long = "plugin-limit", value_parser = parse_plugin_limit)]
+    plugin_limits: Vec<(String, PluginLimits)>,
+    /// Allocate plugin instances on demand instead of from a pool.
+    #[arg(long)]
+    no_pooling: bool,
+}
+
+fn parse_plugin_limit(value: &str) -> Result<(String, PluginLimits), String> {
+    let (name, settings) = value
+        .split_once(':')
+        .ok_or("expected NAME:deadline_ms=N,memory_mb=M")?;
+    let mut limits = PluginLimits::default();
+    for setting in settings.split(',') {
+        let (key, number) = setting
+            .split_once('=')
+            .ok_or_else(|| format!("expected key=value, not {setting:?}"))?;
+        let number: u64 = number
+            .parse()
+            .map_err(|_| format!("{key} must be a whole number"))?;
+        match key {
+            "deadline_ms" => limits.deadline = Some(Duration::from_millis(number)),
+            "memory_mb" => limits.max_memory = Some((number as usize) << 20),
+            other => {
+                return Err(format!(
+                    "unknown limit {other:?}; use deadline_ms or memory_mb"
+                ));
+            }
+        }
+    }
+    Ok((name.to_string(), limits))
 }
 
 #[derive(Debug, Args)]
@@ -141,6 +187,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.durability = args.durability;
     config.admin_token = args.admin_token;
     config.watch_plugins = !args.no_watch;
+    config.limits = Limits {
+        command_deadline: Duration::from_millis(args.command_deadline_ms),
+        query_deadline: Duration::from_millis(args.query_deadline_ms),
+        projection_deadline: Duration::from_millis(args.projection_deadline_ms),
+        max_memory: args.max_memory_mb << 20,
+        pooling: !args.no_pooling,
+        per_plugin: args.plugin_limits.into_iter().collect(),
+        ..Limits::default()
+    };
     tessera::serve(listener, config, shutdown_signal()).await?;
     Ok(())
 }

@@ -21,6 +21,7 @@ use serde_json::value::RawValue;
 use tokio::sync::watch;
 
 pub use sqlite::SqliteEventStore;
+pub(crate) use sqlite::quick_check;
 
 /// Why and by whom an event was written; stored with every event as JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

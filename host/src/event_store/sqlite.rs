@@ -90,6 +90,13 @@ impl SqliteEventStore {
         })
     }
 
+    /// Checks the database file's structure (`PRAGMA quick_check`). Run at start after
+    /// a run that did not stop cleanly.
+    pub fn quick_check(&self) -> Result<(), StoreError> {
+        let conn = open_reader(&self.path)?;
+        quick_check(&conn).map_err(StoreError::Corrupt)
+    }
+
     /// Stops the writer after the appends already queued; later appends fail with
     /// [`StoreError::Closed`]. Blocks until the writer has finished.
     pub fn close(&self) {
@@ -127,6 +134,19 @@ impl SqliteEventStore {
 impl Drop for SqliteEventStore {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// `PRAGMA quick_check`: Ok, or what it found.
+pub(crate) fn quick_check(conn: &Connection) -> Result<(), String> {
+    let findings: Vec<String> = conn
+        .prepare("PRAGMA quick_check")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(|e| e.to_string())?;
+    if findings == ["ok"] {
+        Ok(())
+    } else {
+        Err(findings.join("; "))
     }
 }
 

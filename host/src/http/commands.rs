@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path};
 use crate::command_bus::{CommandOutcome, CommandRequest};
 use crate::event_store::RecordedEvent;
@@ -16,41 +16,81 @@ use crate::event_store::RecordedEvent;
 /// still reports success (the events are committed) with `Tessera-Inline: lagging`.
 const INLINE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The deepest nesting of arrays and objects accepted in a payload.
+const MAX_PAYLOAD_DEPTH: usize = 64;
+
 /// The longest idempotency key accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
-#[derive(Debug, Deserialize)]
+/// A command: which aggregate it is for, and its payload.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandBody {
     aggregate_id: String,
+    /// The command's fields, as the handler defines them.
+    #[schema(value_type = Object)]
     payload: Box<RawValue>,
     #[serde(default)]
     metadata: Option<CommandMetadata>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Tracing ids to carry onto the events.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandMetadata {
     correlation_id: Option<String>,
     causation_id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// What a command appended.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CommandResponse {
     stream: String,
     /// The stream's version after the command.
     version: u64,
     /// The global position of the last event appended.
     position: u64,
+    /// The events appended: position, stream, version, type, data, metadata, timestamp.
+    #[schema(value_type = Vec<Object>)]
     events: Vec<RecordedEvent>,
 }
 
+/// Executes a command: the handler decides, the events are appended atomically.
+#[utoipa::path(
+    post,
+    path = "/commands/{command}",
+    tag = "commands",
+    params(
+        ("command" = String, Path, description = "The command's name"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Sent again with the same key, the command returns its first result and appends nothing"),
+        ("If-Match" = Option<String>, Header, description = "The stream version the client expects, e.g. \"3\"; a mismatch is 409"),
+        ("Tessera-Principal" = Option<String>, Header, description = "The caller's identity, as an authenticating proxy vouches for it"),
+    ),
+    request_body = CommandBody,
+    responses(
+        (status = 200, description = "Appended (or replayed); headers ETag, Tessera-Position", body = CommandResponse),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 404, description = "No handler for the command (unknown_command), or the handler says the target does not exist", body = ErrorBody),
+        (status = 409, description = "If-Match names another version (conflict)", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "validation_failed, rejected, or idempotency_mismatch", body = ErrorBody),
+        (status = 500, description = "The plugin failed (plugin_failed)", body = ErrorBody),
+        (status = 503, description = "Too contended, or shutting down", body = ErrorBody),
+        (status = 504, description = "The plugin ran past its deadline", body = ErrorBody),
+    )
+)]
 pub async fn execute(
     State(state): State<AppState>,
     Path(command): Path<String>,
     headers: HeaderMap,
     Json(body): Json<CommandBody>,
 ) -> Result<Response, ApiError> {
+    if json_depth(body.payload.get()) > MAX_PAYLOAD_DEPTH {
+        return Err(ApiError::bad_request(format!(
+            "the payload nests deeper than {MAX_PAYLOAD_DEPTH} levels"
+        )));
+    }
     let metadata = body.metadata.unwrap_or_default();
     let request = CommandRequest {
         command,
@@ -142,5 +182,47 @@ impl Quoted for HeaderValue {
     fn to_quoted(self) -> HeaderValue {
         let text = format!("\"{}\"", self.to_str().unwrap_or_default());
         HeaderValue::from_str(&text).unwrap_or(self)
+    }
+}
+
+/// How deeply arrays and objects nest in a JSON text (already known to be valid).
+fn json_depth(json: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for byte in json.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_depth;
+
+    #[test]
+    fn depth_counts_nesting_outside_strings() {
+        assert_eq!(json_depth("1"), 0);
+        assert_eq!(json_depth(r#"{"a": [1, {"b": 2}]}"#), 3);
+        assert_eq!(json_depth(r#"{"a": "[[[[\"]]]"}"#), 1);
+        assert_eq!(
+            json_depth(&format!("{}{}", "[".repeat(100), "]".repeat(100))),
+            100
+        );
     }
 }

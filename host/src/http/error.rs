@@ -18,6 +18,24 @@ tokio::task_local! {
     pub(super) static REQUEST_ID: String;
 }
 
+/// The body of every error response (for the OpenAPI description).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+    /// Quote it when reporting a problem: the host's logs carry it.
+    pub request_id: String,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// A stable, machine-readable code such as `validation_failed`.
+    pub code: String,
+    pub message: String,
+    /// Per-field messages, the refused rule, the conflicting versions...
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<serde_json::Value>,
+}
+
 /// An error response.
 #[derive(Debug)]
 pub struct ApiError {

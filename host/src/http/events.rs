@@ -5,7 +5,7 @@ use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{Path, Query};
 use crate::event_store::RecordedEvent;
 
@@ -14,23 +14,39 @@ const DEFAULT_LIMIT: usize = 100;
 /// The most events one page holds.
 const MAX_LIMIT: usize = 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct StreamQuery {
+    /// Read events with a version above this one.
     #[serde(default)]
     after_version: u64,
+    /// At most this many events (1-1000, default 100).
     limit: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of one stream's events.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StreamPage {
     stream: String,
+    #[schema(value_type = Vec<Object>)]
     events: Vec<RecordedEvent>,
     /// Pass as `after_version` to read on; absent when the page was not full (the end
     /// of the stream was reached).
     next_after_version: Option<u64>,
 }
 
+/// A stream's events, oldest first, paged by version.
+#[utoipa::path(
+    get,
+    path = "/streams/{stream}",
+    tag = "events",
+    params(("stream" = String, Path, description = "e.g. account-42"), StreamQuery),
+    responses(
+        (status = 200, description = "A page of events", body = StreamPage),
+        (status = 400, description = "Bad paging parameters", body = ErrorBody),
+        (status = 404, description = "The stream has no events (unknown_stream)", body = ErrorBody),
+    )
+)]
 pub async fn stream(
     State(state): State<AppState>,
     Path(stream): Path<String>,
@@ -57,16 +73,20 @@ pub async fn stream(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {
+    /// Read events at positions above this one.
     #[serde(default)]
     after: u64,
+    /// At most this many events (1-1000, default 100).
     limit: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of the global log.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LogPage {
+    #[schema(value_type = Vec<Object>)]
     events: Vec<RecordedEvent>,
     /// Pass as `after` to read on (equal to `after` when the page is empty).
     next_after: u64,
@@ -74,6 +94,17 @@ pub struct LogPage {
     head: u64,
 }
 
+/// The global log after a position, paged.
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "events",
+    params(LogQuery),
+    responses(
+        (status = 200, description = "A page of the log", body = LogPage),
+        (status = 400, description = "Bad paging parameters", body = ErrorBody),
+    )
+)]
 pub async fn log(
     State(state): State<AppState>,
     Query(query): Query<LogQuery>,

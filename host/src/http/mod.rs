@@ -17,9 +17,12 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::get;
 use serde_json::json;
 use tracing::Instrument;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::command_bus::CommandBus;
 use crate::event_store::EventStore;
@@ -44,54 +47,98 @@ pub struct AppState {
     pub admin_token: Option<Arc<str>>,
 }
 
-/// The full API.
+/// The full API, with its OpenAPI description served at `/openapi.json`.
 pub fn router(state: AppState) -> Router {
-    let admin = Router::new()
+    let (router, openapi) = api(state.clone()).split_for_parts();
+    let openapi: Arc<str> =
+        Arc::from(serde_json::to_string(&openapi).expect("the OpenAPI description serializes"));
+    router
         .route(
-            "/plugins/{name}",
-            put(plugins::deploy)
-                .delete(plugins::remove)
-                .layer(DefaultBodyLimit::max(plugins::MAX_PLUGIN_BYTES)),
+            "/openapi.json",
+            get(move || {
+                let openapi = openapi.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        openapi.to_string(),
+                    )
+                }
+            }),
         )
-        .route("/plugins/{name}/rollback", post(plugins::rollback))
-        .route("/projections/{name}/promote", post(projections::promote))
-        .route("/projections/{name}/rollback", post(projections::rollback))
-        .route("/projections/{name}/rebuild", post(projections::rebuild))
-        .route("/projections/{name}/resume", post(projections::resume))
-        .route(
-            "/projections/{name}/versions/{version}",
-            delete(projections::retire),
-        )
-        .route("/projections/{name}/policy", put(projections::set_policy))
-        .route(
-            "/projections/{name}/parked/{position}/retry",
-            post(projections::retry_parked),
-        )
-        .route(
-            "/projections/{name}/parked/{position}",
-            delete(projections::drop_parked),
-        )
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            plugins::require_admin,
-        ));
-    Router::new()
-        .merge(admin)
-        .route("/commands/{command}", post(commands::execute))
-        .route("/streams/{stream}", get(events::stream))
-        .route("/events", get(events::log))
-        .route("/queries", get(queries::list))
-        .route("/queries/{name}", get(queries::get).post(queries::post))
-        .route("/projections", get(projections::list))
-        .route("/projections/{name}/policy", get(projections::get_policy))
-        .route("/projections/{name}/parked", get(projections::parked))
-        .route("/plugins", get(plugins::list))
-        .route("/health", get(health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// Every route, each registered together with its OpenAPI description, so that the
+/// description cannot miss a route.
+fn api(state: AppState) -> OpenApiRouter<AppState> {
+    let deploy = OpenApiRouter::new()
+        .routes(routes!(plugins::deploy, plugins::remove))
+        .layer(DefaultBodyLimit::max(plugins::MAX_PLUGIN_BYTES));
+    let admin = OpenApiRouter::new()
+        .merge(deploy)
+        .routes(routes!(plugins::rollback))
+        .routes(routes!(projections::promote))
+        .routes(routes!(projections::rollback))
+        .routes(routes!(projections::rebuild))
+        .routes(routes!(projections::resume))
+        .routes(routes!(projections::retire))
+        .routes(routes!(projections::set_policy))
+        .routes(routes!(projections::retry_parked))
+        .routes(routes!(projections::drop_parked))
+        .route_layer(middleware::from_fn_with_state(
+            state,
+            plugins::require_admin,
+        ));
+    let public = OpenApiRouter::new()
+        .routes(routes!(commands::execute))
+        .routes(routes!(events::stream))
+        .routes(routes!(events::log))
+        .routes(routes!(queries::list))
+        .routes(routes!(queries::get, queries::post))
+        .routes(routes!(projections::list))
+        .routes(routes!(projections::get_policy))
+        .routes(routes!(projections::parked))
+        .routes(routes!(plugins::list))
+        .routes(routes!(health))
+        .layer(DefaultBodyLimit::max(MAX_BODY));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(admin)
+        .merge(public)
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Tessera",
+        description = "A CQRS host whose business logic runs as sandboxed WebAssembly components. Every error is a JSON body {\"error\": {\"code\", \"message\", \"details\"?}, \"request_id\"}."
+    ),
+    modifiers(&AdminToken),
+    tags(
+        (name = "commands", description = "The write side"),
+        (name = "events", description = "The log"),
+        (name = "queries", description = "The read side, with freshness headers"),
+        (name = "projections", description = "Read models and their versions"),
+        (name = "plugins", description = "Deployment"),
+        (name = "health", description = "Liveness"),
+    )
+)]
+struct ApiDoc;
+
+/// Declares the admin endpoints' bearer token.
+struct AdminToken;
+
+impl utoipa::Modify for AdminToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
 }
 
 /// Gives every request an id, echoed in `x-request-id` and in error bodies.
@@ -108,6 +155,8 @@ async fn request_id(request: Request, next: Next) -> Response {
     response
 }
 
+/// Whether the host is up, and the write store's head.
+#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, description = "{\"status\": \"ok\", \"head\": N}")))]
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let head = *state.store.head().borrow();
     axum::Json(json!({ "status": "ok", "head": head }))

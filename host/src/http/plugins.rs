@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::Path;
 use crate::plugin::DeployError;
 
@@ -19,10 +19,26 @@ use crate::plugin::DeployError;
 /// componentize-py weigh 10-20 MB.
 pub const MAX_PLUGIN_BYTES: usize = 64 << 20;
 
+/// Every plugin file: status, description, digest, load time, last error.
+#[utoipa::path(get, path = "/plugins", tag = "plugins", responses((status = 200, description = "The plugin listing")))]
 pub async fn list(State(state): State<AppState>) -> impl IntoResponse {
     axum::Json(json!({ "plugins": state.plugins.listing().await }))
 }
 
+/// Deploys a plugin: checked first, then written to the plugins folder and served.
+#[utoipa::path(
+    put,
+    path = "/plugins/{name}",
+    tag = "plugins",
+    params(("name" = String, Path, description = "The plugin's name, as its describe says")),
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component"),
+    responses(
+        (status = 200, description = "Served; the listing entry"),
+        (status = 401, description = "The admin token is missing or wrong", body = ErrorBody),
+        (status = 422, description = "Not a plugin this host can serve (invalid_plugin)", body = ErrorBody),
+    ),
+    security(("admin" = []))
+)]
 pub async fn deploy(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -33,6 +49,19 @@ pub async fn deploy(
     entry(&state, &name).await
 }
 
+/// Stops serving a plugin and removes its file.
+#[utoipa::path(
+    delete,
+    path = "/plugins/{name}",
+    tag = "plugins",
+    params(("name" = String, Path, description = "The plugin's name")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "The admin token is missing or wrong", body = ErrorBody),
+        (status = 404, description = "No such plugin (unknown_plugin)", body = ErrorBody),
+    ),
+    security(("admin" = []))
+)]
 pub async fn remove(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -42,6 +71,20 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Serves again the version served before the current one.
+#[utoipa::path(
+    post,
+    path = "/plugins/{name}/rollback",
+    tag = "plugins",
+    params(("name" = String, Path, description = "The plugin's name")),
+    responses(
+        (status = 200, description = "Rolled back; the listing entry"),
+        (status = 401, description = "The admin token is missing or wrong", body = ErrorBody),
+        (status = 404, description = "No such plugin", body = ErrorBody),
+        (status = 409, description = "No earlier version (no_previous_version)", body = ErrorBody),
+    ),
+    security(("admin" = []))
+)]
 pub async fn rollback(
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -8,10 +8,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path, Query};
 use crate::projection::{Cutover, LifecycleError, OnFailure, Policy};
 
+/// Every projection version: role, status, checkpoint, head, lag, progress, errors.
+#[utoipa::path(get, path = "/projections", tag = "projections", responses((status = 200, description = "The projection versions")))]
 pub async fn list(State(state): State<AppState>) -> impl IntoResponse {
     axum::Json(json!({ "projections": state.projections.status() }))
 }
@@ -22,6 +24,20 @@ pub struct PromoteQuery {
     version: Option<u32>,
 }
 
+/// Makes a version (default: the one being built) active now.
+#[utoipa::path(
+    post,
+    path = "/projections/{name}/promote",
+    tag = "projections",
+    params(("name" = String, Path, description = "The projection's name"), ("version" = Option<u32>, Query, description = "The schema version")),
+    responses(
+        (status = 200, description = "The active version"),
+        (status = 409, description = "Nothing to promote", body = ErrorBody),
+        (status = 401, description = "The admin token is missing or wrong", body = ErrorBody),
+        (status = 404, description = "No such projection or version", body = ErrorBody),
+    ),
+    security(("admin" = []))
+)]
 pub async fn promote(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -31,6 +47,20 @@ pub async fn promote(
     Ok(axum::Json(json!({ "name": name, "active": key })).into_response())
 }
 
+/// Makes the previously active version active again.
+#[utoipa::path(
+    post,
+    path = "/projections/{name}/rollback",
+    tag = "projections",
+    params(("name" = String, Path, description = "The projection's name")),
+    responses(
+        (status = 200, description = "The active version"),
+        (status = 409, description = "No previous version", body = ErrorBody),
+        (status = 401, description = "The admin token is missing or wrong", body = ErrorBody),
+        (status = 404, description = "No such projection or version", body = ErrorBody),
+    ),
+    security(("admin" = []))
+)]
 pub async fn rollback(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -39,6 +69,20 @@ pub async fn rollback(
     Ok(axum::Json(json!({ "name": name, "active": key })).into_response())
 }
 
+/// Stops a version that is not active and deletes its storage.
+#[utoipa::path(
+    delete,
+    path = "/projections/{name}/versions/{version}",
+    tag = "projections",
+    params(("name" = String, Path, description = "The projection's name"), ("version" = u32, Path, description = "The schema version")),
+    responses(
+        (status = 204, description = "Retired"),
+        (status = 409, description = "The version is active (active_version)", body = ErrorBody),
+        (status = 401, description = "The admin token is missing or wrong", body = ErrorBody),
+        (status = 404, description = "No such projection or version", body = ErrorBody),
+    ),
+    security(("admin" = []))
+)]
 pub async fn retire(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, u32)>,
@@ -47,6 +91,19 @@ pub async fn retire(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Rebuilds the active version into fresh storage; it takes over when caught up.
+#[utoipa::path(
+    post,
+    path = "/projections/{name}/rebuild",
+    tag = "projections",
+    params(("name" = String, Path, description = "The projection's name")),
+    responses(
+        (status = 202, description = "Building"),
+        (status = 401, description = "The admin token is missing or wrong", body = ErrorBody),
+        (status = 404, description = "No such projection or version", body = ErrorBody),
+    ),
+    security(("admin" = []))
+)]
 pub async fn rebuild(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -60,6 +117,19 @@ pub async fn rebuild(
         .into_response())
 }
 
+/// Resumes a projection halted at a failing event.
+#[utoipa::path(
+    post,
+    path = "/projections/{name}/resume",
+    tag = "projections",
+    params(("name" = String, Path, description = "The projection's name")),
+    responses(
+        (status = 204, description = "Resumed"),
+        (status = 401, description = "The admin token is missing or wrong", body = ErrorBody),
+        (status = 404, description = "No such projection or version", body = ErrorBody),
+    ),
+    security(("admin" = []))
+)]
 pub async fn resume(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -68,6 +138,17 @@ pub async fn resume(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// The projection's policies.
+#[utoipa::path(
+    get,
+    path = "/projections/{name}/policy",
+    tag = "projections",
+    params(("name" = String, Path, description = "The projection's name")),
+    responses(
+        (status = 200, description = "cutover, on_failure, max_attempts"),
+        (status = 404, description = "No such projection or version", body = ErrorBody),
+    ),
+)]
 pub async fn get_policy(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -84,6 +165,21 @@ pub struct PolicyChange {
     max_attempts: Option<u32>,
 }
 
+/// Changes the projection's policies; fields left out keep their value.
+#[utoipa::path(
+    put,
+    path = "/projections/{name}/policy",
+    tag = "projections",
+    params(("name" = String, Path, description = "The projection's name")),
+    request_body(content = Object, description = "cutover (auto|manual), on_failure (stop|skip), max_attempts"),
+    responses(
+        (status = 200, description = "The new policies"),
+        (status = 400, description = "Bad policy", body = ErrorBody),
+        (status = 401, description = "The admin token is missing or wrong", body = ErrorBody),
+        (status = 404, description = "No such projection or version", body = ErrorBody),
+    ),
+    security(("admin" = []))
+)]
 pub async fn set_policy(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -102,6 +198,17 @@ pub async fn set_policy(
     Ok(axum::Json(policy).into_response())
 }
 
+/// The events the active version parked, with their errors.
+#[utoipa::path(
+    get,
+    path = "/projections/{name}/parked",
+    tag = "projections",
+    params(("name" = String, Path, description = "The projection's name")),
+    responses(
+        (status = 200, description = "The parked events"),
+        (status = 404, description = "No such projection or version", body = ErrorBody),
+    ),
+)]
 pub async fn parked(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -110,6 +217,20 @@ pub async fn parked(
     Ok(axum::Json(json!({ "name": name, "parked": parked })).into_response())
 }
 
+/// Applies a parked event again; on success it leaves the list.
+#[utoipa::path(
+    post,
+    path = "/projections/{name}/parked/{position}/retry",
+    tag = "projections",
+    params(("name" = String, Path, description = "The projection's name"), ("position" = u64, Path, description = "The event's log position")),
+    responses(
+        (status = 204, description = "Applied"),
+        (status = 409, description = "It failed again, or is not parked", body = ErrorBody),
+        (status = 401, description = "The admin token is missing or wrong", body = ErrorBody),
+        (status = 404, description = "No such projection or version", body = ErrorBody),
+    ),
+    security(("admin" = []))
+)]
 pub async fn retry_parked(
     State(state): State<AppState>,
     Path((name, position)): Path<(String, u64)>,
@@ -118,6 +239,19 @@ pub async fn retry_parked(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Forgets a parked event.
+#[utoipa::path(
+    delete,
+    path = "/projections/{name}/parked/{position}",
+    tag = "projections",
+    params(("name" = String, Path, description = "The projection's name"), ("position" = u64, Path, description = "The event's log position")),
+    responses(
+        (status = 204, description = "Dropped"),
+        (status = 401, description = "The admin token is missing or wrong", body = ErrorBody),
+        (status = 404, description = "No such projection or version", body = ErrorBody),
+    ),
+    security(("admin" = []))
+)]
 pub async fn drop_parked(
     State(state): State<AppState>,
     Path((name, position)): Path<(String, u64)>,

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path, Query};
 use crate::query::Answer;
 
@@ -18,6 +18,26 @@ const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(5);
 /// The longest a client may ask a query to wait.
 const LONGEST_MAX_WAIT: Duration = Duration::from_secs(60);
 
+/// Answers a query; the query string is its parameters.
+#[utoipa::path(
+    get,
+    path = "/queries/{name}",
+    tag = "queries",
+    params(
+        ("name" = String, Path, description = "The query's name"),
+        ("Tessera-Min-Position" = Option<u64>, Header, description = "Answer only once the read models reached this log position (from a command response)"),
+        ("Tessera-Max-Wait" = Option<u64>, Header, description = "How long to wait for Tessera-Min-Position, in milliseconds (default 5000, at most 60000)"),
+    ),
+    responses(
+        (status = 200, description = "The handler's JSON answer; headers Tessera-Position, Tessera-Head, Tessera-Cache"),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 404, description = "unknown_query, or not_found from the handler", body = ErrorBody),
+        (status = 422, description = "validation_failed or rejected", body = ErrorBody),
+        (status = 500, description = "The plugin failed", body = ErrorBody),
+        (status = 503, description = "stale (the read models did not reach Tessera-Min-Position in time) or projection_unavailable; see Retry-After", body = ErrorBody),
+        (status = 504, description = "The plugin ran past its deadline", body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -31,6 +51,27 @@ pub async fn get(
     ask(state, name, params, &headers).await
 }
 
+/// Answers a query; the JSON object body is its parameters.
+#[utoipa::path(
+    post,
+    path = "/queries/{name}",
+    tag = "queries",
+    params(
+        ("name" = String, Path, description = "The query's name"),
+        ("Tessera-Min-Position" = Option<u64>, Header, description = "Answer only once the read models reached this log position (from a command response)"),
+        ("Tessera-Max-Wait" = Option<u64>, Header, description = "How long to wait for Tessera-Min-Position, in milliseconds (default 5000, at most 60000)"),
+    ),
+    request_body(content = Object, description = "The parameters"),
+    responses(
+        (status = 200, description = "The handler's JSON answer; headers Tessera-Position, Tessera-Head, Tessera-Cache"),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 404, description = "unknown_query, or not_found from the handler", body = ErrorBody),
+        (status = 422, description = "validation_failed or rejected", body = ErrorBody),
+        (status = 500, description = "The plugin failed", body = ErrorBody),
+        (status = 503, description = "stale (the read models did not reach Tessera-Min-Position in time) or projection_unavailable; see Retry-After", body = ErrorBody),
+        (status = 504, description = "The plugin ran past its deadline", body = ErrorBody),
+    )
+)]
 pub async fn post(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -94,6 +135,8 @@ fn number_header(headers: &HeaderMap, name: &str) -> Result<Option<u64>, ApiErro
         .transpose()
 }
 
+/// The queries served, with their cache hit and miss counts.
+#[utoipa::path(get, path = "/queries", tag = "queries", responses((status = 200, description = "Every query: name, plugin, reads, cache")))]
 pub async fn list(State(state): State<AppState>) -> impl IntoResponse {
     let catalog = state.plugins.catalog();
     let stats = state.queries.cache_stats();

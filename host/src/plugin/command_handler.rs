@@ -10,7 +10,7 @@ use super::bindings::command::exports::tessera::plugin::aggregate as wit_aggrega
 use super::bindings::command::{CommandHandler as Bindings, CommandHandlerPre};
 use super::host::HostState;
 use super::{
-    CallError, Description, LoadError, PluginKind, Refusal, Runtime, check_description,
+    CallError, CallLimits, Description, LoadError, PluginKind, Refusal, Runtime, check_description,
     set_deadline, wit,
 };
 use crate::event_store::{Metadata, RecordedEvent};
@@ -19,6 +19,7 @@ use crate::event_store::{Metadata, RecordedEvent};
 pub struct CommandHandler {
     name: Arc<str>,
     runtime: Runtime,
+    limits: CallLimits,
     pre: CommandHandlerPre<HostState>,
 }
 
@@ -58,6 +59,7 @@ impl CommandHandler {
         Ok(CommandHandler {
             // Until `describe` has answered, logs name the plugin by its kind.
             name: Arc::from("command-handler"),
+            limits: runtime.limits().describing(),
             runtime,
             pre,
         })
@@ -66,7 +68,7 @@ impl CommandHandler {
     /// Asks the plugin what it is, and names it after the answer.
     pub(super) fn describe(&mut self) -> Result<Description, LoadError> {
         let mut session = self.session()?;
-        let deadline = self.runtime.limits().describe_deadline;
+        let deadline = self.limits.deadline;
         set_deadline(&mut session.store, deadline);
         let info = session
             .bindings
@@ -75,13 +77,17 @@ impl CommandHandler {
             .map_err(|e| CallError::from_wasmtime(&self.name, deadline, e))?;
         let description = check_description(info, PluginKind::CommandHandler)?;
         self.name = Arc::from(description.name.as_str());
+        self.limits = self
+            .runtime
+            .limits()
+            .for_plugin(&description.name, PluginKind::CommandHandler);
         Ok(description)
     }
 
     /// A fresh instance for one command: fold the stream, then decide.
     pub fn session(&self) -> Result<CommandSession, CallError> {
-        let mut store = self.runtime.store(self.name.clone());
-        let deadline = self.runtime.limits().command_deadline;
+        let mut store = self.runtime.store(self.name.clone(), self.limits);
+        let deadline = self.limits.deadline;
         set_deadline(&mut store, deadline);
         let bindings = self
             .pre
@@ -89,7 +95,7 @@ impl CommandHandler {
             .map_err(|e| CallError::from_wasmtime(&self.name, deadline, e))?;
         Ok(CommandSession {
             name: self.name.clone(),
-            runtime: self.runtime.clone(),
+            limits: self.limits,
             store,
             bindings,
         })
@@ -99,7 +105,7 @@ impl CommandHandler {
 /// One instance of a command handler, used for one command and then dropped.
 pub struct CommandSession {
     name: Arc<str>,
-    runtime: Runtime,
+    limits: CallLimits,
     store: Store<HostState>,
     bindings: Bindings,
 }
@@ -114,7 +120,7 @@ impl std::fmt::Debug for CommandSession {
 
 impl CommandSession {
     fn fail(&self, error: wasmtime::Error) -> CallError {
-        CallError::from_wasmtime(&self.name, self.runtime.limits().command_deadline, error)
+        CallError::from_wasmtime(&self.name, self.limits.deadline, error)
     }
 
     /// Folds one event into `state` (none before the first event).
@@ -123,7 +129,7 @@ impl CommandSession {
         state: Option<&str>,
         event: &RecordedEvent,
     ) -> Result<String, CallError> {
-        set_deadline(&mut self.store, self.runtime.limits().command_deadline);
+        set_deadline(&mut self.store, self.limits.deadline);
         let event = to_wit_event(event);
         self.bindings
             .tessera_plugin_aggregate()
@@ -137,7 +143,7 @@ impl CommandSession {
         state: Option<&str>,
         command: &Command,
     ) -> Result<Decision, CallError> {
-        set_deadline(&mut self.store, self.runtime.limits().command_deadline);
+        set_deadline(&mut self.store, self.limits.deadline);
         let command = wit_aggregate::Command {
             name: command.name.clone(),
             aggregate_id: command.aggregate_id.clone(),

@@ -23,7 +23,7 @@ mod projection_handler;
 mod query_handler;
 mod watcher;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -59,6 +59,50 @@ pub struct Limits {
     pub describe_deadline: Duration,
     /// The most linear memory one instance may have, in bytes.
     pub max_memory: usize,
+    /// Use the pooling allocator when the address space allows it.
+    pub pooling: bool,
+    /// Overrides for single plugins, by plugin name.
+    pub per_plugin: HashMap<String, PluginLimits>,
+}
+
+/// Limits for one plugin that differ from its kind's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PluginLimits {
+    /// How long one call may run.
+    pub deadline: Option<Duration>,
+    /// The most linear memory one instance may have, in bytes.
+    pub max_memory: Option<usize>,
+}
+
+/// The limits one call runs under.
+#[derive(Debug, Clone, Copy)]
+pub struct CallLimits {
+    pub deadline: Duration,
+    pub max_memory: usize,
+}
+
+impl Limits {
+    /// What `describe` runs under, before the plugin's name is known.
+    fn describing(&self) -> CallLimits {
+        CallLimits {
+            deadline: self.describe_deadline,
+            max_memory: self.max_memory,
+        }
+    }
+
+    /// What the calls of plugin `name` of `kind` run under.
+    fn for_plugin(&self, name: &str, kind: PluginKind) -> CallLimits {
+        let default = match kind {
+            PluginKind::CommandHandler => self.command_deadline,
+            PluginKind::Projection => self.projection_deadline,
+            PluginKind::QueryHandler => self.query_deadline,
+        };
+        let custom = self.per_plugin.get(name).cloned().unwrap_or_default();
+        CallLimits {
+            deadline: custom.deadline.unwrap_or(default),
+            max_memory: custom.max_memory.unwrap_or(self.max_memory),
+        }
+    }
 }
 
 impl Default for Limits {
@@ -69,6 +113,8 @@ impl Default for Limits {
             query_deadline: Duration::from_secs(1),
             describe_deadline: Duration::from_secs(1),
             max_memory: 64 << 20,
+            pooling: true,
+            per_plugin: HashMap::new(),
         }
     }
 }
@@ -261,10 +307,7 @@ impl Drop for RuntimeInner {
 
 impl Runtime {
     pub fn new(limits: Limits) -> Result<Self, wasmtime::Error> {
-        let mut config = wasmtime::Config::new();
-        config.epoch_interruption(true);
-        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
-        let engine = Engine::new(&config)?;
+        let engine = engine(&limits)?;
 
         let mut command_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut command_linker)?;
@@ -384,10 +427,10 @@ impl Runtime {
         }
     }
 
-    fn store(&self, plugin: Arc<str>) -> Store<HostState> {
+    fn store(&self, plugin: Arc<str>, limits: CallLimits) -> Store<HostState> {
         let mut store = Store::new(
             &self.inner.engine,
-            HostState::new(plugin, self.inner.limits.max_memory),
+            HostState::new(plugin, limits.max_memory),
         );
         store.limiter(|state| &mut state.limits);
         store
@@ -396,6 +439,41 @@ impl Runtime {
     fn limits(&self) -> &Limits {
         &self.inner.limits
     }
+}
+
+/// Instances that can exist at once with the pooling allocator.
+const POOLED_INSTANCES: u32 = 1000;
+
+/// The engine: epoch interruption for deadlines, and the pooling allocator (memory
+/// and instance slots reserved once, so instantiating per call is cheap) unless the
+/// address space is too small for its reservation, in which case instances are
+/// allocated on demand.
+fn engine(limits: &Limits) -> Result<Engine, wasmtime::Error> {
+    let mut config = wasmtime::Config::new();
+    config.epoch_interruption(true);
+    config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    if limits.pooling {
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_component_instances(POOLED_INSTANCES)
+            .total_core_instances(POOLED_INSTANCES * 2)
+            .total_memories(POOLED_INSTANCES * 2)
+            .total_tables(POOLED_INSTANCES * 2)
+            .total_stacks(POOLED_INSTANCES)
+            .max_memory_size(limits.max_memory);
+        let mut pooled = config.clone();
+        pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        match Engine::new(&pooled) {
+            Ok(engine) => {
+                tracing::debug!("plugin instances use the pooling allocator");
+                return Ok(engine);
+            }
+            Err(error) => tracing::warn!(
+                error = %format!("{error:#}"),
+                "the pooling allocator is unavailable here; allocating instances on demand"
+            ),
+        }
+    }
+    Engine::new(&config)
 }
 
 /// Sets a call's deadline in epoch ticks, rounded up.

@@ -9,7 +9,8 @@ use super::bindings::projection::ProjectionPre;
 use super::command_handler::to_wit_event;
 use super::host::HostState;
 use super::{
-    CallError, Description, LoadError, PluginKind, Runtime, check_description, set_deadline,
+    CallError, CallLimits, Description, LoadError, PluginKind, Runtime, check_description,
+    set_deadline,
 };
 use crate::event_store::RecordedEvent;
 use crate::read_store::{Parked, ProjectionDb, ReadStoreError};
@@ -18,6 +19,7 @@ use crate::read_store::{Parked, ProjectionDb, ReadStoreError};
 pub struct ProjectionHandler {
     name: Arc<str>,
     runtime: Runtime,
+    limits: CallLimits,
     pre: ProjectionPre<HostState>,
 }
 
@@ -90,14 +92,15 @@ impl ProjectionHandler {
         let pre = ProjectionPre::new(pre).map_err(wrong_world)?;
         Ok(ProjectionHandler {
             name: Arc::from("projection"),
+            limits: runtime.limits().describing(),
             runtime,
             pre,
         })
     }
 
     pub(super) fn describe(&mut self) -> Result<Description, LoadError> {
-        let mut store = self.runtime.store(self.name.clone());
-        let deadline = self.runtime.limits().describe_deadline;
+        let mut store = self.runtime.store(self.name.clone(), self.limits);
+        let deadline = self.limits.deadline;
         set_deadline(&mut store, deadline);
         let fail = |e| CallError::from_wasmtime(&self.name, deadline, e);
         let bindings = self.pre.instantiate(&mut store).map_err(fail)?;
@@ -107,6 +110,10 @@ impl ProjectionHandler {
             .map_err(fail)?;
         let description = check_description(info, PluginKind::Projection)?;
         self.name = Arc::from(description.name.as_str());
+        self.limits = self
+            .runtime
+            .limits()
+            .for_plugin(&description.name, PluginKind::Projection);
         Ok(description)
     }
 
@@ -118,7 +125,7 @@ impl ProjectionHandler {
         db: ProjectionDb,
         batch: &Batch<'_>,
     ) -> (ProjectionDb, Result<(), BatchError>) {
-        let mut store = self.runtime.store(self.name.clone());
+        let mut store = self.runtime.store(self.name.clone(), self.limits);
         store.data_mut().projection_db = Some(db);
         let result = self.run(&mut store, batch);
         let mut db = store
@@ -137,7 +144,7 @@ impl ProjectionHandler {
         store: &mut wasmtime::Store<HostState>,
         batch: &Batch<'_>,
     ) -> Result<(), BatchError> {
-        let deadline = self.runtime.limits().projection_deadline;
+        let deadline = self.limits.deadline;
         let call_error = |position, e| BatchError::Call {
             position,
             error: CallError::from_wasmtime(&self.name, deadline, e),

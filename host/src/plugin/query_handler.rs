@@ -9,7 +9,7 @@ use wasmtime::component::Component;
 use super::bindings::query::QueryHandlerPre;
 use super::host::HostState;
 use super::{
-    CallError, Description, LoadError, PluginKind, Refusal, Runtime, check_description,
+    CallError, CallLimits, Description, LoadError, PluginKind, Refusal, Runtime, check_description,
     set_deadline,
 };
 use crate::read_store::ReadPool;
@@ -18,6 +18,7 @@ use crate::read_store::ReadPool;
 pub struct QueryHandler {
     name: Arc<str>,
     runtime: Runtime,
+    limits: CallLimits,
     pre: QueryHandlerPre<HostState>,
 }
 
@@ -43,14 +44,15 @@ impl QueryHandler {
         let pre = QueryHandlerPre::new(pre).map_err(wrong_world)?;
         Ok(QueryHandler {
             name: Arc::from("query-handler"),
+            limits: runtime.limits().describing(),
             runtime,
             pre,
         })
     }
 
     pub(super) fn describe(&mut self) -> Result<Description, LoadError> {
-        let mut store = self.runtime.store(self.name.clone());
-        let deadline = self.runtime.limits().describe_deadline;
+        let mut store = self.runtime.store(self.name.clone(), self.limits);
+        let deadline = self.limits.deadline;
         set_deadline(&mut store, deadline);
         let fail = |e| CallError::from_wasmtime(&self.name, deadline, e);
         let bindings = self.pre.instantiate(&mut store).map_err(fail)?;
@@ -60,6 +62,10 @@ impl QueryHandler {
             .map_err(fail)?;
         let description = check_description(info, PluginKind::QueryHandler)?;
         self.name = Arc::from(description.name.as_str());
+        self.limits = self
+            .runtime
+            .limits()
+            .for_plugin(&description.name, PluginKind::QueryHandler);
         Ok(description)
     }
 
@@ -71,9 +77,9 @@ impl QueryHandler {
         params: &str,
         reads: Vec<(String, Arc<ReadPool>)>,
     ) -> Result<Result<Box<RawValue>, Refusal>, CallError> {
-        let mut store = self.runtime.store(self.name.clone());
+        let mut store = self.runtime.store(self.name.clone(), self.limits);
         store.data_mut().reads = reads;
-        let deadline = self.runtime.limits().query_deadline;
+        let deadline = self.limits.deadline;
         set_deadline(&mut store, deadline);
         let fail = |e| CallError::from_wasmtime(&self.name, deadline, e);
         let bindings = self.pre.instantiate(&mut store).map_err(fail)?;

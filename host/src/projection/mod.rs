@@ -82,6 +82,8 @@ pub struct Projections {
     root: PathBuf,
     file: LifecycleFile,
     catch_up: Arc<Semaphore>,
+    /// Check each database's structure when a worker opens it.
+    check_storage: bool,
     inner: Mutex<Inner>,
 }
 
@@ -115,11 +117,13 @@ impl Inner {
 }
 
 impl Projections {
-    /// `root` is the folder of projection databases and of `lifecycle.json`.
+    /// `root` is the folder of projection databases and of `lifecycle.json`. With
+    /// `check_storage`, each database's structure is checked when it is opened.
     pub fn new(
         store: Arc<dyn EventStore>,
         plugins: Arc<Plugins>,
         root: PathBuf,
+        check_storage: bool,
     ) -> std::io::Result<Self> {
         let file = LifecycleFile::new(&root);
         let lifecycle = file.load()?;
@@ -130,6 +134,7 @@ impl Projections {
             root,
             file,
             catch_up: Arc::new(Semaphore::new(cores.saturating_sub(1).max(1))),
+            check_storage,
             inner: Mutex::new(Inner {
                 lifecycle,
                 ..Inner::default()
@@ -270,6 +275,7 @@ impl Projections {
             store: self.store.clone(),
             policy,
             catch_up: self.catch_up.clone(),
+            check: self.check_storage,
         });
         inner.workers.insert(id, worker);
     }

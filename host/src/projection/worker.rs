@@ -57,6 +57,8 @@ pub(super) struct Spec {
     pub policy: watch::Receiver<Policy>,
     /// Taken by catching-up batches.
     pub catch_up: Arc<Semaphore>,
+    /// Check the database's structure before use (after an unclean stop).
+    pub check: bool,
 }
 
 /// A running projection version.
@@ -200,8 +202,9 @@ impl Run {
         let mut backoff = FIRST_BACKOFF;
         loop {
             let path = self.spec.path.clone();
+            let check = self.spec.check;
             let opened = tokio::task::spawn_blocking(move || {
-                let db = ProjectionDb::open(&path)?;
+                let db = ProjectionDb::open(&path, check)?;
                 let (at, setup) = db.state()?;
                 Ok::<_, ReadStoreError>((db, at, setup))
             })
@@ -314,7 +317,8 @@ impl Run {
             // The blocking task panicked (a host bug) and took the connection with
             // it; reopen the database for the next attempt.
             Err(error) => {
-                position.db = Some(ProjectionDb::open(&self.spec.path).map_err(BatchError::Store)?);
+                position.db =
+                    Some(ProjectionDb::open(&self.spec.path, false).map_err(BatchError::Store)?);
                 Err(BatchError::Store(ReadStoreError::Io(
                     std::io::Error::other(error),
                 )))

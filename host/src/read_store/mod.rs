@@ -89,10 +89,24 @@ pub struct ProjectionDb {
 }
 
 impl ProjectionDb {
-    /// Opens (creating if needed) the database at `path`.
-    pub fn open(path: &Path) -> Result<Self, ReadStoreError> {
+    /// Opens (creating if needed) the database at `path`. With `check`, a database
+    /// that fails `PRAGMA quick_check` is moved aside (`*.corrupt`) and started afresh:
+    /// a read model can always be rebuilt from the log.
+    pub fn open(path: &Path, check: bool) -> Result<Self, ReadStoreError> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
+        }
+        if check && path.exists() {
+            let verdict = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+                .map_err(|e| e.to_string())
+                .and_then(|conn| crate::event_store::quick_check(&conn));
+            if let Err(finding) = verdict {
+                tracing::error!(file = %path.display(), %finding, "projection database is damaged; rebuilding it from the log");
+                let mut aside = path.as_os_str().to_owned();
+                aside.push(".corrupt");
+                std::fs::rename(path, &aside)?;
+                remove_projection_db(path)?;
+            }
         }
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
