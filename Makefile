@@ -10,7 +10,7 @@ EXAMPLES := bank-account account-balance bank-totals bank-queries
 LISTEN ?= 127.0.0.1:8080
 DATA ?= data
 
-.PHONY: setup plugins run test lint fmt clean
+.PHONY: setup plugins run dev test bench lint fmt clean
 
 setup:
 	rustup target add $(WASM_TARGET)
@@ -26,8 +26,17 @@ plugins: setup
 run: plugins
 	$(CARGO) run -p tessera -- serve --data $(DATA) --plugins target/plugins --listen $(LISTEN)
 
+# Serves the example plugins and rebuilds one whenever its source changes.
+dev: plugins
+	$(CARGO) run -p tessera -- dev --data $(DATA) --plugins target/plugins --listen $(LISTEN) \
+		--sources plugins --target-dir $(WASM_DIR)
+
 test: setup
 	$(CARGO) test --workspace
+
+# Benchmarks print figures; they assert nothing.
+bench: setup
+	$(CARGO) bench -p tessera
 
 lint: setup
 	$(CARGO) fmt --all -- --check

@@ -56,6 +56,14 @@ enum Commands {
         #[command(flatten)]
         remote: RemoteArgs,
     },
+    /// Show a running host's projection versions, with catch-up progress.
+    Projections {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Refresh every second until interrupted.
+        #[arg(long)]
+        watch: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -176,6 +184,14 @@ async fn main() -> anyhow::Result<()> {
         }
         Commands::Deploy { file, name, remote } => deploy(file, name, remote).await,
         Commands::Plugins { remote } => list_plugins(remote).await,
+        Commands::Projections { remote, watch } => loop {
+            show_projections(&remote).await?;
+            if !watch {
+                break Ok(());
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            println!();
+        },
     }
 }
 
@@ -264,6 +280,53 @@ async fn list_plugins(remote: RemoteArgs) -> anyhow::Result<()> {
         );
         if let Some(error) = entry["last_error"].as_str() {
             println!("    last error: {error}");
+        }
+    }
+    Ok(())
+}
+
+async fn show_projections(remote: &RemoteArgs) -> anyhow::Result<()> {
+    let body: Value = reqwest::get(format!("{}/projections", remote.url.trim_end_matches('/')))
+        .await
+        .context("cannot reach the host")?
+        .json()
+        .await?;
+    println!(
+        "{:<20} {:<8} {:<9} {:<12} {:<24} {:>10} {:>9} {:>8}",
+        "NAME", "VERSION", "ROLE", "STATUS", "PROGRESS", "TO GO", "EV/S", "ETA"
+    );
+    for p in body["projections"].as_array().into_iter().flatten() {
+        let done = p["progress"]["events_done"].as_u64().unwrap_or(0);
+        let to_go = p["progress"]["events_to_go"].as_u64().unwrap_or(0);
+        let total = done + to_go;
+        let fraction = if total == 0 {
+            1.0
+        } else {
+            done as f64 / total as f64
+        };
+        let filled = (fraction * 16.0).round() as usize;
+        let bar = format!(
+            "[{}{}] {:>3.0}%",
+            "#".repeat(filled),
+            "-".repeat(16 - filled),
+            fraction * 100.0
+        );
+        let eta = p["progress"]["eta_seconds"]
+            .as_f64()
+            .map_or("-".to_string(), |s| format!("{s:.0}s"));
+        println!(
+            "{:<20} {:<8} {:<9} {:<12} {:<24} {:>10} {:>9.0} {:>8}",
+            p["name"].as_str().unwrap_or("?"),
+            format!("v{}.g{}", p["version"], p["generation"]),
+            p["role"].as_str().unwrap_or("?"),
+            p["status"].as_str().unwrap_or("?"),
+            bar,
+            to_go,
+            p["progress"]["events_per_second"].as_f64().unwrap_or(0.0),
+            eta,
+        );
+        if let Some(error) = p["error"].as_str() {
+            println!("    error: {error}");
         }
     }
     Ok(())
