@@ -453,14 +453,25 @@ fn engine(limits: &Limits) -> Result<Engine, wasmtime::Error> {
     config.epoch_interruption(true);
     config.cranelift_opt_level(wasmtime::OptLevel::Speed);
     if limits.pooling {
+        // Each pooled memory slot reserves address space for the largest memory any
+        // plugin may have, not wasmtime's default 4 GiB, so that many hosts (tests)
+        // fit in one process; accesses are then bounds-checked explicitly.
+        let largest = limits
+            .per_plugin
+            .values()
+            .filter_map(|l| l.max_memory)
+            .fold(limits.max_memory, usize::max);
         let mut pool = wasmtime::PoolingAllocationConfig::default();
         pool.total_component_instances(POOLED_INSTANCES)
             .total_core_instances(POOLED_INSTANCES * 2)
             .total_memories(POOLED_INSTANCES * 2)
             .total_tables(POOLED_INSTANCES * 2)
             .total_stacks(POOLED_INSTANCES)
-            .max_memory_size(limits.max_memory);
+            .max_memory_size(largest);
         let mut pooled = config.clone();
+        pooled
+            .memory_reservation(largest as u64)
+            .memory_guard_size(64 << 10);
         pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         match Engine::new(&pooled) {
             Ok(engine) => {
