@@ -13,6 +13,9 @@ use tokio::sync::mpsc;
 
 /// The wasm target plugins build for.
 const TARGET: &str = "wasm32-wasip2";
+/// The cargo profile of dev builds (defined in the plugins workspace): no LTO, so a
+/// rebuild takes seconds.
+const PROFILE: &str = "dev-plugin";
 /// How long the sources must be quiet before a rebuild starts.
 const DEBOUNCE: Duration = Duration::from_millis(300);
 
@@ -49,11 +52,19 @@ impl DevLoop {
         watcher.watch(&self.sources, RecursiveMode::Recursive)?;
         let sources = self.sources.canonicalize().unwrap_or(self.sources.clone());
         tracing::info!(sources = %sources.display(), "watching plugin sources");
+        // Events also come for files that did not change (a build reading manifests);
+        // a file counts as changed only when its modification time moved.
+        let mut modified = modification_times(&sources);
         while let Some(first) = changed.recv().await {
             let mut paths = vec![first];
             while let Ok(Some(path)) = tokio::time::timeout(DEBOUNCE, changed.recv()).await {
                 paths.push(path);
             }
+            paths.retain(|path| {
+                let path = path.canonicalize().unwrap_or(path.clone());
+                let now = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+                modified.insert(path, now) != Some(now)
+            });
             let crates = self.affected(&sources, &paths);
             if crates.is_empty() {
                 continue;
@@ -103,7 +114,7 @@ impl DevLoop {
             .arg("build")
             .arg("--manifest-path")
             .arg(self.sources.join("Cargo.toml"))
-            .args(["--release", "--target", TARGET])
+            .args(["--profile", PROFILE, "--target", TARGET])
             .arg("--target-dir")
             .arg(&self.target_dir);
         for name in crates {
@@ -120,7 +131,7 @@ impl DevLoop {
             tracing::error!("plugin build failed (output above); the running code keeps serving");
             return false;
         }
-        let built = self.target_dir.join(TARGET).join("release");
+        let built = self.target_dir.join(TARGET).join(PROFILE);
         for name in crates {
             let from = built.join(format!("{}.wasm", name.replace('-', "_")));
             let to = self.plugins_dir.join(format!("{name}.wasm"));
@@ -140,4 +151,29 @@ impl DevLoop {
         );
         true
     }
+}
+
+/// The modification time of every file under `dir` (not following `target`).
+fn modification_times(
+    dir: &Path,
+) -> std::collections::HashMap<PathBuf, Option<std::time::SystemTime>> {
+    let mut times = std::collections::HashMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if !path.ends_with("target") {
+                    pending.push(path);
+                }
+            } else {
+                let modified = entry.metadata().and_then(|m| m.modified()).ok();
+                times.insert(path, modified);
+            }
+        }
+    }
+    times
 }

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use notify::event::ModifyKind;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -33,8 +34,10 @@ impl PluginWatcher {
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
                 Ok(event) => {
-                    let relevant = !matches!(event.kind, EventKind::Access(_))
-                        && event.paths.iter().any(|path| is_wasm(path));
+                    let relevant = !matches!(
+                        event.kind,
+                        EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_))
+                    ) && event.paths.iter().any(|path| is_wasm(path));
                     if relevant {
                         let _ = changes.send(());
                     }
