@@ -55,8 +55,9 @@ pub async fn query_post(
 }
 
 /// Asks a query until it answers at least as fresh as `position`: each try waits on
-/// the host (`Tessera-Min-Position`, `Tessera-Max-Wait`), and a `stale` answer is
-/// retried, a bounded number of times.
+/// the host (`Tessera-Min-Position`, `Tessera-Max-Wait`), and a `stale` answer, or a
+/// projection not set up yet (`projection_unavailable`), is retried, a bounded
+/// number of times.
 pub async fn query_at(
     client: &reqwest::Client,
     url: &str,
@@ -69,10 +70,15 @@ pub async fn query_at(
         ("tessera-max-wait", "5000".to_string()),
     ];
     let mut last = None;
-    for _ in 0..24 {
+    for _ in 0..100 {
         let reply = query(client, url, name, query_string, &headers).await?;
         if reply.status == 503 && reply.body["error"]["code"] == "stale" {
             last = Some(reply);
+            continue;
+        }
+        if reply.status == 503 && reply.body["error"]["code"] == "projection_unavailable" {
+            last = Some(reply);
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
         return Ok(reply);
@@ -277,6 +283,25 @@ impl Ledger {
     }
 }
 
+/// The database file of projection `name` under a host's data folder: the newest
+/// `*.db` in `data/projections/<name>/` (one per schema version or generation).
+pub fn projection_db(data: &Path, name: &str) -> Result<PathBuf> {
+    let dir = data.join("projections").join(name);
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("{}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "db") {
+            let modified = std::fs::metadata(&path)?.modified()?;
+            if newest.as_ref().is_none_or(|(m, _)| modified > *m) {
+                newest = Some((modified, path));
+            }
+        }
+    }
+    newest
+        .map(|(_, path)| path)
+        .with_context(|| format!("no database in {}", dir.display()))
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -315,6 +340,7 @@ impl Tessera {
                 .arg("--listen")
                 .arg(format!("127.0.0.1:{port}"))
                 .env("RUST_LOG", "warn,tessera=info")
+                .env("NO_COLOR", "1")
                 .stdin(Stdio::null())
                 .stdout(output.try_clone()?)
                 .stderr(output)

@@ -244,49 +244,49 @@ impl Drop for GuestMode<'_> {
 /// itself when tables are created, and cannot be written by statements directly
 /// while pragmas are refused.)
 fn is_internal(table: &str) -> bool {
-    table.starts_with("_tessera")
+    // SQLite names are case-insensitive.
+    table
+        .get(..8)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case("_tessera"))
 }
 
 /// What a projection's own statements may do: shape and change its own tables.
 fn authorize_projection(context: &AuthContext<'_>) -> Authorization {
     use AuthAction::*;
-    match context.action {
-        Select | Read { .. } | Function { .. } | Recursive => Authorization::Allow,
-        Insert { table_name } | Update { table_name, .. } | Delete { table_name } => {
-            if is_internal(table_name) {
-                Authorization::Deny
-            } else {
-                Authorization::Allow
-            }
-        }
-        CreateTable { table_name }
+    // Everything that names a table or view must not name the host's own: writing
+    // them would corrupt the checkpoint, a trigger on them would run inside the host's
+    // statements with the host's rights, and a view of that name would shadow them.
+    let named = match context.action {
+        Select | Read { .. } | Function { .. } | Recursive => return Authorization::Allow,
+        Insert { table_name }
+        | Update { table_name, .. }
+        | Delete { table_name }
+        | CreateTable { table_name }
         | CreateTempTable { table_name }
         | DropTable { table_name }
         | DropTempTable { table_name }
-        | AlterTable { table_name, .. } => {
-            if is_internal(table_name) {
-                Authorization::Deny
-            } else {
-                Authorization::Allow
-            }
-        }
-        CreateIndex { .. }
-        | CreateTempIndex { .. }
-        | DropIndex { .. }
+        | AlterTable { table_name, .. }
+        | CreateIndex { table_name, .. }
+        | CreateTempIndex { table_name, .. }
+        | CreateTrigger { table_name, .. }
+        | CreateTempTrigger { table_name, .. } => table_name,
+        CreateView { view_name } | CreateTempView { view_name } => view_name,
+        DropIndex { .. }
         | DropTempIndex { .. }
-        | CreateView { .. }
-        | CreateTempView { .. }
         | DropView { .. }
         | DropTempView { .. }
-        | CreateTrigger { .. }
-        | CreateTempTrigger { .. }
         | DropTrigger { .. }
         | DropTempTrigger { .. }
         | Reindex { .. }
-        | Analyze { .. } => Authorization::Allow,
+        | Analyze { .. } => return Authorization::Allow,
         // Transactions belong to the host; ATTACH would reach other files; pragmas
         // could change durability or reach the file system; virtual tables too.
-        _ => Authorization::Deny,
+        _ => return Authorization::Deny,
+    };
+    if is_internal(named) {
+        Authorization::Deny
+    } else {
+        Authorization::Allow
     }
 }
 
