@@ -14,6 +14,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use tessera_test_support::plugins;
+pub mod deploy;
+pub mod hardening;
+pub mod lifecycle;
 pub mod read_side;
 
 /// A host serving over HTTP in this process, on a data folder that outlives restarts.

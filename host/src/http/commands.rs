@@ -86,6 +86,9 @@ pub async fn execute(
     headers: HeaderMap,
     Json(body): Json<CommandBody>,
 ) -> Result<Response, ApiError> {
+    if !body.payload.get().trim_start().starts_with('{') {
+        return Err(ApiError::bad_request("the payload must be a JSON object"));
+    }
     if json_depth(body.payload.get()) > MAX_PAYLOAD_DEPTH {
         return Err(ApiError::bad_request(format!(
             "the payload nests deeper than {MAX_PAYLOAD_DEPTH} levels"

@@ -78,7 +78,6 @@ fn api(state: AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(plugins::deploy, plugins::remove))
         .layer(DefaultBodyLimit::max(plugins::MAX_PLUGIN_BYTES));
     let admin = OpenApiRouter::new()
-        .merge(deploy)
         .routes(routes!(plugins::rollback))
         .routes(routes!(projections::promote))
         .routes(routes!(projections::rollback))
@@ -88,10 +87,10 @@ fn api(state: AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(projections::set_policy))
         .routes(routes!(projections::retry_parked))
         .routes(routes!(projections::drop_parked))
-        .route_layer(middleware::from_fn_with_state(
-            state,
-            plugins::require_admin,
-        ));
+        .layer(DefaultBodyLimit::max(MAX_BODY));
+    let admin = OpenApiRouter::new().merge(deploy).merge(admin).route_layer(
+        middleware::from_fn_with_state(state, plugins::require_admin),
+    );
     let public = OpenApiRouter::new()
         .routes(routes!(commands::execute))
         .routes(routes!(events::stream))

@@ -35,6 +35,7 @@ pub async fn list(State(state): State<AppState>) -> impl IntoResponse {
     responses(
         (status = 200, description = "Served; the listing entry"),
         (status = 401, description = "The admin token is missing or wrong", body = ErrorBody),
+        (status = 409, description = "It claims a command or query another plugin serves (plugin_conflict)", body = ErrorBody),
         (status = 422, description = "Not a plugin this host can serve (invalid_plugin)", body = ErrorBody),
     ),
     security(("admin" = []))
@@ -119,6 +120,9 @@ impl From<DeployError> for ApiError {
                 error.to_string(),
             ),
             DeployError::NotFound(_) => ApiError::not_found("unknown_plugin", error.to_string()),
+            DeployError::Conflict(_) => {
+                ApiError::new(StatusCode::CONFLICT, "plugin_conflict", error.to_string())
+            }
             DeployError::NoPreviousVersion(_) => ApiError::new(
                 StatusCode::CONFLICT,
                 "no_previous_version",

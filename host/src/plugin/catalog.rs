@@ -67,13 +67,20 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Builds a catalog from loaded plugins. A plugin whose name or handled commands
-    /// clash with one already taken is refused and listed among the failures, so
-    /// the outcome never depends on which of two clashing files happened to win.
+    /// Builds a catalog from loaded plugins. Plugins that `previous` served go first,
+    /// so a newcomer whose name, commands or queries clash with a served plugin is the
+    /// one refused (listed among the failures), whatever the files are called; among
+    /// newcomers, the first file by name wins.
     pub fn build(
         loaded: impl IntoIterator<Item = (PathBuf, Plugin)>,
         mut failures: Vec<LoadFailure>,
+        previous: &Catalog,
     ) -> Catalog {
+        let mut loaded: Vec<(PathBuf, Plugin)> = loaded.into_iter().collect();
+        loaded.sort_by_key(|(file, plugin)| {
+            let incumbent = previous.file_of(&plugin.description.name) == Some(file);
+            (!incumbent, file.clone())
+        });
         let mut catalog = Catalog::default();
         for (file, plugin) in loaded {
             let name = plugin.description.name.clone();
@@ -166,6 +173,20 @@ impl Catalog {
     /// The served plugin named `name`.
     pub fn plugin(&self, name: &str) -> Option<&Plugin> {
         self.plugins.get(name)
+    }
+
+    /// The plugin (other than `name`) that already serves one of `plugin`'s commands
+    /// or queries, if any.
+    pub fn rival_of(&self, plugin: &Plugin) -> Option<String> {
+        let name = &plugin.description.name;
+        plugin.description.handles.iter().find_map(|handled| {
+            let holder = match &plugin.code {
+                PluginCode::CommandHandler(_) => self.commands.get(handled).map(|r| &r.plugin),
+                PluginCode::QueryHandler(_) => self.queries.get(handled).map(|r| &r.plugin),
+                PluginCode::Projection(_) => None,
+            }?;
+            (holder != name).then(|| format!("{handled} is served by {holder}"))
+        })
     }
 
     /// The file that serves plugin `name`.

@@ -43,6 +43,8 @@ pub struct Plugins {
 struct Archive {
     dir: PathBuf,
     history: std::sync::Mutex<BTreeMap<String, Vec<String>>>,
+    /// Per plugin file name, the digest it served last.
+    served: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 impl Archive {
@@ -51,10 +53,35 @@ impl Archive {
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default();
+        let served = std::fs::read(dir.join("served.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
         Archive {
             dir,
             history: std::sync::Mutex::new(history),
+            served: std::sync::Mutex::new(served),
         }
+    }
+
+    /// Notes that `file` now serves `digest`.
+    fn note_served(&self, file: &Path, digest: &str) -> std::io::Result<()> {
+        let Some(name) = file.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            return Ok(());
+        };
+        let mut served = self.served.lock().expect("served lock");
+        if served.get(&name).map(String::as_str) != Some(digest) {
+            served.insert(name, digest.to_string());
+            let json = serde_json::to_vec_pretty(&*served).map_err(std::io::Error::other)?;
+            write_atomically(&self.dir.join("served.json"), &json)?;
+        }
+        Ok(())
+    }
+
+    /// The digest `file` served last.
+    fn served_by(&self, file: &Path) -> Option<String> {
+        let name = file.file_name()?.to_string_lossy().into_owned();
+        self.served.lock().expect("served lock").get(&name).cloned()
     }
 
     /// Keeps `bytes` under their digest and notes that `name` now serves them.
@@ -93,6 +120,10 @@ pub enum DeployError {
     /// The plugin describes itself under another name than the one it was deployed as.
     #[error("the plugin calls itself {actual:?}, not {expected:?}")]
     NameMismatch { expected: String, actual: String },
+    /// The plugin claims a command or query another served plugin handles; remove or
+    /// change that one first.
+    #[error("the plugin clashes with a served one: {0}")]
+    Conflict(String),
     /// No plugin of that name is served.
     #[error("no plugin named {0:?} is served")]
     NotFound(String),
@@ -177,6 +208,9 @@ impl Plugins {
                 expected: name.to_string(),
                 actual: plugin.description.name,
             });
+        }
+        if let Some(clash) = self.catalog().rival_of(&plugin) {
+            return Err(DeployError::Conflict(clash));
         }
         let target = self.dir.join(format!("{name}.wasm"));
         write_atomically(&target, &bytes)?;
@@ -296,8 +330,9 @@ impl Plugins {
             let state = match loaded {
                 Ok((plugin, from_cache)) => {
                     if let Some(archive) = &self.archive
-                        && let Err(error) =
-                            archive.record(&plugin.description.name, &digest, &bytes_for_archive)
+                        && let Err(error) = archive
+                            .record(&plugin.description.name, &digest, &bytes_for_archive)
+                            .and_then(|()| archive.note_served(&path, &digest))
                     {
                         tracing::warn!(%error, "cannot archive plugin version; rollback to it will not be possible");
                     }
@@ -321,6 +356,12 @@ impl Plugins {
                     }
                 }
                 Err(error) => {
+                    // After a restart nothing from this file is in memory: serve the
+                    // version it served last, from the archive, as a running host would.
+                    let previous = match previous {
+                        Some(previous) => Some(previous),
+                        None => self.last_served(&path).await,
+                    };
                     tracing::error!(
                         file = %path.display(),
                         %error,
@@ -348,10 +389,26 @@ impl Plugins {
                 })
             })
             .collect();
-        let catalog = Arc::new(Catalog::build(loaded, failures));
+        let catalog = Arc::new(Catalog::build(loaded, failures, &self.catalog()));
         self.catalog.store(catalog.clone());
         self.published.send_replace(catalog);
         Ok(changed)
+    }
+
+    /// The version `file` served last, loaded from the archive.
+    async fn last_served(&self, file: &Path) -> Option<Loaded> {
+        let digest = self.archive.as_ref()?.served_by(file)?;
+        match self.load_archived(&digest).await {
+            Ok(plugin) => Some(Loaded {
+                plugin,
+                loaded_at: jiff::Timestamp::now().to_string(),
+                from_cache: true,
+            }),
+            Err(error) => {
+                tracing::warn!(file = %file.display(), %error, "the version this file served last cannot be loaded");
+                None
+            }
+        }
     }
 
     /// Every plugin file with what it serves.

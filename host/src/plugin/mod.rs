@@ -498,8 +498,8 @@ fn check_description(info: wit::PluginInfo, kind: PluginKind) -> Result<Descript
     let bad = |reason: String| Err(LoadError::BadDescription(reason));
     if !is_name(&info.name) {
         return bad(format!(
-            "name {:?} must be 1-64 lowercase letters, digits or dashes",
-            info.name
+            "name {} must be 1-64 lowercase letters, digits or dashes",
+            quote(&info.name)
         ));
     }
     if info.handles.is_empty() {
@@ -508,10 +508,10 @@ fn check_description(info: wit::PluginInfo, kind: PluginKind) -> Result<Descript
     let mut seen = HashSet::new();
     for handled in &info.handles {
         if handled.is_empty() || handled.len() > 128 || handled.contains('/') {
-            return bad(format!("{handled:?} is not a valid name to handle"));
+            return bad(format!("{} is not a valid name to handle", quote(handled)));
         }
         if !seen.insert(handled) {
-            return bad(format!("{handled:?} is listed twice"));
+            return bad(format!("{} is listed twice", quote(handled)));
         }
     }
     let mut description = Description {
@@ -528,8 +528,8 @@ fn check_description(info: wit::PluginInfo, kind: PluginKind) -> Result<Descript
         wit::PluginDetails::CommandHandler(details) => {
             if !is_name(&details.aggregate_type) {
                 return bad(format!(
-                    "aggregate type {:?} must be 1-64 lowercase letters, digits or dashes",
-                    details.aggregate_type
+                    "aggregate type {} must be 1-64 lowercase letters, digits or dashes",
+                    quote(&details.aggregate_type)
                 ));
             }
             description.aggregate_type = Some(details.aggregate_type);
@@ -548,7 +548,7 @@ fn check_description(info: wit::PluginInfo, kind: PluginKind) -> Result<Descript
                 return bad("a query handler must read at least one projection".into());
             }
             if let Some(name) = details.reads.iter().find(|name| !is_name(name)) {
-                return bad(format!("{name:?} is not a projection name"));
+                return bad(format!("{} is not a projection name", quote(name)));
             }
             description.reads = Some(details.reads);
             PluginKind::QueryHandler
@@ -560,6 +560,15 @@ fn check_description(info: wit::PluginInfo, kind: PluginKind) -> Result<Descript
         ));
     }
     Ok(description)
+}
+
+/// Quotes text a plugin sent, cut short: a plugin must not fill logs or listings.
+fn quote(text: &str) -> String {
+    const SHOWN: usize = 64;
+    match text.char_indices().nth(SHOWN) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &text[..cut], text.len()),
+    }
 }
 
 fn is_name(name: &str) -> bool {

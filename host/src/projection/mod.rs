@@ -551,6 +551,7 @@ impl Projections {
 
     /// The parked events of the active version of `name`.
     pub fn parked(&self, name: &str) -> Result<Vec<Parked>, LifecycleError> {
+        self.lock().state(name)?;
         let access = self.read_access(&[name.to_string()]).map_err(|_| {
             LifecycleError::Worker(format!("{name} has no readable active version"))
         })?;

@@ -25,8 +25,12 @@ use crate::event_store::EventStore;
 use crate::plugin::{CallError, Plugins, Refusal};
 use crate::projection::{Projections, wait_all};
 
-/// Query results kept.
+/// Query results kept, at most.
 const CACHE_CAPACITY: usize = 10_000;
+/// The most bytes of answers kept; the least recently used go first.
+const CACHE_BYTES: usize = 64 << 20;
+/// Answers larger than this are not cached: one would crowd out many small ones.
+const CACHE_LARGEST: usize = 1 << 20;
 
 /// An answer and how fresh it is.
 #[derive(Debug, Clone)]
@@ -82,13 +86,39 @@ struct CacheKey {
     checkpoints: Vec<(crate::projection::VersionKey, u64)>,
 }
 
+/// Cached answers, bounded in count and in bytes.
+#[derive(Debug)]
+struct Cache {
+    entries: LruCache<CacheKey, Arc<RawValue>>,
+    bytes: usize,
+}
+
+impl Cache {
+    fn put(&mut self, key: CacheKey, body: Arc<RawValue>) {
+        let size = body.get().len();
+        if size > CACHE_LARGEST {
+            return;
+        }
+        if let Some((_, evicted)) = self.entries.push(key, body) {
+            self.bytes -= evicted.get().len();
+        }
+        self.bytes += size;
+        while self.bytes > CACHE_BYTES {
+            match self.entries.pop_lru() {
+                Some((_, evicted)) => self.bytes -= evicted.get().len(),
+                None => break,
+            }
+        }
+    }
+}
+
 /// Answers queries.
 #[derive(Debug)]
 pub struct Queries {
     store: Arc<dyn EventStore>,
     plugins: Arc<Plugins>,
     projections: Arc<Projections>,
-    cache: Mutex<LruCache<CacheKey, Arc<RawValue>>>,
+    cache: Mutex<Cache>,
     counters: Mutex<HashMap<String, Arc<Counters>>>,
 }
 
@@ -102,9 +132,10 @@ impl Queries {
             store,
             plugins,
             projections,
-            cache: Mutex::new(LruCache::new(
-                NonZeroUsize::new(CACHE_CAPACITY).expect("non-zero"),
-            )),
+            cache: Mutex::new(Cache {
+                entries: LruCache::new(NonZeroUsize::new(CACHE_CAPACITY).expect("non-zero")),
+                bytes: 0,
+            }),
             counters: Mutex::default(),
         }
     }
@@ -151,7 +182,14 @@ impl Queries {
             checkpoints,
         };
         let counters = self.counters(name);
-        if let Some(body) = self.cache.lock().expect("cache lock").get(&key).cloned() {
+        if let Some(body) = self
+            .cache
+            .lock()
+            .expect("cache lock")
+            .entries
+            .get(&key)
+            .cloned()
+        {
             counters.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(Answer {
                 body,

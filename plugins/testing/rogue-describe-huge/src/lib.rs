@@ -1,0 +1,39 @@
+//! Test plugin: a command handler whose `describe` answers a name of 4 MiB. The host
+//! must refuse it, and should not carry megabytes of it into its listing and logs.
+//!
+//! Written against the raw bindings: the SDK's macros always describe honestly.
+
+use tessera_sdk::__bindings::command::exports::tessera::plugin::aggregate::{
+    Command, Guest, NewEvent,
+};
+use tessera_sdk::__bindings::command::tessera::plugin::types::{
+    CommandHandlerDetails, Event, PluginDetails, PluginInfo, Refusal,
+};
+
+struct Rogue;
+
+impl Guest for Rogue {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "n".repeat(4 << 20),
+            version: "0.1.0".to_string(),
+            handles: vec!["rogue-huge-cmd".to_string()],
+            details: PluginDetails::CommandHandler(CommandHandlerDetails {
+                aggregate_type: "rogue-describe".to_string(),
+            }),
+        }
+    }
+
+    fn apply(state: Option<String>, _event: Event) -> String {
+        state.unwrap_or_else(|| "{}".to_string())
+    }
+
+    fn handle(_state: Option<String>, command: Command) -> Result<Vec<NewEvent>, Refusal> {
+        Ok(vec![NewEvent {
+            event_type: "Handled".to_string(),
+            data: format!("{{\"command\":{:?}}}", command.name),
+        }])
+    }
+}
+
+tessera_sdk::__bindings::command::export_command_handler!(Rogue);

@@ -1,0 +1,39 @@
+//! Test plugin: a command handler that calls itself `Rogue Plugin/../x`: not a name
+//! the host can file or route. The host must refuse it.
+//!
+//! Written against the raw bindings: the SDK's macros always describe honestly.
+
+use tessera_sdk::__bindings::command::exports::tessera::plugin::aggregate::{
+    Command, Guest, NewEvent,
+};
+use tessera_sdk::__bindings::command::tessera::plugin::types::{
+    CommandHandlerDetails, Event, PluginDetails, PluginInfo, Refusal,
+};
+
+struct Rogue;
+
+impl Guest for Rogue {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "Rogue Plugin/../x".to_string(),
+            version: "0.1.0".to_string(),
+            handles: vec!["rogue-name-cmd".to_string()],
+            details: PluginDetails::CommandHandler(CommandHandlerDetails {
+                aggregate_type: "rogue-describe".to_string(),
+            }),
+        }
+    }
+
+    fn apply(state: Option<String>, _event: Event) -> String {
+        state.unwrap_or_else(|| "{}".to_string())
+    }
+
+    fn handle(_state: Option<String>, command: Command) -> Result<Vec<NewEvent>, Refusal> {
+        Ok(vec![NewEvent {
+            event_type: "Handled".to_string(),
+            data: format!("{{\"command\":{:?}}}", command.name),
+        }])
+    }
+}
+
+tessera_sdk::__bindings::command::export_command_handler!(Rogue);
