@@ -637,7 +637,6 @@ async fn a_rollback_holds_across_a_restart() {
 /// code. (Today it is built again from position 0 and, the automatic cutover no
 /// longer held, takes over again: the rollback is undone.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "host bug: Projections::sync re-creates a retired version whose plugin is still deployed, and it cuts over again"]
 async fn a_retired_version_stays_retired_when_the_plugins_change() {
     let host = TestHost::start(&BANK).await.expect("host starts");
     let ids = open_accounts(&host, 10, 1).await;
@@ -963,7 +962,6 @@ async fn failing_events_are_parked_retried_after_the_fix_or_dropped() {
 /// A retried parked event changes the read model without moving the checkpoint: a
 /// query answered before the retry must not be served from the cache after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "host bug: the query cache is keyed by checkpoint, which a parked-event retry does not move, so queries keep the answer from before the retry"]
 async fn a_retried_parked_event_is_visible_to_queries_at_once() {
     let host = TestHost::start(&POISON_HOST).await.expect("host starts");
     set_policy(

@@ -8,6 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The plugins workspace's quick-to-build profile (no LTO): the tests build some
+/// thirty plugins, and what they check does not depend on LTO.
+const PROFILE: &str = "dev-plugin";
+
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.join("../..").canonicalize().unwrap();
@@ -23,7 +27,13 @@ fn main() {
         .arg("build")
         .arg("--manifest-path")
         .arg(plugins.join("Cargo.toml"))
-        .args(["--workspace", "--release", "--target", "wasm32-wasip2"])
+        .args([
+            "--workspace",
+            "--profile",
+            PROFILE,
+            "--target",
+            "wasm32-wasip2",
+        ])
         .arg("--target-dir")
         .arg(&target_dir);
     // The outer build's flags and target settings are not the plugins' business.
@@ -38,7 +48,7 @@ fn main() {
         "building the plugins failed; is the target installed? `rustup target add wasm32-wasip2`"
     );
 
-    let release = target_dir.join("wasm32-wasip2/release");
+    let release = target_dir.join("wasm32-wasip2").join(PROFILE);
     let mut constants = String::new();
     for crate_name in members(&plugins) {
         let file = release.join(format!("{}.wasm", crate_name.replace('-', "_")));

@@ -301,7 +301,9 @@ impl Plugins {
             }
         }
         present.sort();
+        let known = files.len();
         files.retain(|path, _| present.contains(path));
+        let removed = known - files.len();
         let mut changed = 0;
         for path in present {
             let bytes = match std::fs::read(&path) {
@@ -376,6 +378,11 @@ impl Plugins {
                 }
             };
             files.insert(path, state);
+        }
+        // Nothing changed (e.g. the watcher noticing a deploy that already reloaded):
+        // keep the catalog, so that nothing downstream reacts to a non-change.
+        if changed == 0 && removed == 0 && self.published.borrow().plugins().next().is_some() {
+            return Ok(0);
         }
         let loaded = files
             .iter()

@@ -107,6 +107,10 @@ pub struct ProjectionState {
     #[serde(default)]
     pub policy: Policy,
     pub versions: Vec<VersionRecord>,
+    /// Versions an operator retired, with the code that built them: not built again
+    /// until that code changes.
+    #[serde(default)]
+    pub retired: Vec<(u32, String)>,
 }
 
 impl ProjectionState {

@@ -52,6 +52,9 @@ pub struct ReadAccess {
     pub name: String,
     /// The version read: answers from different versions never share a cache entry.
     pub key: VersionKey,
+    /// Changes when the read model changes without its checkpoint moving (a parked
+    /// event applied on retry), so cached answers from before are not served.
+    pub revision: u64,
     pub pool: Arc<ReadPool>,
     pub checkpoint: watch::Receiver<u64>,
 }
@@ -166,8 +169,15 @@ impl Projections {
                 let existing = state
                     .latest_generation(route.schema_version)
                     .map(|r| (r.key, r.digest.clone()));
+                let retired = state.retired.iter().any(|(version, digest)| {
+                    *version == route.schema_version && *digest == route.digest
+                });
                 match existing {
+                    None if retired => {}
                     None => {
+                        state
+                            .retired
+                            .retain(|(version, _)| *version != route.schema_version);
                         let key = VersionKey {
                             version: route.schema_version,
                             generation: 1,
@@ -438,6 +448,9 @@ impl Projections {
                     name: name.to_string(),
                     version,
                 });
+            }
+            for record in state.versions.iter().filter(|r| r.key.version == version) {
+                state.retired.push((version, record.digest.clone()));
             }
             state.versions.retain(|r| r.key.version != version);
             if state.previous.is_some_and(|k| k.version == version) {
@@ -738,6 +751,7 @@ impl Projections {
                 Ok(ReadAccess {
                     name: wanted.clone(),
                     key,
+                    revision: worker.revision(),
                     pool: worker.pool.clone(),
                     checkpoint: worker.checkpoint(),
                 })
@@ -748,23 +762,36 @@ impl Projections {
     /// Waits until every active inline projection has applied the log up to
     /// `position`, or `timeout` passes. Returns whether they all got there.
     pub async fn wait_inline(&self, position: u64, timeout: Duration) -> bool {
-        let checkpoints: Vec<watch::Receiver<u64>> = {
-            let inner = self.lock();
-            inner
-                .lifecycle
-                .projections
-                .iter()
-                .filter_map(|(name, state)| {
-                    let key = state.active?;
-                    let record = state.record(key)?;
-                    (record.mode == ProjectionMode::Inline)
-                        .then(|| inner.workers.get(&(name.clone(), key)))
-                        .flatten()
-                        .map(Worker::checkpoint)
-                })
-                .collect()
-        };
-        wait_all(checkpoints, position, timeout).await
+        let deadline = tokio::time::Instant::now() + timeout;
+        // The active versions can change while waiting (a cutover): the answer is only
+        // complete once the versions active at the end hold the position too.
+        loop {
+            let (keys, checkpoints) = self.active_inline();
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !wait_all(checkpoints, position, left).await {
+                return false;
+            }
+            if self.active_inline().0 == keys {
+                return true;
+            }
+        }
+    }
+
+    /// The active versions of inline projections, and their checkpoints.
+    fn active_inline(&self) -> (Vec<(String, VersionKey)>, Vec<watch::Receiver<u64>>) {
+        let inner = self.lock();
+        inner
+            .lifecycle
+            .projections
+            .iter()
+            .filter_map(|(name, state)| {
+                let key = state.active?;
+                let record = state.record(key)?;
+                let worker = inner.workers.get(&(name.clone(), key))?;
+                (record.mode == ProjectionMode::Inline)
+                    .then(|| ((name.clone(), key), worker.checkpoint()))
+            })
+            .unzip()
     }
 }
 

@@ -69,6 +69,7 @@ pub(super) struct Worker {
     checkpoint: watch::Receiver<u64>,
     pub status: Arc<Mutex<Status>>,
     requests: mpsc::Sender<Request>,
+    revision: Arc<std::sync::atomic::AtomicU64>,
     cancel: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -79,12 +80,14 @@ impl Worker {
         let (requests, requests_rx) = mpsc::channel(16);
         let status = Arc::new(Mutex::new(Status::default()));
         let cancel = CancellationToken::new();
+        let revision = Arc::new(std::sync::atomic::AtomicU64::new(0));
         Worker {
             digest: spec.digest.clone(),
             pool: Arc::new(ReadPool::new(&spec.path)),
             checkpoint,
             status: status.clone(),
             requests,
+            revision: revision.clone(),
             cancel: cancel.clone(),
             task: tokio::spawn(
                 Run {
@@ -93,6 +96,7 @@ impl Worker {
                     status,
                     cancel,
                     requests: requests_rx,
+                    revision,
                 }
                 .run(),
             ),
@@ -106,6 +110,11 @@ impl Worker {
 
     pub fn checkpoint(&self) -> watch::Receiver<u64> {
         self.checkpoint.clone()
+    }
+
+    /// Bumped when the read model changed without the checkpoint moving.
+    pub fn revision(&self) -> u64 {
+        self.revision.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Where to send operator requests for this worker.
@@ -130,6 +139,7 @@ struct Run {
     status: Arc<Mutex<Status>>,
     cancel: CancellationToken,
     requests: mpsc::Receiver<Request>,
+    revision: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Where a worker stands in the log.
@@ -476,6 +486,8 @@ impl Run {
         self.apply(position, batch, head)
             .await
             .map_err(|e| e.to_string())?;
+        self.revision
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.update(|s| s.parked = s.parked.saturating_sub(1));
         Ok(())
     }

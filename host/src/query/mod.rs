@@ -82,8 +82,8 @@ struct CacheKey {
     query: String,
     params: String,
     digest: String,
-    /// The version of each projection read, and its checkpoint.
-    checkpoints: Vec<(crate::projection::VersionKey, u64)>,
+    /// The version of each projection read, its revision and its checkpoint.
+    checkpoints: Vec<(crate::projection::VersionKey, u64, u64)>,
 }
 
 /// Cached answers, bounded in count and in bytes.
@@ -170,9 +170,9 @@ impl Queries {
         let head = *self.store.head().borrow();
         let checkpoints: Vec<_> = access
             .iter()
-            .map(|a| (a.key, *a.checkpoint.borrow()))
+            .map(|a| (a.key, a.revision, *a.checkpoint.borrow()))
             .collect();
-        let position = checkpoints.iter().map(|(_, at)| *at).min().unwrap_or(0);
+        let position = checkpoints.iter().map(|(_, _, at)| *at).min().unwrap_or(0);
         // serde_json's map keeps keys sorted, so equal parameters give equal text.
         let params = Value::Object(params).to_string();
         let key = CacheKey {
