@@ -72,10 +72,7 @@ impl SqliteEventStore {
             },
         )?;
         conn.execute_batch(include_str!("schema.sql"))?;
-        let head: i64 =
-            conn.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
-                r.get(0)
-            })?;
+        let head: i64 = conn.query_row(include_str!("select_head.sql"), [], |r| r.get(0))?;
         let (head_tx, head_rx) = watch::channel(head as u64);
         let (jobs_tx, jobs_rx) = mpsc::channel();
         let writer = std::thread::Builder::new()
@@ -230,9 +227,7 @@ fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, head: watch::Send
                 if version != data_version {
                     data_version = version;
                     if let Ok(position) =
-                        conn.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
-                            r.get::<_, i64>(0)
-                        })
+                        conn.query_row(include_str!("select_head.sql"), [], |r| r.get::<_, i64>(0))
                     {
                         publish_head(&head, position as u64);
                     }
@@ -382,9 +377,7 @@ fn append_one(
     let position = match events.last() {
         Some(last) => last.position,
         None => conn
-            .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
-                r.get::<_, i64>(0)
-            })
+            .query_row(include_str!("select_head.sql"), [], |r| r.get::<_, i64>(0))
             .map_err(StoreError::from)? as u64,
     };
     if let Some(idempotency) = &request.idempotency {

@@ -568,32 +568,10 @@ impl Projections {
         let access = self.read_access(&[name.to_string()]).map_err(|_| {
             LifecycleError::Worker(format!("{name} has no readable active version"))
         })?;
-        let rows = access[0]
+        access[0]
             .pool
-            .query(
-                "SELECT position, event_type, error, parked_at FROM _tessera_parked ORDER BY position",
-                &[],
-            )
-            .map_err(|e| LifecycleError::Worker(e.to_string()))?;
-        use crate::read_store::SqlValue;
-        Ok(rows
-            .rows
-            .into_iter()
-            .filter_map(|row| match row.as_slice() {
-                [
-                    SqlValue::Integer(position),
-                    SqlValue::Text(event_type),
-                    SqlValue::Text(error),
-                    SqlValue::Text(parked_at),
-                ] => Some(Parked {
-                    position: *position as u64,
-                    event_type: event_type.clone(),
-                    error: error.clone(),
-                    parked_at: parked_at.clone(),
-                }),
-                _ => None,
-            })
-            .collect())
+            .parked()
+            .map_err(|e| LifecycleError::Worker(e.to_string()))
     }
 
     /// Applies a parked event of the active version again.

@@ -138,11 +138,11 @@ impl ProjectionDb {
 
     /// The checkpoint and whether setup has run.
     pub fn state(&self) -> Result<(u64, bool), ReadStoreError> {
-        let (position, setup): (i64, i64) = self.conn.query_row(
-            "SELECT position, setup FROM _tessera_checkpoint WHERE id = 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let (position, setup): (i64, i64) =
+            self.conn
+                .query_row(include_str!("select_checkpoint.sql"), [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
         Ok((position as u64, setup != 0))
     }
 
@@ -155,7 +155,7 @@ impl ProjectionDb {
     /// Commits the batch with its checkpoint (and the setup mark, once setup has run).
     pub fn commit(&mut self, position: u64, setup_done: bool) -> Result<(), ReadStoreError> {
         self.conn.execute(
-            "UPDATE _tessera_checkpoint SET position = ?1, setup = ?2 WHERE id = 1",
+            include_str!("update_checkpoint.sql"),
             (position as i64, setup_done as i64),
         )?;
         self.conn.execute_batch("COMMIT")?;
@@ -166,8 +166,7 @@ impl ProjectionDb {
     /// moves past it.
     pub fn park(&mut self, parked: &Parked) -> Result<(), ReadStoreError> {
         self.conn.execute(
-            "INSERT OR REPLACE INTO _tessera_parked (position, event_type, error, parked_at)
-             VALUES (?1, ?2, ?3, ?4)",
+            include_str!("insert_parked.sql"),
             (
                 parked.position as i64,
                 &parked.event_type,
@@ -180,18 +179,15 @@ impl ProjectionDb {
 
     /// Removes a parked event (inside the current batch, or on its own).
     pub fn unpark(&mut self, position: u64) -> Result<bool, ReadStoreError> {
-        let removed = self.conn.execute(
-            "DELETE FROM _tessera_parked WHERE position = ?1",
-            [position as i64],
-        )?;
+        let removed = self
+            .conn
+            .execute(include_str!("delete_parked.sql"), [position as i64])?;
         Ok(removed > 0)
     }
 
     /// The parked events, oldest first.
     pub fn parked(&self) -> Result<Vec<Parked>, ReadStoreError> {
-        let mut statement = self.conn.prepare(
-            "SELECT position, event_type, error, parked_at FROM _tessera_parked ORDER BY position",
-        )?;
+        let mut statement = self.conn.prepare(include_str!("select_parked.sql"))?;
         let rows = statement.query_map([], |r| {
             Ok(Parked {
                 position: r.get::<_, i64>(0)? as u64,
@@ -365,6 +361,29 @@ impl ReadPool {
             idle.push(conn);
         }
         result
+    }
+
+    /// The parked events of this projection version, oldest first.
+    pub fn parked(&self) -> Result<Vec<Parked>, ReadStoreError> {
+        let rows = self.query(include_str!("select_parked.sql"), &[])?;
+        Ok(rows
+            .rows
+            .into_iter()
+            .filter_map(|row| match row.as_slice() {
+                [
+                    SqlValue::Integer(position),
+                    SqlValue::Text(event_type),
+                    SqlValue::Text(error),
+                    SqlValue::Text(parked_at),
+                ] => Some(Parked {
+                    position: *position as u64,
+                    event_type: event_type.clone(),
+                    error: error.clone(),
+                    parked_at: parked_at.clone(),
+                }),
+                _ => None,
+            })
+            .collect())
     }
 
     fn open(&self) -> Result<Connection, ReadStoreError> {

@@ -1,0 +1,1 @@
+SELECT COALESCE(MAX(position), 0) FROM events

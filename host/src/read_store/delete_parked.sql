@@ -1,0 +1,1 @@
+DELETE FROM _tessera_parked WHERE position = ?1

@@ -1,0 +1,1 @@
+SELECT position, setup FROM _tessera_checkpoint WHERE id = 1
