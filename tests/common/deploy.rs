@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde_json::Value;
 use tempfile::TempDir;
-use tokio::sync::oneshot;
 
 use super::{Reply, TestHost};
 
@@ -31,28 +30,7 @@ pub async fn start_host(
     for (name, source) in files {
         std::fs::copy(source, plugins.join(name)).with_context(|| format!("copy {source}"))?;
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let mut config = tessera::Config::new(dir.path().join("data"), plugins);
-    configure(&mut config);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let shutdown = async {
-            let _ = stopped.await;
-        };
-        tessera::serve(listener, config, shutdown)
-            .await
-            .expect("host failed");
-    });
-    let host = TestHost {
-        url,
-        client: reqwest::Client::new(),
-        dir,
-        stop: Some(stop),
-        task: Some(task),
-    };
-    host.wait_ready().await?;
-    Ok(host)
+    TestHost::start_configured(dir, configure).await
 }
 
 /// The bytes of a plugin file.

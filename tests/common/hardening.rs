@@ -13,7 +13,6 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use tempfile::TempDir;
 use tessera::plugin::Limits;
-use tokio::sync::oneshot;
 
 use super::TestHost;
 
@@ -33,28 +32,7 @@ pub async fn start_host(
         let name = Path::new(plugin).file_name().context("plugin file name")?;
         std::fs::copy(plugin, plugins_dir.join(name)).with_context(|| format!("copy {plugin}"))?;
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let mut config = tessera::Config::new(dir.path().join("data"), plugins_dir);
-    configure(&mut config);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let shutdown = async {
-            let _ = stopped.await;
-        };
-        tessera::serve(listener, config, shutdown)
-            .await
-            .expect("host failed");
-    });
-    let host = TestHost {
-        url,
-        client: reqwest::Client::new(),
-        dir,
-        stop: Some(stop),
-        task: Some(task),
-    };
-    host.wait_ready().await?;
-    Ok(host)
+    TestHost::start_configured(dir, configure).await
 }
 
 /// Limits with the same short deadline for every kind of call, and default memory.

@@ -13,7 +13,6 @@ use tempfile::TempDir;
 use tessera::event_store::{
     AppendOutcome, AppendRequest, Durability, EventStore, Metadata, NewEvent, SqliteEventStore,
 };
-use tokio::sync::oneshot;
 
 use super::{Reply, TestHost};
 
@@ -48,28 +47,7 @@ pub async fn start_in(
     dir: Arc<TempDir>,
     configure: impl FnOnce(&mut tessera::Config),
 ) -> Result<TestHost> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let mut config = tessera::Config::new(dir.path().join("data"), dir.path().join("plugins"));
-    configure(&mut config);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let shutdown = async {
-            let _ = stopped.await;
-        };
-        tessera::serve(listener, config, shutdown)
-            .await
-            .expect("host failed");
-    });
-    let host = TestHost {
-        url,
-        client: reqwest::Client::new(),
-        dir,
-        stop: Some(stop),
-        task: Some(task),
-    };
-    host.wait_ready().await?;
-    Ok(host)
+    TestHost::start_configured(dir, configure).await
 }
 
 /// Copies the write store of the (stopped) host whose data folder is `from` into the

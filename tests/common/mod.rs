@@ -49,9 +49,19 @@ impl TestHost {
     }
 
     async fn start_in(dir: Arc<TempDir>) -> Result<TestHost> {
+        TestHost::start_configured(dir, |_| {}).await
+    }
+
+    /// Starts a host on `dir` (its `data` and `plugins` folders) with the default
+    /// configuration changed by `configure` (an admin token, short deadlines...).
+    pub async fn start_configured(
+        dir: Arc<TempDir>,
+        configure: impl FnOnce(&mut tessera::Config),
+    ) -> Result<TestHost> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let config = tessera::Config::new(dir.path().join("data"), dir.path().join("plugins"));
+        let mut config = tessera::Config::new(dir.path().join("data"), dir.path().join("plugins"));
+        configure(&mut config);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let shutdown = async {
