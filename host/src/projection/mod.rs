@@ -737,6 +737,20 @@ impl Projections {
             .collect()
     }
 
+    /// Whether `name` (or `name@N`) has a running active version that is not readable
+    /// yet: its database is being opened or set up.
+    pub fn starting(&self, name: &str) -> bool {
+        let name = name.split_once('@').map_or(name, |(name, _)| name);
+        let inner = self.lock();
+        inner
+            .lifecycle
+            .projections
+            .get(name)
+            .and_then(|state| state.active)
+            .and_then(|key| inner.workers.get(&(name.to_string(), key)))
+            .is_some_and(|worker| !worker.ready())
+    }
+
     /// Waits until every active inline projection has applied the log up to
     /// `position`, or `timeout` passes. Returns whether they all got there.
     pub async fn wait_inline(&self, position: u64, timeout: Duration) -> bool {

@@ -25,6 +25,8 @@ use crate::event_store::EventStore;
 use crate::plugin::{CallError, Plugins, Refusal};
 use crate::projection::{Projections, wait_all};
 
+/// How often a query waiting for a projection to become readable looks again.
+const READY_POLL: Duration = Duration::from_millis(10);
 /// Query results kept, at most.
 const CACHE_CAPACITY: usize = 10_000;
 /// The most bytes of answers kept; the least recently used go first.
@@ -154,10 +156,7 @@ impl Queries {
             .query(name)
             .ok_or_else(|| QueryError::UnknownQuery(name.to_string()))?
             .clone();
-        let access = self
-            .projections
-            .read_access(&route.reads)
-            .map_err(QueryError::ProjectionUnavailable)?;
+        let access = self.read_access(&route.reads, max_wait).await?;
         if let Some(min_position) = min_position {
             let checkpoints = access.iter().map(|a| a.checkpoint.clone()).collect();
             if !wait_all(checkpoints, min_position, max_wait).await {
@@ -219,6 +218,29 @@ impl Queries {
             head: head.max(position),
             cached: false,
         })
+    }
+
+    /// Read access to `names`, waiting up to `max_wait` for projections that are still
+    /// opening or running their setup (right after a start or a deploy), so that a
+    /// query then is answered late rather than refused.
+    async fn read_access(
+        &self,
+        names: &[String],
+        max_wait: Duration,
+    ) -> Result<Vec<crate::projection::ReadAccess>, QueryError> {
+        let deadline = tokio::time::Instant::now() + max_wait;
+        loop {
+            match self.projections.read_access(names) {
+                Ok(access) => return Ok(access),
+                Err(name)
+                    if tokio::time::Instant::now() >= deadline
+                        || !self.projections.starting(&name) =>
+                {
+                    return Err(QueryError::ProjectionUnavailable(name));
+                }
+                Err(_) => tokio::time::sleep(READY_POLL).await,
+            }
+        }
     }
 
     /// Cache hits and misses per query name.
