@@ -66,8 +66,9 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error("cannot start the plugin runtime: {0}")]
     Runtime(String),
-    #[error("cannot read the plugins folder {path}: {source}")]
-    PluginsDir {
+    /// A folder the host needs (plugins, projections) cannot be read or created.
+    #[error("cannot use the folder {path}: {source}")]
+    Folder {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -103,7 +104,7 @@ pub async fn serve(
         config.plugins_dir.clone(),
         Some(config.data_dir.join("plugins")),
     ));
-    let plugins_dir_error = |source| ServeError::PluginsDir {
+    let plugins_dir_error = |source| ServeError::Folder {
         path: config.plugins_dir.clone(),
         source,
     };
@@ -120,7 +121,7 @@ pub async fn serve(
             config.data_dir.join("projections"),
             unclean,
         )
-        .map_err(|source| ServeError::PluginsDir {
+        .map_err(|source| ServeError::Folder {
             path: config.data_dir.join("projections"),
             source,
         })?,
