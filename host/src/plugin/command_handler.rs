@@ -10,8 +10,8 @@ use super::bindings::command::exports::tessera::plugin::aggregate as wit_aggrega
 use super::bindings::command::{CommandHandler as Bindings, CommandHandlerPre};
 use super::host::HostState;
 use super::{
-    CallError, CallLimits, Description, LoadError, PluginKind, Refusal, Runtime, check_description,
-    set_deadline, wit,
+    CallError, CallLimits, Description, LoadError, PluginKind, Refusal, Runtime, describe_plugin,
+    pre_instantiate, set_deadline, wit, wrong_world,
 };
 use crate::event_store::{Metadata, RecordedEvent};
 
@@ -46,19 +46,15 @@ pub type Decision = Result<Vec<(String, Box<RawValue>)>, Refusal>;
 
 impl CommandHandler {
     pub(super) fn link(runtime: Runtime, component: &Component) -> Result<Self, LoadError> {
-        let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
-            kind: PluginKind::CommandHandler,
-            reason: format!("{e:#}"),
-        };
-        let pre = runtime
-            .inner
-            .command_linker
-            .instantiate_pre(component)
-            .map_err(wrong_world)?;
-        let pre = CommandHandlerPre::new(pre).map_err(wrong_world)?;
+        let pre = pre_instantiate(
+            &runtime.inner.command_linker,
+            component,
+            PluginKind::CommandHandler,
+        )?;
+        let pre =
+            CommandHandlerPre::new(pre).map_err(|e| wrong_world(PluginKind::CommandHandler, e))?;
         Ok(CommandHandler {
-            // Until `describe` has answered, logs name the plugin by its kind.
-            name: Arc::from("command-handler"),
+            name: Arc::from(PluginKind::CommandHandler.to_string()),
             limits: runtime.limits().describing(),
             runtime,
             pre,
@@ -67,20 +63,14 @@ impl CommandHandler {
 
     /// Asks the plugin what it is, and names it after the answer.
     pub(super) fn describe(&mut self) -> Result<Description, LoadError> {
-        let mut session = self.session()?;
-        let deadline = self.limits.deadline;
-        set_deadline(&mut session.store, deadline);
-        let info = session
-            .bindings
-            .tessera_plugin_aggregate()
-            .call_describe(&mut session.store)
-            .map_err(|e| CallError::from_wasmtime(&self.name, deadline, e))?;
-        let description = check_description(info, PluginKind::CommandHandler)?;
-        self.name = Arc::from(description.name.as_str());
-        self.limits = self
-            .runtime
-            .limits()
-            .for_plugin(&description.name, PluginKind::CommandHandler);
+        let (description, name, limits) = describe_plugin(
+            &self.runtime,
+            PluginKind::CommandHandler,
+            |store| self.pre.instantiate(store),
+            |bindings, store| bindings.tessera_plugin_aggregate().call_describe(store),
+        )?;
+        self.name = name;
+        self.limits = limits;
         Ok(description)
     }
 

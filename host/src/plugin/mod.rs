@@ -487,6 +487,48 @@ fn engine(limits: &Limits) -> Result<Engine, wasmtime::Error> {
     Engine::new(&config)
 }
 
+/// Pre-instantiates `component` with the linker of its world. A failure means the
+/// component imports something that world does not offer: it is of another world.
+fn pre_instantiate(
+    linker: &Linker<HostState>,
+    component: &Component,
+    kind: PluginKind,
+) -> Result<wasmtime::component::InstancePre<HostState>, LoadError> {
+    linker
+        .instantiate_pre(component)
+        .map_err(|e| wrong_world(kind, e))
+}
+
+fn wrong_world(kind: PluginKind, error: wasmtime::Error) -> LoadError {
+    LoadError::WrongWorld {
+        kind,
+        reason: format!("{error:#}"),
+    }
+}
+
+/// Calls a plugin's `describe` in a fresh instance, under the describe limits, and
+/// checks the answer against `kind`. Returns the description, and the name and
+/// limits the plugin's calls run under from now on.
+fn describe_plugin<B>(
+    runtime: &Runtime,
+    kind: PluginKind,
+    instantiate: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<B>,
+    describe: impl FnOnce(&B, &mut Store<HostState>) -> wasmtime::Result<wit::PluginInfo>,
+) -> Result<(Description, Arc<str>, CallLimits), LoadError> {
+    // Until `describe` has answered, the plugin is named by its kind.
+    let name: Arc<str> = Arc::from(kind.to_string());
+    let limits = runtime.limits().describing();
+    let mut store = runtime.store(name.clone(), limits);
+    set_deadline(&mut store, limits.deadline);
+    let fail = |e| CallError::from_wasmtime(&name, limits.deadline, e);
+    let bindings = instantiate(&mut store).map_err(fail)?;
+    let info = describe(&bindings, &mut store).map_err(fail)?;
+    let description = check_description(info, kind)?;
+    let limits = runtime.limits().for_plugin(&description.name, kind);
+    let name = Arc::from(description.name.as_str());
+    Ok((description, name, limits))
+}
+
 /// Sets a call's deadline in epoch ticks, rounded up.
 fn set_deadline(store: &mut Store<HostState>, deadline: Duration) {
     let ticks = deadline.as_micros().div_ceil(EPOCH_TICK.as_micros()).max(1);

@@ -9,8 +9,8 @@ use super::bindings::projection::ProjectionPre;
 use super::command_handler::to_wit_event;
 use super::host::HostState;
 use super::{
-    CallError, CallLimits, Description, LoadError, PluginKind, Runtime, check_description,
-    set_deadline,
+    CallError, CallLimits, Description, LoadError, PluginKind, Runtime, describe_plugin,
+    pre_instantiate, set_deadline, wrong_world,
 };
 use crate::event_store::RecordedEvent;
 use crate::read_store::{Parked, ProjectionDb, ReadStoreError};
@@ -80,18 +80,14 @@ impl BatchError {
 
 impl ProjectionHandler {
     pub(super) fn link(runtime: Runtime, component: &Component) -> Result<Self, LoadError> {
-        let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
-            kind: PluginKind::Projection,
-            reason: format!("{e:#}"),
-        };
-        let pre = runtime
-            .inner
-            .projection_linker
-            .instantiate_pre(component)
-            .map_err(wrong_world)?;
-        let pre = ProjectionPre::new(pre).map_err(wrong_world)?;
+        let pre = pre_instantiate(
+            &runtime.inner.projection_linker,
+            component,
+            PluginKind::Projection,
+        )?;
+        let pre = ProjectionPre::new(pre).map_err(|e| wrong_world(PluginKind::Projection, e))?;
         Ok(ProjectionHandler {
-            name: Arc::from("projection"),
+            name: Arc::from(PluginKind::Projection.to_string()),
             limits: runtime.limits().describing(),
             runtime,
             pre,
@@ -99,21 +95,14 @@ impl ProjectionHandler {
     }
 
     pub(super) fn describe(&mut self) -> Result<Description, LoadError> {
-        let mut store = self.runtime.store(self.name.clone(), self.limits);
-        let deadline = self.limits.deadline;
-        set_deadline(&mut store, deadline);
-        let fail = |e| CallError::from_wasmtime(&self.name, deadline, e);
-        let bindings = self.pre.instantiate(&mut store).map_err(fail)?;
-        let info = bindings
-            .tessera_plugin_projector()
-            .call_describe(&mut store)
-            .map_err(fail)?;
-        let description = check_description(info, PluginKind::Projection)?;
-        self.name = Arc::from(description.name.as_str());
-        self.limits = self
-            .runtime
-            .limits()
-            .for_plugin(&description.name, PluginKind::Projection);
+        let (description, name, limits) = describe_plugin(
+            &self.runtime,
+            PluginKind::Projection,
+            |store| self.pre.instantiate(store),
+            |bindings, store| bindings.tessera_plugin_projector().call_describe(store),
+        )?;
+        self.name = name;
+        self.limits = limits;
         Ok(description)
     }
 

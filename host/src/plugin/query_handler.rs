@@ -9,8 +9,8 @@ use wasmtime::component::Component;
 use super::bindings::query::QueryHandlerPre;
 use super::host::HostState;
 use super::{
-    CallError, CallLimits, Description, LoadError, PluginKind, Refusal, Runtime, check_description,
-    set_deadline,
+    CallError, CallLimits, Description, LoadError, PluginKind, Refusal, Runtime, describe_plugin,
+    pre_instantiate, set_deadline, wrong_world,
 };
 use crate::read_store::ReadPool;
 
@@ -32,18 +32,15 @@ impl std::fmt::Debug for QueryHandler {
 
 impl QueryHandler {
     pub(super) fn link(runtime: Runtime, component: &Component) -> Result<Self, LoadError> {
-        let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
-            kind: PluginKind::QueryHandler,
-            reason: format!("{e:#}"),
-        };
-        let pre = runtime
-            .inner
-            .query_linker
-            .instantiate_pre(component)
-            .map_err(wrong_world)?;
-        let pre = QueryHandlerPre::new(pre).map_err(wrong_world)?;
+        let pre = pre_instantiate(
+            &runtime.inner.query_linker,
+            component,
+            PluginKind::QueryHandler,
+        )?;
+        let pre =
+            QueryHandlerPre::new(pre).map_err(|e| wrong_world(PluginKind::QueryHandler, e))?;
         Ok(QueryHandler {
-            name: Arc::from("query-handler"),
+            name: Arc::from(PluginKind::QueryHandler.to_string()),
             limits: runtime.limits().describing(),
             runtime,
             pre,
@@ -51,21 +48,14 @@ impl QueryHandler {
     }
 
     pub(super) fn describe(&mut self) -> Result<Description, LoadError> {
-        let mut store = self.runtime.store(self.name.clone(), self.limits);
-        let deadline = self.limits.deadline;
-        set_deadline(&mut store, deadline);
-        let fail = |e| CallError::from_wasmtime(&self.name, deadline, e);
-        let bindings = self.pre.instantiate(&mut store).map_err(fail)?;
-        let info = bindings
-            .tessera_plugin_querier()
-            .call_describe(&mut store)
-            .map_err(fail)?;
-        let description = check_description(info, PluginKind::QueryHandler)?;
-        self.name = Arc::from(description.name.as_str());
-        self.limits = self
-            .runtime
-            .limits()
-            .for_plugin(&description.name, PluginKind::QueryHandler);
+        let (description, name, limits) = describe_plugin(
+            &self.runtime,
+            PluginKind::QueryHandler,
+            |store| self.pre.instantiate(store),
+            |bindings, store| bindings.tessera_plugin_querier().call_describe(store),
+        )?;
+        self.name = name;
+        self.limits = limits;
         Ok(description)
     }
 
