@@ -10,10 +10,28 @@ use super::error::ApiError;
 #[derive(Debug)]
 pub struct Json<T>(pub T);
 
+/// Bodies declared larger than the limit, up to this size, are read and discarded
+/// before the 413 goes out: a client still writing its body would otherwise see the
+/// connection close under it and never read the error.
+const DRAIN_AT_MOST: usize = 16 << 20;
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let declared = request
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<usize>().ok());
+        if let Some(declared) = declared
+            && declared > super::MAX_BODY
+        {
+            if declared <= DRAIN_AT_MOST {
+                let _ = axum::body::to_bytes(request.into_body(), DRAIN_AT_MOST).await;
+            }
+            return Err(ApiError::payload_too_large());
+        }
         let axum::Json(value) = axum::Json::<T>::from_request(request, state).await?;
         Ok(Json(value))
     }
