@@ -13,7 +13,7 @@ pub struct Json<T>(pub T);
 /// Bodies declared larger than the limit, up to this size, are read and discarded
 /// before the 413 goes out: a client still writing its body would otherwise see the
 /// connection close under it and never read the error.
-const DRAIN_AT_MOST: usize = 16 << 20;
+pub(super) const DRAIN_AT_MOST: usize = 16 << 20;
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;

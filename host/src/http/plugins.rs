@@ -153,6 +153,9 @@ pub async fn require_admin(
             .is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback()),
     };
     if !allowed {
+        // Read what the client is sending before refusing, so the connection stays
+        // usable and the client sees the 401 instead of a connection closed mid-upload.
+        let _ = axum::body::to_bytes(request.into_body(), super::extract::DRAIN_AT_MOST).await;
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
