@@ -31,8 +31,16 @@ dev: plugins
 	$(CARGO) run -p tessera -- dev --data $(DATA) --plugins target/plugins --listen $(LISTEN) \
 		--sources plugins --target-dir $(WASM_DIR)
 
+# The end-to-end tests run real servers and real processes on what may be a shared,
+# noisy machine. With cargo-nextest (on the project's machines) each test runs in its
+# own process and a failed test is run once more; nextest reports it as FLAKY, so a
+# flaky test is visible, not hidden. Without nextest, plain `cargo test`.
 test: setup
-	$(CARGO) test --workspace
+	if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --retries 1 --no-fail-fast; \
+	else \
+		$(CARGO) test --workspace; \
+	fi
 
 # Benchmarks print figures; they assert nothing.
 bench: setup
