@@ -681,7 +681,7 @@ async fn a_per_plugin_deadline_lets_one_plugin_run_longer() {
                     plugin.into(),
                     PluginLimits {
                         deadline: Some(ROOMY_DEADLINE),
-                        max_memory: None,
+                        ..PluginLimits::default()
                     },
                 );
             }
@@ -711,8 +711,8 @@ async fn a_per_plugin_memory_bound_lets_one_plugin_use_more() {
                 config.limits.per_plugin.insert(
                     ROGUE.into(),
                     PluginLimits {
-                        deadline: None,
                         max_memory: Some(128 << 20),
+                        ..PluginLimits::default()
                     },
                 );
             }

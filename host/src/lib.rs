@@ -11,6 +11,7 @@ pub mod command_bus;
 pub mod dev;
 pub mod event_store;
 pub mod http;
+pub mod json;
 pub mod plugin;
 pub mod projection;
 pub mod query;
@@ -43,6 +44,11 @@ pub struct Config {
     /// The bearer token of the admin endpoints. Without one, they answer only to
     /// clients on the loopback interface.
     pub admin_token: Option<String>,
+    /// How long a shutdown may take, whatever plugins are doing. The first half is
+    /// given to calls in flight; then every plugin call is ended, and past the whole
+    /// of it the host stops without waiting further (acknowledged commands are
+    /// durable and checkpoints transactional, so nothing is lost either way).
+    pub shutdown_timeout: std::time::Duration,
 }
 
 impl Config {
@@ -55,6 +61,7 @@ impl Config {
             limits: Limits::default(),
             watch_plugins: true,
             admin_token: None,
+            shutdown_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -74,6 +81,10 @@ pub enum ServeError {
     },
     #[error("the HTTP server failed: {0}")]
     Http(std::io::Error),
+    /// The host did not stop within its shutdown timeout; what was still running was
+    /// abandoned (the stores are checked at the next start).
+    #[error("the host did not stop within {0:?}")]
+    ShutdownTimedOut(std::time::Duration),
 }
 
 /// Runs a host on `listener` until `shutdown` resolves, then stops accepting, lets the
@@ -97,8 +108,11 @@ pub async fn serve(
         tracing::warn!("the last run did not stop cleanly; checking the stores");
         store.quick_check()?;
     }
+    read_store::limit_heap(config.limits.sqlite_heap)
+        .map_err(|e| ServeError::Runtime(format!("cannot bound SQLite's memory: {e}")))?;
     let runtime =
         Runtime::new(config.limits.clone()).map_err(|e| ServeError::Runtime(format!("{e:#}")))?;
+    let calls = runtime.clone();
     let plugins = Arc::new(Plugins::new(
         runtime,
         config.plugins_dir.clone(),
@@ -157,22 +171,50 @@ pub async fn serve(
     if let Ok(address) = listener.local_addr() {
         tracing::info!(%address, "serving");
     }
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .map_err(ServeError::Http)?;
-    if let Some(watcher) = watcher {
-        watcher.stop().await;
+    let stopping = CancellationToken::new();
+    let signal = stopping.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        signal.cancel();
+    });
+    let run = async {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopping.clone().cancelled_owned())
+        .await
+        .map_err(ServeError::Http)?;
+        if let Some(watcher) = watcher {
+            watcher.stop().await;
+        }
+        background.cancel();
+        let _ = follower.await;
+        let _ = lifecycle.await;
+        // Workers stop after their batch; a batch in a plugin call ends at its
+        // deadline, or at once when the calls are stopped below.
+        projections.shutdown().await;
+        let closing = store.clone();
+        let _ = tokio::task::spawn_blocking(move || closing.close()).await;
+        Ok::<_, ServeError>(())
+    };
+    let limit = config.shutdown_timeout;
+    let bounded = async {
+        stopping.cancelled().await;
+        tracing::info!(timeout = ?limit, "stopping");
+        // Calls in flight get half the time to finish; then every call is ended.
+        tokio::time::sleep(limit / 2).await;
+        tracing::warn!("plugin calls still running at shutdown; ending them");
+        calls.stop_calls();
+        tokio::time::sleep(limit - limit / 2).await;
+    };
+    tokio::select! {
+        result = run => result?,
+        () = bounded => {
+            tracing::error!(timeout = ?limit, "the host did not stop in time; abandoning what still runs");
+            return Err(ServeError::ShutdownTimedOut(limit));
+        }
     }
-    background.cancel();
-    let _ = follower.await;
-    let _ = lifecycle.await;
-    projections.shutdown().await;
-    let closing = store.clone();
-    let _ = tokio::task::spawn_blocking(move || closing.close()).await;
     let _ = std::fs::remove_file(&running);
     tracing::info!("stopped");
     Ok(())

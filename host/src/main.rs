@@ -101,7 +101,19 @@ struct ServeArgs {
     /// The most memory one plugin instance may use, in MiB.
     #[arg(long, default_value_t = 64)]
     max_memory_mb: usize,
-    /// Limits for one plugin: `NAME:deadline_ms=2000,memory_mb=128` (repeatable).
+    /// The largest one projection version's database may grow, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    max_disk_mb: u64,
+    /// The most memory SQLite may hold in this process (guests' statements and the
+    /// host's alike), in MiB; past it a statement fails.
+    #[arg(long, default_value_t = 256)]
+    sqlite_heap_mb: u64,
+    /// How long a shutdown (SIGTERM, Ctrl-C) may take, in milliseconds, whatever
+    /// plugins are doing.
+    #[arg(long, default_value_t = 10_000)]
+    shutdown_timeout_ms: u64,
+    /// Limits for one plugin: `NAME:deadline_ms=2000,memory_mb=128,disk_mb=256`
+    /// (repeatable).
     #[arg(long = "plugin-limit", value_parser = parse_plugin_limit)]
     plugin_limits: Vec<(String, PluginLimits)>,
     /// Allocate plugin instances on demand instead of from a pool.
@@ -112,7 +124,7 @@ struct ServeArgs {
 fn parse_plugin_limit(value: &str) -> Result<(String, PluginLimits), String> {
     let (name, settings) = value
         .split_once(':')
-        .ok_or("expected NAME:deadline_ms=N,memory_mb=M")?;
+        .ok_or("expected NAME:deadline_ms=N,memory_mb=M,disk_mb=D")?;
     let mut limits = PluginLimits::default();
     for setting in settings.split(',') {
         let (key, number) = setting
@@ -124,9 +136,10 @@ fn parse_plugin_limit(value: &str) -> Result<(String, PluginLimits), String> {
         match key {
             "deadline_ms" => limits.deadline = Some(Duration::from_millis(number)),
             "memory_mb" => limits.max_memory = Some((number as usize) << 20),
+            "disk_mb" => limits.max_disk = Some(number << 20),
             other => {
                 return Err(format!(
-                    "unknown limit {other:?}; use deadline_ms or memory_mb"
+                    "unknown limit {other:?}; use deadline_ms, memory_mb or disk_mb"
                 ));
             }
         }
@@ -208,12 +221,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         query_deadline: Duration::from_millis(args.query_deadline_ms),
         projection_deadline: Duration::from_millis(args.projection_deadline_ms),
         max_memory: args.max_memory_mb << 20,
+        max_disk: args.max_disk_mb << 20,
+        sqlite_heap: args.sqlite_heap_mb << 20,
         pooling: !args.no_pooling,
         per_plugin: args.plugin_limits.into_iter().collect(),
         ..Limits::default()
     };
-    tessera::serve(listener, config, shutdown_signal()).await?;
-    Ok(())
+    config.shutdown_timeout = Duration::from_millis(args.shutdown_timeout_ms);
+    match tessera::serve(listener, config, shutdown_signal()).await {
+        // What still runs is abandoned: exit now rather than wait for it.
+        Err(error @ tessera::ServeError::ShutdownTimedOut(_)) => {
+            tracing::error!(%error, "exiting");
+            std::process::exit(1);
+        }
+        result => Ok(result?),
+    }
 }
 
 async fn deploy(file: PathBuf, name: Option<String>, remote: RemoteArgs) -> anyhow::Result<()> {

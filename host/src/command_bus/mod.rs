@@ -32,6 +32,8 @@ use stream_locks::StreamLocks;
 const MAX_ATTEMPTS: u32 = 32;
 /// Aggregate states kept in memory.
 const STATE_CACHE_CAPACITY: usize = 100_000;
+/// The most bytes of states the cache holds, all streams together.
+const STATE_CACHE_BYTES: usize = 64 << 20;
 /// The longest an aggregate id may be.
 const MAX_AGGREGATE_ID: usize = 256;
 
@@ -117,7 +119,7 @@ impl CommandBus {
         CommandBus {
             store,
             plugins,
-            states: StateCache::new(STATE_CACHE_CAPACITY),
+            states: StateCache::new(STATE_CACHE_CAPACITY, STATE_CACHE_BYTES),
             locks: StreamLocks::default(),
         }
     }

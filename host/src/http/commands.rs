@@ -17,7 +17,7 @@ use crate::event_store::RecordedEvent;
 const INLINE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The deepest nesting of arrays and objects accepted in a payload.
-const MAX_PAYLOAD_DEPTH: usize = 64;
+const MAX_PAYLOAD_DEPTH: usize = crate::json::MAX_DEPTH;
 
 /// The longest idempotency key accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -89,7 +89,7 @@ pub async fn execute(
     if !body.payload.get().trim_start().starts_with('{') {
         return Err(ApiError::bad_request("the payload must be a JSON object"));
     }
-    if json_depth(body.payload.get()) > MAX_PAYLOAD_DEPTH {
+    if crate::json::depth(body.payload.get()) > MAX_PAYLOAD_DEPTH {
         return Err(ApiError::bad_request(format!(
             "the payload nests deeper than {MAX_PAYLOAD_DEPTH} levels"
         )));
@@ -185,47 +185,5 @@ impl Quoted for HeaderValue {
     fn to_quoted(self) -> HeaderValue {
         let text = format!("\"{}\"", self.to_str().unwrap_or_default());
         HeaderValue::from_str(&text).unwrap_or(self)
-    }
-}
-
-/// How deeply arrays and objects nest in a JSON text (already known to be valid).
-fn json_depth(json: &str) -> usize {
-    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for byte in json.bytes() {
-        if in_string {
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    deepest
-}
-
-#[cfg(test)]
-mod tests {
-    use super::json_depth;
-
-    #[test]
-    fn depth_counts_nesting_outside_strings() {
-        assert_eq!(json_depth("1"), 0);
-        assert_eq!(json_depth(r#"{"a": [1, {"b": 2}]}"#), 3);
-        assert_eq!(json_depth(r#"{"a": "[[[[\"]]]"}"#), 1);
-        assert_eq!(
-            json_depth(&format!("{}{}", "[".repeat(100), "]".repeat(100))),
-            100
-        );
     }
 }

@@ -2,7 +2,7 @@
 //! `{"error": {"code", "message", "details"?}, "request_id"}` with a status that says
 //! whose fault it is. This is the one place where domain errors meet status codes.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -211,6 +211,12 @@ impl From<CallError> for ApiError {
             CallError::Trapped { .. } | CallError::BadOutput { .. } => {
                 ApiError::internal("plugin_failed", &error)
             }
+            CallError::Stopped { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the host is shutting down",
+            )
+            .retry_after(1),
         }
     }
 }
@@ -237,6 +243,15 @@ impl From<JsonRejection> for ApiError {
                 "unsupported_media_type",
                 "send the body as JSON with Content-Type: application/json",
             ),
+            _ => ApiError::bad_request(rejection.body_text()),
+        }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::payload_too_large(),
             _ => ApiError::bad_request(rejection.body_text()),
         }
     }

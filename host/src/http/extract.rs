@@ -37,6 +37,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     }
 }
 
+/// A raw body (a plugin upload); one over the route's limit is a 413 with the JSON
+/// error body, like every other refusal.
+#[derive(Debug)]
+pub struct Body(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(request, state).await?;
+        Ok(Body(bytes))
+    }
+}
+
 /// Query-string parameters; bad ones are a 400 with the JSON error body.
 #[derive(Debug)]
 pub struct Query<T>(pub T);

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 
-use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -12,7 +11,7 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
-use super::extract::Path;
+use super::extract::{Body, Path};
 use crate::plugin::DeployError;
 
 /// The largest `.wasm` accepted by a deploy. Components made by componentize-js or
@@ -36,6 +35,7 @@ pub async fn list(State(state): State<AppState>) -> impl IntoResponse {
         (status = 200, description = "Served; the listing entry"),
         (status = 401, description = "The admin token is missing or wrong", body = ErrorBody),
         (status = 409, description = "It claims a command or query another plugin serves (plugin_conflict)", body = ErrorBody),
+        (status = 413, description = "The component is larger than 64 MiB (payload_too_large)", body = ErrorBody),
         (status = 422, description = "Not a plugin this host can serve (invalid_plugin)", body = ErrorBody),
     ),
     security(("admin" = []))
@@ -43,7 +43,7 @@ pub async fn list(State(state): State<AppState>) -> impl IntoResponse {
 pub async fn deploy(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
     state.plugins.deploy(&name, body.to_vec()).await?;
     tracing::info!(plugin = %name, "plugin deployed");

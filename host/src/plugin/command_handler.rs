@@ -8,10 +8,10 @@ use wasmtime::component::Component;
 
 use super::bindings::command::exports::tessera::plugin::aggregate as wit_aggregate;
 use super::bindings::command::{CommandHandler as Bindings, CommandHandlerPre};
-use super::host::HostState;
+use super::host::{HostState, LogRate};
 use super::{
     CallError, CallLimits, Description, LoadError, PluginKind, Refusal, Runtime, describe_plugin,
-    pre_instantiate, set_deadline, wit, wrong_world,
+    pre_instantiate, quote, set_deadline, wit, wrong_world,
 };
 use crate::event_store::{Metadata, RecordedEvent};
 
@@ -20,6 +20,7 @@ pub struct CommandHandler {
     name: Arc<str>,
     runtime: Runtime,
     limits: CallLimits,
+    log_rate: Arc<LogRate>,
     pre: CommandHandlerPre<HostState>,
 }
 
@@ -56,6 +57,7 @@ impl CommandHandler {
         Ok(CommandHandler {
             name: Arc::from(PluginKind::CommandHandler.to_string()),
             limits: runtime.limits().describing(),
+            log_rate: Arc::default(),
             runtime,
             pre,
         })
@@ -76,16 +78,18 @@ impl CommandHandler {
 
     /// A fresh instance for one command: fold the stream, then decide.
     pub fn session(&self) -> Result<CommandSession, CallError> {
-        let mut store = self.runtime.store(self.name.clone(), self.limits);
+        let mut store = self
+            .runtime
+            .store(self.name.clone(), self.limits, self.log_rate.clone());
         let deadline = self.limits.deadline;
         set_deadline(&mut store, deadline);
-        let bindings = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| CallError::from_wasmtime(&self.name, deadline, e))?;
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| {
+            CallError::from_wasmtime(&self.name, deadline, self.runtime.stopping(), e)
+        })?;
         Ok(CommandSession {
             name: self.name.clone(),
             limits: self.limits,
+            runtime: self.runtime.clone(),
             store,
             bindings,
         })
@@ -96,6 +100,7 @@ impl CommandHandler {
 pub struct CommandSession {
     name: Arc<str>,
     limits: CallLimits,
+    runtime: Runtime,
     store: Store<HostState>,
     bindings: Bindings,
 }
@@ -110,10 +115,16 @@ impl std::fmt::Debug for CommandSession {
 
 impl CommandSession {
     fn fail(&self, error: wasmtime::Error) -> CallError {
-        CallError::from_wasmtime(&self.name, self.limits.deadline, error)
+        CallError::from_wasmtime(
+            &self.name,
+            self.limits.deadline,
+            self.runtime.stopping(),
+            error,
+        )
     }
 
-    /// Folds one event into `state` (none before the first event).
+    /// Folds one event into `state` (none before the first event). The new state must
+    /// be JSON, like everything else a guest hands the host.
     pub fn apply(
         &mut self,
         state: Option<&str>,
@@ -121,10 +132,18 @@ impl CommandSession {
     ) -> Result<String, CallError> {
         set_deadline(&mut self.store, self.limits.deadline);
         let event = to_wit_event(event);
-        self.bindings
+        let state = self
+            .bindings
             .tessera_plugin_aggregate()
             .call_apply(&mut self.store, state.map(str::to_string).as_ref(), &event)
-            .map_err(|e| self.fail(e))
+            .map_err(|e| self.fail(e))?;
+        if let Err(error) = crate::json::check(&state) {
+            return Err(self.bad_output(format!(
+                "the state after a {} event: {error}",
+                quote(&event.event_type)
+            )));
+        }
+        Ok(state)
     }
 
     /// Decides on a command against `state`.
@@ -153,15 +172,15 @@ impl CommandSession {
             Ok(events) => events
                 .into_iter()
                 .map(|event| {
-                    if event.event_type.is_empty() || event.event_type.len() > 128 {
+                    if !is_event_type(&event.event_type) {
                         return Err(self.bad_output(format!(
-                            "event type {:?} must be 1-128 characters",
-                            event.event_type
+                            "event type {} must be 1-{MAX_EVENT_TYPE} ASCII letters, digits or -_.:",
+                            quote(&event.event_type)
                         )));
                     }
-                    let data = RawValue::from_string(event.data).map_err(|e| {
+                    let data = crate::json::checked(event.data).map_err(|error| {
                         self.bad_output(format!(
-                            "data of a {} event is not JSON: {e}",
+                            "the data of a {} event: {error}",
                             event.event_type
                         ))
                     })?;
@@ -179,6 +198,19 @@ impl CommandSession {
             reason,
         }
     }
+}
+
+/// The longest event type a handler may name.
+const MAX_EVENT_TYPE: usize = 128;
+
+/// Event types are names, read by people and matched by projections: no spaces,
+/// control characters or escapes that could forge log lines or terminal output.
+fn is_event_type(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_EVENT_TYPE
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 fn to_wit_metadata(metadata: &Metadata) -> wit::Metadata {

@@ -4,8 +4,16 @@
 //! Deny by construction: the WASI context grants no preopened directory, no
 //! environment variable, no argument, no network address and no name lookup, and
 //! stdin is closed. A guest that tries any of them gets an error from WASI, not access.
+//!
+//! Bounded by construction too: every SQL statement a guest runs carries its call's
+//! [`Budget`] (the deadline, and the host's stop flag), and a statement cut short by it
+//! ends the call as a deadline, not as an error the guest could ignore. What a guest
+//! writes to its log, stdout and stderr is capped per call ([`LogBudget`]); the lines
+//! past the cap are counted and reported in one line when the call ends.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use wasmtime::component::ResourceTable;
@@ -17,14 +25,28 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::command::tessera::plugin::{log, types};
 use super::bindings::projection::tessera::plugin::{projection_store, sql_types};
 use super::bindings::query::tessera::plugin::read_store;
-use crate::read_store::{ProjectionDb, ReadPool, ReadStoreError, Rows, SqlValue};
+use crate::read_store::{Budget, ProjectionDb, ReadPool, ReadStoreError, Rows, SqlValue};
 
 /// The most bytes of one unterminated output line kept before it is logged anyway.
 const MAX_LINE: usize = 4096;
+/// The most lines of log, stdout and stderr together that one call may emit.
+const MAX_LOG_LINES: u32 = 256;
+/// The most bytes of log, stdout and stderr together that one call may emit.
+const MAX_LOG_BYTES: usize = 64 << 10;
+/// What all the calls of one plugin may log per second, in bytes, and in a burst.
+const LOG_RATE: f64 = 256.0 * 1024.0;
+const LOG_BURST: f64 = 1024.0 * 1024.0;
+/// What a line costs at least, so that floods of short lines are bounded too.
+const LINE_COST: usize = 64;
 
 /// The data of one plugin store: one call, or one short sequence of calls.
 pub(crate) struct HostState {
     plugin: Arc<str>,
+    /// When the call running now must end; SQL statements end then too.
+    pub(crate) deadline: Instant,
+    /// The host's stop flag: set, every call ends at once.
+    pub(crate) stop: Arc<AtomicBool>,
+    log: Arc<LogBudget>,
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limits: StoreLimits,
@@ -35,10 +57,16 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
-    pub(crate) fn new(plugin: Arc<str>, max_memory: usize) -> Self {
+    pub(crate) fn new(
+        plugin: Arc<str>,
+        max_memory: usize,
+        stop: Arc<AtomicBool>,
+        rate: Arc<LogRate>,
+    ) -> Self {
+        let log = Arc::new(LogBudget::new(plugin.clone(), rate));
         let wasi = WasiCtx::builder()
-            .stdout(GuestOutput::new(plugin.clone(), "stdout"))
-            .stderr(GuestOutput::new(plugin.clone(), "stderr"))
+            .stdout(GuestOutput::new(log.clone(), "stdout"))
+            .stderr(GuestOutput::new(log.clone(), "stderr"))
             .allow_ip_name_lookup(false)
             .allow_tcp(false)
             .allow_udp(false)
@@ -54,8 +82,23 @@ impl HostState {
                 .trap_on_grow_failure(true)
                 .build(),
             plugin,
+            deadline: Instant::now(),
+            stop,
+            log,
             projection_db: None,
             reads: Vec::new(),
+        }
+    }
+
+    /// True once the running call must end.
+    pub(crate) fn spent(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::Relaxed) || Instant::now() >= self.deadline
+    }
+
+    fn budget(&self) -> Budget {
+        Budget {
+            deadline: self.deadline,
+            stop: self.stop.clone(),
         }
     }
 }
@@ -73,7 +116,11 @@ impl types::Host for HostState {}
 
 impl log::Host for HostState {
     fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        if !self.log.admit(message.len()) {
+            return Ok(());
+        }
         let plugin = &*self.plugin;
+        let message = clip(&message);
         match level {
             log::Level::Trace => tracing::trace!(target: "plugin", plugin, "{message}"),
             log::Level::Debug => tracing::debug!(target: "plugin", plugin, "{message}"),
@@ -93,10 +140,9 @@ impl projection_store::Host for HostState {
         statement: String,
         params: Vec<sql_types::Value>,
     ) -> wasmtime::Result<Result<u64, String>> {
+        let budget = self.budget();
         let db = self.projection_db()?;
-        Ok(db
-            .execute(&statement, &from_wit(params))
-            .map_err(guest_message))
+        guest_result(db.execute(&statement, &from_wit(params), &budget))
     }
 
     fn query(
@@ -104,11 +150,9 @@ impl projection_store::Host for HostState {
         statement: String,
         params: Vec<sql_types::Value>,
     ) -> wasmtime::Result<Result<sql_types::Rows, String>> {
+        let budget = self.budget();
         let db = self.projection_db()?;
-        Ok(db
-            .query(&statement, &from_wit(params))
-            .map(to_wit)
-            .map_err(guest_message))
+        guest_result(db.query(&statement, &from_wit(params), &budget).map(to_wit))
     }
 }
 
@@ -125,10 +169,11 @@ impl read_store::Host for HostState {
                  or has no active version"
             )));
         };
-        Ok(pool
-            .query(&statement, &from_wit(params))
-            .map(to_wit)
-            .map_err(guest_message))
+        let budget = self.budget();
+        guest_result(
+            pool.query(&statement, &from_wit(params), &budget)
+                .map(to_wit),
+        )
     }
 }
 
@@ -142,8 +187,155 @@ impl HostState {
     }
 }
 
-fn guest_message(error: ReadStoreError) -> String {
-    error.to_string()
+/// A statement's outcome as the guest sees it: SQL errors are the guest's to handle,
+/// but a statement interrupted at the call's deadline ends the call (a trap that the
+/// host reports as the deadline), so that no guest can ignore it and go on.
+fn guest_result<T>(result: Result<T, ReadStoreError>) -> wasmtime::Result<Result<T, String>> {
+    match result {
+        Ok(value) => Ok(Ok(value)),
+        Err(ReadStoreError::Interrupted) => Err(wasmtime::Trap::Interrupt.into()),
+        Err(error) => Ok(Err(error.to_string())),
+    }
+}
+
+/// A log line cut to [`MAX_LINE`] bytes, on a character boundary.
+fn clip(line: &str) -> std::borrow::Cow<'_, str> {
+    if line.len() <= MAX_LINE {
+        return line.into();
+    }
+    let mut end = MAX_LINE;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &line[..end], line.len()).into()
+}
+
+/// What one plugin's calls together may write to the host's log: a token bucket of
+/// bytes, refilled at [`LOG_RATE`]. It also keeps the count of dropped lines not yet
+/// reported, so that the note about them is itself bounded.
+#[derive(Debug)]
+pub(crate) struct LogRate {
+    state: Mutex<RateState>,
+}
+
+#[derive(Debug)]
+struct RateState {
+    tokens: f64,
+    refilled: Instant,
+    unreported_lines: u64,
+    unreported_bytes: u64,
+}
+
+impl Default for LogRate {
+    fn default() -> Self {
+        LogRate {
+            state: Mutex::new(RateState {
+                tokens: LOG_BURST,
+                refilled: Instant::now(),
+                unreported_lines: 0,
+                unreported_bytes: 0,
+            }),
+        }
+    }
+}
+
+impl LogRate {
+    /// Takes `bytes` from the bucket; false if it is empty.
+    fn take(&self, bytes: usize) -> bool {
+        let mut state = self.state.lock().expect("log rate lock");
+        let now = Instant::now();
+        let refill = now.duration_since(state.refilled).as_secs_f64() * LOG_RATE;
+        state.tokens = (state.tokens + refill).min(LOG_BURST);
+        state.refilled = now;
+        let cost = bytes.max(LINE_COST) as f64;
+        if state.tokens < cost {
+            return false;
+        }
+        state.tokens -= cost;
+        true
+    }
+
+    /// Adds dropped output to the unreported count; returns the totals to report now,
+    /// if the bucket has room for the note.
+    fn dropped(&self, lines: u64, bytes: u64) -> Option<(u64, u64)> {
+        {
+            let mut state = self.state.lock().expect("log rate lock");
+            state.unreported_lines += lines;
+            state.unreported_bytes += bytes;
+        }
+        if !self.take(LINE_COST) {
+            return None;
+        }
+        let mut state = self.state.lock().expect("log rate lock");
+        let totals = (state.unreported_lines, state.unreported_bytes);
+        state.unreported_lines = 0;
+        state.unreported_bytes = 0;
+        Some(totals)
+    }
+}
+
+/// What one call may still write to the host's log. Shared by the `log` import and
+/// the stdout and stderr streams; the last owner reports what was dropped.
+struct LogBudget {
+    plugin: Arc<str>,
+    rate: Arc<LogRate>,
+    used: Mutex<LogUse>,
+}
+
+#[derive(Default)]
+struct LogUse {
+    lines: u32,
+    bytes: usize,
+    dropped_lines: u64,
+    dropped_bytes: u64,
+}
+
+impl LogBudget {
+    fn new(plugin: Arc<str>, rate: Arc<LogRate>) -> Self {
+        LogBudget {
+            plugin,
+            rate,
+            used: Mutex::default(),
+        }
+    }
+
+    /// Counts a line of `bytes`; false if it is past the call's cap and must be dropped.
+    fn admit(&self, bytes: usize) -> bool {
+        let mut used = self.used.lock().expect("log budget lock");
+        let bytes = bytes.min(MAX_LINE);
+        if used.lines >= MAX_LOG_LINES
+            || used.bytes + bytes > MAX_LOG_BYTES
+            || !self.rate.take(bytes)
+        {
+            used.dropped_lines += 1;
+            used.dropped_bytes += bytes as u64;
+            return false;
+        }
+        used.lines += 1;
+        used.bytes += bytes;
+        true
+    }
+}
+
+impl Drop for LogBudget {
+    fn drop(&mut self) {
+        let used = self.used.get_mut().expect("log budget lock");
+        if used.dropped_lines == 0 {
+            return;
+        }
+        if let Some((lines, bytes)) = self.rate.dropped(used.dropped_lines, used.dropped_bytes) {
+            tracing::warn!(
+                target: "plugin",
+                plugin = &*self.plugin,
+                dropped_lines = lines,
+                dropped_bytes = bytes,
+                "the plugin logged more than {MAX_LOG_LINES} lines or {} KiB in a call, or more \
+                 than {} KiB/s: {lines} lines ({bytes} bytes) were dropped",
+                MAX_LOG_BYTES >> 10,
+                LOG_RATE as u64 >> 10,
+            );
+        }
+    }
 }
 
 fn from_wit(params: Vec<sql_types::Value>) -> Vec<SqlValue> {
@@ -183,36 +375,45 @@ fn to_wit(rows: Rows) -> sql_types::Rows {
 /// A guest's stdout or stderr: complete lines go to `tracing`, tagged with the plugin.
 #[derive(Clone)]
 struct GuestOutput {
-    plugin: Arc<str>,
+    log: Arc<LogBudget>,
     stream: &'static str,
     pending: Arc<Mutex<Vec<u8>>>,
 }
 
 impl GuestOutput {
-    fn new(plugin: Arc<str>, stream: &'static str) -> Self {
+    fn new(log: Arc<LogBudget>, stream: &'static str) -> Self {
         GuestOutput {
-            plugin,
+            log,
             stream,
             pending: Arc::default(),
         }
     }
 
-    fn write_bytes(&self, bytes: &[u8]) {
+    /// Logs each complete line. A line longer than [`MAX_LINE`] is logged cut short
+    /// (the rest of it is dropped), so that the host never holds more than one line.
+    fn write_bytes(&self, mut bytes: &[u8]) {
         let mut pending = self.pending.lock().expect("output lock");
-        pending.extend_from_slice(bytes);
-        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            self.emit(&line[..line.len() - 1]);
-        }
-        if pending.len() > MAX_LINE {
-            let line: Vec<u8> = pending.drain(..).collect();
-            self.emit(&line);
+        while !bytes.is_empty() {
+            let (piece, complete, rest) = match bytes.iter().position(|b| *b == b'\n') {
+                Some(end) => (&bytes[..end], true, &bytes[end + 1..]),
+                None => (bytes, false, &[][..]),
+            };
+            let room = (MAX_LINE + 1).saturating_sub(pending.len());
+            pending.extend_from_slice(&piece[..piece.len().min(room)]);
+            if complete || pending.len() > MAX_LINE {
+                let line = std::mem::take(&mut *pending);
+                self.emit(&line[..line.len().min(MAX_LINE)]);
+            }
+            bytes = rest;
         }
     }
 
     fn emit(&self, line: &[u8]) {
+        if !self.log.admit(line.len()) {
+            return;
+        }
         let line = String::from_utf8_lossy(line);
-        tracing::info!(target: "plugin", plugin = &*self.plugin, stream = self.stream, "{line}");
+        tracing::info!(target: "plugin", plugin = &*self.log.plugin, stream = self.stream, "{line}");
     }
 }
 

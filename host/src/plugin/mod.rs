@@ -45,6 +45,9 @@ use host::HostState;
 
 /// How often the epoch advances; deadlines are measured in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// The most ticks a running guest goes between two looks at its deadline and at the
+/// host's stop flag.
+const CHECK_TICKS: u64 = 10;
 
 /// Limits applied to every plugin call.
 #[derive(Debug, Clone)]
@@ -59,6 +62,11 @@ pub struct Limits {
     pub describe_deadline: Duration,
     /// The most linear memory one instance may have, in bytes.
     pub max_memory: usize,
+    /// The largest a projection version's database may grow, in bytes.
+    pub max_disk: u64,
+    /// The most memory SQLite may hold in this process, for guests and host alike, in
+    /// bytes (SQLite's hard heap limit: past it a statement fails).
+    pub sqlite_heap: u64,
     /// Use the pooling allocator when the address space allows it.
     pub pooling: bool,
     /// Overrides for single plugins, by plugin name.
@@ -72,6 +80,8 @@ pub struct PluginLimits {
     pub deadline: Option<Duration>,
     /// The most linear memory one instance may have, in bytes.
     pub max_memory: Option<usize>,
+    /// For a projection: the largest its database may grow, in bytes.
+    pub max_disk: Option<u64>,
 }
 
 /// The limits one call runs under.
@@ -79,6 +89,7 @@ pub struct PluginLimits {
 pub struct CallLimits {
     pub deadline: Duration,
     pub max_memory: usize,
+    pub max_disk: u64,
 }
 
 impl Limits {
@@ -87,6 +98,7 @@ impl Limits {
         CallLimits {
             deadline: self.describe_deadline,
             max_memory: self.max_memory,
+            max_disk: self.max_disk,
         }
     }
 
@@ -101,6 +113,7 @@ impl Limits {
         CallLimits {
             deadline: custom.deadline.unwrap_or(default),
             max_memory: custom.max_memory.unwrap_or(self.max_memory),
+            max_disk: custom.max_disk.unwrap_or(self.max_disk),
         }
     }
 }
@@ -113,6 +126,8 @@ impl Default for Limits {
             query_deadline: Duration::from_secs(1),
             describe_deadline: Duration::from_secs(1),
             max_memory: 64 << 20,
+            max_disk: 1 << 30,
+            sqlite_heap: 256 << 20,
             pooling: true,
             per_plugin: HashMap::new(),
         }
@@ -259,11 +274,24 @@ pub enum CallError {
     /// JSON). A bug in the plugin.
     #[error("plugin {plugin} returned malformed output: {reason}")]
     BadOutput { plugin: String, reason: String },
+    /// The host is shutting down and ended the call; try again on a running host.
+    #[error("plugin {plugin}'s call was ended: the host is shutting down")]
+    Stopped { plugin: String },
 }
 
 impl CallError {
-    fn from_wasmtime(plugin: &str, deadline: Duration, error: wasmtime::Error) -> Self {
+    fn from_wasmtime(
+        plugin: &str,
+        deadline: Duration,
+        stop: &AtomicBool,
+        error: wasmtime::Error,
+    ) -> Self {
         if let Some(wasmtime::Trap::Interrupt) = error.downcast_ref::<wasmtime::Trap>() {
+            if stop.load(Ordering::Relaxed) {
+                return CallError::Stopped {
+                    plugin: plugin.to_string(),
+                };
+            }
             return CallError::DeadlineExceeded {
                 plugin: plugin.to_string(),
                 deadline,
@@ -289,6 +317,8 @@ struct RuntimeInner {
     projection_linker: Linker<HostState>,
     query_linker: Linker<HostState>,
     stop_ticker: Arc<AtomicBool>,
+    /// Set when the host stops: every call running ends at once, and none starts.
+    stop_calls: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -352,8 +382,20 @@ impl Runtime {
                 projection_linker,
                 query_linker,
                 stop_ticker,
+                stop_calls: Arc::new(AtomicBool::new(false)),
             }),
         })
+    }
+
+    /// Ends every plugin call now, and every later one as soon as it starts: guests
+    /// trap at their next epoch check and SQL statements at their next progress check.
+    /// For shutting down; there is no way back.
+    pub fn stop_calls(&self) {
+        self.inner.stop_calls.store(true, Ordering::Relaxed);
+    }
+
+    fn stopping(&self) -> &AtomicBool {
+        &self.inner.stop_calls
     }
 
     /// Compiles and checks a plugin. CPU-heavy (compilation): call it off the async
@@ -427,12 +469,33 @@ impl Runtime {
         }
     }
 
-    fn store(&self, plugin: Arc<str>, limits: CallLimits) -> Store<HostState> {
+    fn store(
+        &self,
+        plugin: Arc<str>,
+        limits: CallLimits,
+        log_rate: Arc<host::LogRate>,
+    ) -> Store<HostState> {
         let mut store = Store::new(
             &self.inner.engine,
-            HostState::new(plugin, limits.max_memory),
+            HostState::new(
+                plugin,
+                limits.max_memory,
+                self.inner.stop_calls.clone(),
+                log_rate,
+            ),
         );
         store.limiter(|state| &mut state.limits);
+        // The epoch deadline is only when to look again: the call's real deadline is
+        // an instant (which SQL statements share), and the host's stop flag ends it too.
+        store.epoch_deadline_callback(|context| {
+            let state = context.data();
+            if state.spent() {
+                return Ok(wasmtime::UpdateDeadline::Interrupt);
+            }
+            Ok(wasmtime::UpdateDeadline::Continue(ticks_until(
+                state.deadline,
+            )))
+        });
         store
     }
 
@@ -518,9 +581,9 @@ fn describe_plugin<B>(
     // Until `describe` has answered, the plugin is named by its kind.
     let name: Arc<str> = Arc::from(kind.to_string());
     let limits = runtime.limits().describing();
-    let mut store = runtime.store(name.clone(), limits);
+    let mut store = runtime.store(name.clone(), limits, Arc::default());
     set_deadline(&mut store, limits.deadline);
-    let fail = |e| CallError::from_wasmtime(&name, limits.deadline, e);
+    let fail = |e| CallError::from_wasmtime(&name, limits.deadline, runtime.stopping(), e);
     let bindings = instantiate(&mut store).map_err(fail)?;
     let info = describe(&bindings, &mut store).map_err(fail)?;
     let description = check_description(info, kind)?;
@@ -529,10 +592,18 @@ fn describe_plugin<B>(
     Ok((description, name, limits))
 }
 
-/// Sets a call's deadline in epoch ticks, rounded up.
+/// Starts a call's deadline: `deadline` from now, for the guest's code and its SQL.
 fn set_deadline(store: &mut Store<HostState>, deadline: Duration) {
-    let ticks = deadline.as_micros().div_ceil(EPOCH_TICK.as_micros()).max(1);
-    store.set_epoch_deadline(ticks as u64);
+    let at = std::time::Instant::now() + deadline;
+    store.data_mut().deadline = at;
+    store.set_epoch_deadline(ticks_until(at));
+}
+
+/// Epoch ticks until `at`, rounded up, but at most [`CHECK_TICKS`].
+fn ticks_until(at: std::time::Instant) -> u64 {
+    let left = at.saturating_duration_since(std::time::Instant::now());
+    let ticks = left.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64;
+    ticks.clamp(1, CHECK_TICKS)
 }
 
 /// Checks what every kind's description must satisfy.

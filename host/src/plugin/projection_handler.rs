@@ -1,5 +1,10 @@
 //! Calling a projection: `setup` once per schema version, `apply` per event, both
 //! inside the batch transaction of the projection's own database.
+//!
+//! A batch holds its database (and, catching up, a turn among catching-up workers)
+//! for at most about one deadline: each call has the deadline, and once a batch has
+//! run for a deadline's worth of time it commits what it has applied and ends, so a
+//! slow projection makes progress without keeping other work waiting.
 
 use std::sync::Arc;
 
@@ -7,19 +12,20 @@ use wasmtime::component::Component;
 
 use super::bindings::projection::ProjectionPre;
 use super::command_handler::to_wit_event;
-use super::host::HostState;
+use super::host::{HostState, LogRate};
 use super::{
     CallError, CallLimits, Description, LoadError, PluginKind, Runtime, describe_plugin,
     pre_instantiate, set_deadline, wrong_world,
 };
 use crate::event_store::RecordedEvent;
-use crate::read_store::{Parked, ProjectionDb, ReadStoreError};
+use crate::read_store::{Parked, ProjectionDb, ReadStoreError, SqlBounds};
 
 /// A projection plugin, linked and ready to instantiate.
 pub struct ProjectionHandler {
     name: Arc<str>,
     runtime: Runtime,
     limits: CallLimits,
+    log_rate: Arc<LogRate>,
     pre: ProjectionPre<HostState>,
 }
 
@@ -40,6 +46,7 @@ pub struct Batch<'a> {
     pub events: &'a [RecordedEvent],
     /// The checkpoint to commit: the last position the batch covers, which may be past
     /// the last event delivered (events the projection does not consume advance it too).
+    /// A batch cut short at its time budget commits the last event it applied instead.
     pub checkpoint: u64,
     /// An event to park (skip) in the same transaction.
     pub park: Option<Parked>,
@@ -89,6 +96,7 @@ impl ProjectionHandler {
         Ok(ProjectionHandler {
             name: Arc::from(PluginKind::Projection.to_string()),
             limits: runtime.limits().describing(),
+            log_rate: Arc::default(),
             runtime,
             pre,
         })
@@ -106,15 +114,35 @@ impl ProjectionHandler {
         Ok(description)
     }
 
+    /// How long one call of this projection may run.
+    pub fn deadline(&self) -> std::time::Duration {
+        self.limits.deadline
+    }
+
+    /// What this projection's database may hold, and the largest value its statements
+    /// may make: small enough that no value approaches the instance's memory bound.
+    pub fn sql_bounds(&self) -> SqlBounds {
+        let default = SqlBounds::default();
+        SqlBounds {
+            max_length: default
+                .max_length
+                .min(self.limits.max_memory / 4)
+                .max(1 << 16),
+            max_bytes: self.limits.max_disk,
+        }
+    }
+
     /// Applies a batch in one transaction of `db` and commits it with its checkpoint.
-    /// Blocking. The database comes back in every case; on error nothing of the batch
-    /// was committed.
+    /// Blocking. The database comes back in every case, with the checkpoint committed
+    /// on success; on error nothing of the batch was committed.
     pub fn apply_batch(
         &self,
         db: ProjectionDb,
         batch: &Batch<'_>,
-    ) -> (ProjectionDb, Result<(), BatchError>) {
-        let mut store = self.runtime.store(self.name.clone(), self.limits);
+    ) -> (ProjectionDb, Result<u64, BatchError>) {
+        let mut store = self
+            .runtime
+            .store(self.name.clone(), self.limits, self.log_rate.clone());
         store.data_mut().projection_db = Some(db);
         let result = self.run(&mut store, batch);
         let mut db = store
@@ -132,11 +160,12 @@ impl ProjectionHandler {
         &self,
         store: &mut wasmtime::Store<HostState>,
         batch: &Batch<'_>,
-    ) -> Result<(), BatchError> {
+    ) -> Result<u64, BatchError> {
         let deadline = self.limits.deadline;
+        let started = std::time::Instant::now();
         let call_error = |position, e| BatchError::Call {
             position,
-            error: CallError::from_wasmtime(&self.name, deadline, e),
+            error: CallError::from_wasmtime(&self.name, deadline, self.runtime.stopping(), e),
         };
         set_deadline(store, deadline);
         let bindings = self
@@ -152,7 +181,14 @@ impl ProjectionHandler {
                 .map_err(|e| call_error(None, e))?
                 .map_err(BatchError::Setup)?;
         }
-        for event in batch.events {
+        let mut checkpoint = batch.checkpoint;
+        for (done, event) in batch.events.iter().enumerate() {
+            if done > 0 && started.elapsed() >= deadline {
+                // The batch's time is up: commit what it has applied; the worker goes
+                // on from there in its next batch.
+                checkpoint = batch.events[done - 1].position;
+                break;
+            }
             set_deadline(store, deadline);
             bindings
                 .tessera_plugin_projector()
@@ -170,8 +206,8 @@ impl ProjectionHandler {
         if let Some(position) = batch.unpark {
             db.unpark(position)?;
         }
-        db.commit(batch.checkpoint, true)?;
-        Ok(())
+        db.commit(checkpoint, true)?;
+        Ok(checkpoint)
     }
 }
 

@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 use wasmtime::component::Component;
 
 use super::bindings::query::QueryHandlerPre;
-use super::host::HostState;
+use super::host::{HostState, LogRate};
 use super::{
     CallError, CallLimits, Description, LoadError, PluginKind, Refusal, Runtime, describe_plugin,
     pre_instantiate, set_deadline, wrong_world,
@@ -19,6 +19,7 @@ pub struct QueryHandler {
     name: Arc<str>,
     runtime: Runtime,
     limits: CallLimits,
+    log_rate: Arc<LogRate>,
     pre: QueryHandlerPre<HostState>,
 }
 
@@ -42,6 +43,7 @@ impl QueryHandler {
         Ok(QueryHandler {
             name: Arc::from(PluginKind::QueryHandler.to_string()),
             limits: runtime.limits().describing(),
+            log_rate: Arc::default(),
             runtime,
             pre,
         })
@@ -67,22 +69,24 @@ impl QueryHandler {
         params: &str,
         reads: Vec<(String, Arc<ReadPool>)>,
     ) -> Result<Result<Box<RawValue>, Refusal>, CallError> {
-        let mut store = self.runtime.store(self.name.clone(), self.limits);
+        let mut store = self
+            .runtime
+            .store(self.name.clone(), self.limits, self.log_rate.clone());
         store.data_mut().reads = reads;
         let deadline = self.limits.deadline;
         set_deadline(&mut store, deadline);
-        let fail = |e| CallError::from_wasmtime(&self.name, deadline, e);
+        let fail = |e| CallError::from_wasmtime(&self.name, deadline, self.runtime.stopping(), e);
         let bindings = self.pre.instantiate(&mut store).map_err(fail)?;
         let answer = bindings
             .tessera_plugin_querier()
             .call_handle(&mut store, name, &params.to_string())
             .map_err(fail)?;
         match answer {
-            Ok(json) => RawValue::from_string(json)
+            Ok(json) => crate::json::checked(json)
                 .map(Ok)
                 .map_err(|e| CallError::BadOutput {
                     plugin: self.name.to_string(),
-                    reason: format!("the answer is not JSON: {e}"),
+                    reason: format!("the answer: {e}"),
                 }),
             Err(refusal) => Ok(Err(refusal.into())),
         }

@@ -753,24 +753,43 @@ impl Projections {
 
     /// Waits until every active inline projection has applied the log up to
     /// `position`, or `timeout` passes. Returns whether they all got there.
+    ///
+    /// A command never waits longer than about the slowest inline projection's
+    /// deadline (one batch's time), and not at all for one that is failing: a broken
+    /// or hung inline projection makes responses say `lagging`, not slow.
     pub async fn wait_inline(&self, position: u64, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let started = tokio::time::Instant::now();
         // The active versions can change while waiting (a cutover): the answer is only
         // complete once the versions active at the end hold the position too.
         loop {
-            let (keys, checkpoints) = self.active_inline();
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let inline = self.active_inline();
+            if inline
+                .iter()
+                .any(|v| v.failing && *v.checkpoint.borrow() < position)
+            {
+                return false;
+            }
+            let bound = inline
+                .iter()
+                .map(|v| v.deadline + INLINE_SLACK)
+                .max()
+                .unwrap_or_default()
+                .min(timeout);
+            let left = (started + bound).saturating_duration_since(tokio::time::Instant::now());
+            let keys: Vec<_> = inline.iter().map(|v| v.key.clone()).collect();
+            let checkpoints = inline.into_iter().map(|v| v.checkpoint).collect();
             if !wait_all(checkpoints, position, left).await {
                 return false;
             }
-            if self.active_inline().0 == keys {
+            let now: Vec<_> = self.active_inline().into_iter().map(|v| v.key).collect();
+            if now == keys {
                 return true;
             }
         }
     }
 
-    /// The active versions of inline projections, and their checkpoints.
-    fn active_inline(&self) -> (Vec<(String, VersionKey)>, Vec<watch::Receiver<u64>>) {
+    /// The active versions of inline projections, with their checkpoints.
+    fn active_inline(&self) -> Vec<InlineVersion> {
         let inner = self.lock();
         inner
             .lifecycle
@@ -780,11 +799,27 @@ impl Projections {
                 let key = state.active?;
                 let record = state.record(key)?;
                 let worker = inner.workers.get(&(name.clone(), key))?;
-                (record.mode == ProjectionMode::Inline)
-                    .then(|| ((name.clone(), key), worker.checkpoint()))
+                (record.mode == ProjectionMode::Inline).then(|| InlineVersion {
+                    key: (name.clone(), key),
+                    checkpoint: worker.checkpoint(),
+                    failing: worker.failing(),
+                    deadline: worker.deadline,
+                })
             })
-            .unzip()
+            .collect()
     }
+}
+
+/// What a command waits on beyond an inline projection's deadline: the time for its
+/// worker to notice the new events and commit.
+const INLINE_SLACK: Duration = Duration::from_millis(250);
+
+/// An active inline projection version, as a command's response waits for it.
+struct InlineVersion {
+    key: (String, VersionKey),
+    checkpoint: watch::Receiver<u64>,
+    failing: bool,
+    deadline: Duration,
 }
 
 /// Waits until every checkpoint reaches `position`, or `timeout` passes.

@@ -65,6 +65,8 @@ pub(super) struct Spec {
 #[derive(Debug)]
 pub(super) struct Worker {
     pub digest: String,
+    /// How long one call of this version's code may run.
+    pub deadline: Duration,
     pub pool: Arc<ReadPool>,
     checkpoint: watch::Receiver<u64>,
     pub status: Arc<Mutex<Status>>,
@@ -83,6 +85,7 @@ impl Worker {
         let revision = Arc::new(std::sync::atomic::AtomicU64::new(0));
         Worker {
             digest: spec.digest.clone(),
+            deadline: spec.handler.deadline(),
             pool: Arc::new(ReadPool::new(&spec.path)),
             checkpoint,
             status: status.clone(),
@@ -106,6 +109,13 @@ impl Worker {
     /// True once the database exists with its tables: queries can read it.
     pub fn ready(&self) -> bool {
         self.status.lock().expect("status lock").ready
+    }
+
+    /// True while the worker is failing (retrying, or halted at a failed event): it
+    /// will not reach a new position soon, so nobody should wait for it.
+    pub fn failing(&self) -> bool {
+        let status = self.status.lock().expect("status lock");
+        status.halted || status.state == State::Failed
     }
 
     pub fn checkpoint(&self) -> watch::Receiver<u64> {
@@ -213,8 +223,9 @@ impl Run {
         loop {
             let path = self.spec.path.clone();
             let check = self.spec.check;
+            let bounds = self.spec.handler.sql_bounds();
             let opened = tokio::task::spawn_blocking(move || {
-                let db = ProjectionDb::open(&path, check)?;
+                let db = ProjectionDb::open(&path, check, bounds)?;
                 let (at, setup) = db.state()?;
                 Ok::<_, ReadStoreError>((db, at, setup))
             })
@@ -275,7 +286,6 @@ impl Run {
             .into_iter()
             .filter(|e| self.spec.handles.contains(&e.event_type))
             .collect();
-        let applied = relevant.len() as u64;
         let batch = Batch {
             run_setup: !position.setup_done,
             events: &relevant,
@@ -285,7 +295,9 @@ impl Run {
         };
         let result = self.apply(position, batch, head).await;
         match result {
-            Ok(()) => {
+            Ok(covered) => {
+                // A batch cut short at its time budget covers less than it was given.
+                let applied = relevant.iter().filter(|e| e.position <= covered).count() as u64;
                 self.advanced(position, covered, applied, head);
                 if position
                     .failing
@@ -305,7 +317,7 @@ impl Run {
         position: &mut Position,
         batch: Batch<'_>,
         head: u64,
-    ) -> Result<(), BatchError> {
+    ) -> Result<u64, BatchError> {
         let _turn = if head.saturating_sub(position.at) > CATCHING_UP {
             self.spec.catch_up.clone().acquire_owned().await.ok()
         } else {
@@ -327,8 +339,10 @@ impl Run {
             // The blocking task panicked (a host bug) and took the connection with
             // it; reopen the database for the next attempt.
             Err(error) => {
-                position.db =
-                    Some(ProjectionDb::open(&self.spec.path, false).map_err(BatchError::Store)?);
+                position.db = Some(
+                    ProjectionDb::open(&self.spec.path, false, self.spec.handler.sql_bounds())
+                        .map_err(BatchError::Store)?,
+                );
                 Err(BatchError::Store(ReadStoreError::Io(
                     std::io::Error::other(error),
                 )))
@@ -402,7 +416,7 @@ impl Run {
                     unpark: None,
                 };
                 match self.apply(position, skip, head).await {
-                    Ok(()) => {
+                    Ok(_) => {
                         position.failing = None;
                         self.advanced(position, failed_at, 0, head);
                         self.update(|s| s.parked += 1);
@@ -486,6 +500,7 @@ impl Run {
         self.apply(position, batch, head)
             .await
             .map_err(|e| e.to_string())?;
+        // (A batch of one event is never cut short.)
         self.revision
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.update(|s| s.parked = s.parked.saturating_sub(1));

@@ -1,1 +1,1 @@
-DELETE FROM _tessera_parked WHERE position = ?1
+DELETE FROM main._tessera_parked WHERE position = ?1

@@ -1,2 +1,2 @@
-INSERT OR REPLACE INTO _tessera_parked (position, event_type, error, parked_at)
+INSERT OR REPLACE INTO main._tessera_parked (position, event_type, error, parked_at)
 VALUES (?1, ?2, ?3, ?4)

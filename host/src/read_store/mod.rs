@@ -8,18 +8,27 @@
 //! The doors are shut by construction, not convention: `ATTACH` is impossible (the
 //! attached-database limit is 0), and an authorizer refuses, for guest statements,
 //! transactions, savepoints, pragmas, virtual tables and writes to the host's own
-//! tables; for query connections, everything but reading.
+//! tables, and anything in the `temp` schema; for query connections, everything but
+//! reading. The host's own statements name their schema (`main.`), so nothing a guest
+//! makes can stand in for the host's tables. Every guest statement runs within its
+//! call's [`Budget`] and under [`SqlBounds`] (see `guest.rs`).
 //!
 //! This module knows nothing of Wasm or HTTP.
+
+mod guest;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
-use rusqlite::limits::Limit;
+use rusqlite::hooks::{AuthContext, Authorization};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, ToSql, params_from_iter};
+
+pub use guest::{Budget, SqlBounds, limit_heap};
+use guest::{BudgetSlot, GuestMode, authorize_projection, authorize_read};
 
 /// The most rows one guest query may return.
 const MAX_ROWS: usize = 10_000;
@@ -66,8 +75,27 @@ pub enum ReadStoreError {
     /// The result is larger than a guest may receive; the guest should page.
     #[error("the result is too large: more than {MAX_ROWS} rows or {MAX_RESULT_BYTES} bytes")]
     TooLarge,
+    /// The statement ran past its call's deadline, or the host is stopping: the call
+    /// is over.
+    #[error("the statement was interrupted: its call ran out of time")]
+    Interrupted,
+    /// The projection's database reached its size bound; it needs a larger bound
+    /// (`disk_mb`) or a projection that keeps less.
+    #[error("the projection's database reached its size bound of {} MiB", .bound >> 20)]
+    SizeBound { bound: u64 },
     #[error("read store I/O error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl ReadStoreError {
+    /// The error as the guest's caller must see it: an interruption or a full
+    /// database is told apart from other SQL failures.
+    fn classified(self, bounds: SqlBounds) -> Self {
+        match self {
+            ReadStoreError::Sql(error) => guest::classify(error, bounds),
+            other => other,
+        }
+    }
 }
 
 /// An event a projection skipped after it kept failing.
@@ -85,6 +113,9 @@ pub struct ProjectionDb {
     conn: Connection,
     /// True while guest statements run: the authorizer then applies the guest rules.
     guest: Arc<AtomicBool>,
+    /// The deadline of the guest statement running, enforced by the progress handler.
+    budget: BudgetSlot,
+    bounds: SqlBounds,
     path: PathBuf,
 }
 
@@ -92,7 +123,7 @@ impl ProjectionDb {
     /// Opens (creating if needed) the database at `path`. With `check`, a database
     /// that fails `PRAGMA quick_check` is moved aside (`*.corrupt`) and started afresh:
     /// a read model can always be rebuilt from the log.
-    pub fn open(path: &Path, check: bool) -> Result<Self, ReadStoreError> {
+    pub fn open(path: &Path, check: bool, bounds: SqlBounds) -> Result<Self, ReadStoreError> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
@@ -115,7 +146,18 @@ impl ProjectionDb {
         // power loss that drops the last commits only means re-applying them.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(include_str!("internal.sql"))?;
-        conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
+        guest::limit(&conn, bounds)?;
+        // The size bound, in pages. A database already past it (the bound was lowered)
+        // keeps its pages and cannot grow.
+        let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+        let pages = (bounds.max_bytes / page_size.max(512) as u64).max(1);
+        let pages = i64::try_from(pages).unwrap_or(i64::MAX);
+        conn.pragma_update(None, "max_page_count", pages)?;
+        // After a checkpoint the write-ahead log shrinks back rather than keeping the
+        // size of the largest batch.
+        conn.pragma_update(None, "journal_size_limit", 8 << 20)?;
+        let budget = BudgetSlot::default();
+        budget.install(&mut conn)?;
         let guest = Arc::new(AtomicBool::new(false));
         let flag = guest.clone();
         conn.authorizer(Some(move |context: AuthContext<'_>| {
@@ -128,6 +170,8 @@ impl ProjectionDb {
         Ok(ProjectionDb {
             conn,
             guest,
+            budget,
+            bounds,
             path: path.to_path_buf(),
         })
     }
@@ -154,11 +198,15 @@ impl ProjectionDb {
 
     /// Commits the batch with its checkpoint (and the setup mark, once setup has run).
     pub fn commit(&mut self, position: u64, setup_done: bool) -> Result<(), ReadStoreError> {
-        self.conn.execute(
-            include_str!("update_checkpoint.sql"),
-            (position as i64, setup_done as i64),
-        )?;
-        self.conn.execute_batch("COMMIT")?;
+        let bounds = self.bounds;
+        let full = |e| guest::classify(e, bounds);
+        self.conn
+            .execute(
+                include_str!("update_checkpoint.sql"),
+                (position as i64, setup_done as i64),
+            )
+            .map_err(full)?;
+        self.conn.execute_batch("COMMIT").map_err(full)?;
         Ok(())
     }
 
@@ -206,94 +254,39 @@ impl ProjectionDb {
         }
     }
 
-    /// Runs a guest statement that returns no rows; returns the rows changed.
-    pub fn execute(&mut self, sql: &str, params: &[SqlValue]) -> Result<u64, ReadStoreError> {
+    /// Runs a guest statement that returns no rows, within `budget`; returns the rows
+    /// changed.
+    pub fn execute(
+        &mut self,
+        sql: &str,
+        params: &[SqlValue],
+        budget: &Budget,
+    ) -> Result<u64, ReadStoreError> {
+        if budget.spent() {
+            return Err(ReadStoreError::Interrupted);
+        }
         let _guest = GuestMode::enter(&self.guest);
-        let mut statement = self.conn.prepare_cached(sql)?;
-        Ok(statement.execute(params_from_iter(params))? as u64)
+        let _armed = self.budget.arm(budget);
+        let run = || -> rusqlite::Result<u64> {
+            let mut statement = self.conn.prepare_cached(sql)?;
+            Ok(statement.execute(params_from_iter(params))? as u64)
+        };
+        run().map_err(|e| guest::classify(e, self.bounds))
     }
 
-    /// Runs a guest statement and returns its rows.
-    pub fn query(&mut self, sql: &str, params: &[SqlValue]) -> Result<Rows, ReadStoreError> {
+    /// Runs a guest statement within `budget` and returns its rows.
+    pub fn query(
+        &mut self,
+        sql: &str,
+        params: &[SqlValue],
+        budget: &Budget,
+    ) -> Result<Rows, ReadStoreError> {
+        if budget.spent() {
+            return Err(ReadStoreError::Interrupted);
+        }
         let _guest = GuestMode::enter(&self.guest);
-        query(&self.conn, sql, params)
-    }
-}
-
-/// Sets the guest flag for the life of a statement.
-struct GuestMode<'a>(&'a AtomicBool);
-
-impl<'a> GuestMode<'a> {
-    fn enter(flag: &'a AtomicBool) -> Self {
-        flag.store(true, Ordering::Relaxed);
-        GuestMode(flag)
-    }
-}
-
-impl Drop for GuestMode<'_> {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Relaxed);
-    }
-}
-
-/// The host's own tables. (The schema table `sqlite_master` is written by SQLite
-/// itself when tables are created, and cannot be written by statements directly
-/// while pragmas are refused.)
-fn is_internal(table: &str) -> bool {
-    // SQLite names are case-insensitive.
-    table
-        .get(..8)
-        .is_some_and(|prefix| prefix.eq_ignore_ascii_case("_tessera"))
-}
-
-/// What a projection's own statements may do: shape and change its own tables.
-fn authorize_projection(context: &AuthContext<'_>) -> Authorization {
-    use AuthAction::*;
-    // Everything that names a table or view must not name the host's own: writing
-    // them would corrupt the checkpoint, a trigger on them would run inside the host's
-    // statements with the host's rights, and a view of that name would shadow them.
-    let named = match context.action {
-        Select | Read { .. } | Function { .. } | Recursive => return Authorization::Allow,
-        Insert { table_name }
-        | Update { table_name, .. }
-        | Delete { table_name }
-        | CreateTable { table_name }
-        | CreateTempTable { table_name }
-        | DropTable { table_name }
-        | DropTempTable { table_name }
-        | AlterTable { table_name, .. }
-        | CreateIndex { table_name, .. }
-        | CreateTempIndex { table_name, .. }
-        | CreateTrigger { table_name, .. }
-        | CreateTempTrigger { table_name, .. } => table_name,
-        CreateView { view_name } | CreateTempView { view_name } => view_name,
-        DropIndex { .. }
-        | DropTempIndex { .. }
-        | DropView { .. }
-        | DropTempView { .. }
-        | DropTrigger { .. }
-        | DropTempTrigger { .. }
-        | Reindex { .. }
-        | Analyze { .. } => return Authorization::Allow,
-        // Transactions belong to the host; ATTACH would reach other files; pragmas
-        // could change durability or reach the file system; virtual tables too.
-        _ => return Authorization::Deny,
-    };
-    if is_internal(named) {
-        Authorization::Deny
-    } else {
-        Authorization::Allow
-    }
-}
-
-/// What a query may do: read.
-fn authorize_read(context: &AuthContext<'_>) -> Authorization {
-    match context.action {
-        AuthAction::Select
-        | AuthAction::Read { .. }
-        | AuthAction::Function { .. }
-        | AuthAction::Recursive => Authorization::Allow,
-        _ => Authorization::Deny,
+        let _armed = self.budget.arm(budget);
+        query(&self.conn, sql, params).map_err(|e| e.classified(self.bounds))
     }
 }
 
@@ -337,7 +330,14 @@ fn query(conn: &Connection, sql: &str, params: &[SqlValue]) -> Result<Rows, Read
 #[derive(Debug)]
 pub struct ReadPool {
     path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Vec<Reader>>,
+}
+
+/// One read-only connection, with the budget slot its progress handler watches.
+#[derive(Debug)]
+struct Reader {
+    conn: Connection,
+    budget: BudgetSlot,
 }
 
 impl ReadPool {
@@ -348,24 +348,52 @@ impl ReadPool {
         }
     }
 
-    /// Runs a read-only statement. Blocking: call from a blocking thread.
-    pub fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Rows, ReadStoreError> {
-        let pooled = self.idle.lock().expect("read pool").pop();
-        let conn = match pooled {
-            Some(conn) => conn,
-            None => self.open()?,
+    /// Runs a guest's read-only statement within `budget`. Blocking: call from a
+    /// blocking thread.
+    pub fn query(
+        &self,
+        sql: &str,
+        params: &[SqlValue],
+        budget: &Budget,
+    ) -> Result<Rows, ReadStoreError> {
+        if budget.spent() {
+            return Err(ReadStoreError::Interrupted);
+        }
+        let reader = self.reader()?;
+        let result = {
+            let _armed = reader.budget.arm(budget);
+            query(&reader.conn, sql, params)
         };
-        let result = query(&conn, sql, params);
+        self.give_back(reader);
+        result.map_err(|e| e.classified(SqlBounds::default()))
+    }
+
+    /// Runs one of the host's own reads, with no deadline.
+    fn host_query(&self, sql: &str) -> Result<Rows, ReadStoreError> {
+        let reader = self.reader()?;
+        let result = query(&reader.conn, sql, &[]);
+        self.give_back(reader);
+        result
+    }
+
+    fn reader(&self) -> Result<Reader, ReadStoreError> {
+        let pooled = self.idle.lock().expect("read pool").pop();
+        match pooled {
+            Some(reader) => Ok(reader),
+            None => self.open(),
+        }
+    }
+
+    fn give_back(&self, reader: Reader) {
         let mut idle = self.idle.lock().expect("read pool");
         if idle.len() < MAX_IDLE_READERS {
-            idle.push(conn);
+            idle.push(reader);
         }
-        result
     }
 
     /// The parked events of this projection version, oldest first.
     pub fn parked(&self) -> Result<Vec<Parked>, ReadStoreError> {
-        let rows = self.query(include_str!("select_parked.sql"), &[])?;
+        let rows = self.host_query(include_str!("select_parked.sql"))?;
         Ok(rows
             .rows
             .into_iter()
@@ -386,16 +414,18 @@ impl ReadPool {
             .collect())
     }
 
-    fn open(&self) -> Result<Connection, ReadStoreError> {
+    fn open(&self) -> Result<Reader, ReadStoreError> {
         let mut conn = Connection::open_with_flags(
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "query_only", true)?;
-        conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
+        guest::limit(&conn, SqlBounds::default())?;
         conn.authorizer(Some(|context: AuthContext<'_>| authorize_read(&context)))?;
-        Ok(conn)
+        let budget = BudgetSlot::default();
+        budget.install(&mut conn)?;
+        Ok(Reader { conn, budget })
     }
 }
 

@@ -1,1 +1,1 @@
-SELECT position, setup FROM _tessera_checkpoint WHERE id = 1
+SELECT position, setup FROM main._tessera_checkpoint WHERE id = 1

@@ -1,1 +1,1 @@
-SELECT position, event_type, error, parked_at FROM _tessera_parked ORDER BY position
+SELECT position, event_type, error, parked_at FROM main._tessera_parked ORDER BY position
