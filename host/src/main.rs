@@ -165,8 +165,19 @@ fn parse_durability(value: &str) -> Result<Durability, String> {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Plugin calls and SQLite reads run on the blocking pool; its threads are kept for
+    // a minute rather than tokio's ten seconds, so a host under steady load does not
+    // keep creating and ending threads.
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_keep_alive(Duration::from_secs(60))
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

@@ -233,13 +233,16 @@ impl CommandBus {
         command: &Command,
     ) -> Result<(u64, crate::plugin::Decision), CommandError> {
         let cached = self.states.get(stream, &route.digest);
-        let newer = self
-            .store
-            .read_stream(stream, cached.version, usize::MAX)
-            .await?;
         let handler = route.handler.clone();
         let command = command.clone();
+        let store = self.store.clone();
+        let stream_name = stream.to_string();
+        // One blocking hop for the whole decision: read what the cached state lacks,
+        // fold it and decide, on the same thread.
         let (folded, decision) = tokio::task::spawn_blocking(move || {
+            let newer = store
+                .read_stream_blocking(&stream_name, cached.version, usize::MAX)
+                .map_err(Decide::Store)?;
             let mut session = handler.session()?;
             let mut state = cached.state;
             let mut version = cached.version;
@@ -248,7 +251,7 @@ impl CommandBus {
                 version = event.version;
             }
             let decision = session.handle(state.as_deref(), &command)?;
-            Ok::<_, CallError>((
+            Ok::<_, Decide>((
                 CachedState {
                     digest: cached.digest,
                     version,
@@ -261,10 +264,26 @@ impl CommandBus {
         .map_err(|e| CallError::Trapped {
             plugin: route.plugin.clone(),
             reason: format!("host task failed: {e}"),
-        })??;
+        })?
+        .map_err(|e| match e {
+            Decide::Store(error) => CommandError::from(error),
+            Decide::Call(error) => CommandError::from(error),
+        })?;
         let version = folded.version;
         self.states.put(stream.to_string(), folded);
         Ok((version, decision))
+    }
+}
+
+/// What can fail while deciding on a blocking thread.
+enum Decide {
+    Store(StoreError),
+    Call(CallError),
+}
+
+impl From<CallError> for Decide {
+    fn from(error: CallError) -> Self {
+        Decide::Call(error)
     }
 }
 

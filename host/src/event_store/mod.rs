@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 use tokio::sync::watch;
 
 pub use sqlite::SqliteEventStore;
-pub(crate) use sqlite::quick_check;
+pub(crate) use sqlite::{plan_once, quick_check};
 
 /// Why and by whom an event was written; stored with every event as JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +159,16 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// A stream's events with a version above `after_version`, at most `limit`.
     async fn read_stream(
+        &self,
+        stream: &str,
+        after_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The same as [`EventStore::read_stream`], on the calling thread, which may
+    /// block: for callers already on a blocking thread (the command bus reads a
+    /// stream and calls its handler in one go, saving a thread hop per command).
+    fn read_stream_blocking(
         &self,
         stream: &str,
         after_version: u64,

@@ -46,6 +46,8 @@ pub(crate) struct HostState {
     pub(crate) deadline: Instant,
     /// The host's stop flag: set, every call ends at once.
     pub(crate) stop: Arc<AtomicBool>,
+    /// Set when nobody waits for this call any more: it ends at once too.
+    pub(crate) abandoned: Arc<AtomicBool>,
     log: Arc<LogBudget>,
     wasi: WasiCtx,
     table: ResourceTable,
@@ -84,6 +86,7 @@ impl HostState {
             plugin,
             deadline: Instant::now(),
             stop,
+            abandoned: Arc::default(),
             log,
             projection_db: None,
             reads: Vec::new(),
@@ -92,13 +95,14 @@ impl HostState {
 
     /// True once the running call must end.
     pub(crate) fn spent(&self) -> bool {
-        self.stop.load(std::sync::atomic::Ordering::Relaxed) || Instant::now() >= self.deadline
+        self.budget().spent()
     }
 
     fn budget(&self) -> Budget {
         Budget {
             deadline: self.deadline,
             stop: self.stop.clone(),
+            abandoned: self.abandoned.clone(),
         }
     }
 }

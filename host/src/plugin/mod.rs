@@ -304,6 +304,25 @@ impl CallError {
     }
 }
 
+/// Ends a call when dropped: held by whoever waits for the call's answer, so that a
+/// call nobody waits for any more (its client went away) stops at once rather than
+/// at its deadline.
+#[derive(Debug, Default)]
+pub struct Abandon(Arc<AtomicBool>);
+
+impl Abandon {
+    /// The flag to hand to the call.
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.0.clone()
+    }
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// The compiler, linkers and limits shared by every plugin of a host.
 #[derive(Clone)]
 pub struct Runtime {
@@ -506,6 +525,10 @@ impl Runtime {
 
 /// Instances that can exist at once with the pooling allocator.
 const POOLED_INSTANCES: u32 = 1000;
+/// How much of a pooled linear memory is reset in place rather than decommitted.
+const KEEP_RESIDENT: usize = 2 << 20;
+/// Decommits gathered before one system call does them all.
+const DECOMMIT_BATCH: usize = 32;
 
 /// The engine: epoch interruption for deadlines, and the pooling allocator (memory
 /// and instance slots reserved once, so instantiating per call is cheap) unless the
@@ -530,7 +553,16 @@ fn engine(limits: &Limits) -> Result<Engine, wasmtime::Error> {
             .total_memories(POOLED_INSTANCES * 2)
             .total_tables(POOLED_INSTANCES * 2)
             .total_stacks(POOLED_INSTANCES)
-            .max_memory_size(largest);
+            .max_memory_size(largest)
+            // A slot going back to the pool is reset by rewriting the pages the
+            // instance touched (found with PAGEMAP_SCAN where the kernel has it), up to
+            // this much, instead of an madvise per instance: each madvise on a shared
+            // address space costs a TLB shootdown on every core.
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(64 << 10)
+            .pagemap_scan(wasmtime::Enabled::Auto)
+            // What must still be decommitted is done in batches.
+            .decommit_batch_size(DECOMMIT_BATCH);
         let mut pooled = config.clone();
         pooled
             .memory_reservation(largest as u64)

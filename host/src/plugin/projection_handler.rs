@@ -180,6 +180,9 @@ impl ProjectionHandler {
                 .call_setup(&mut *store)
                 .map_err(|e| call_error(None, e))?
                 .map_err(BatchError::Setup)?;
+            if let Some(reason) = db(store).lost() {
+                return Err(BatchError::Setup(reason.to_string()));
+            }
         }
         let mut checkpoint = batch.checkpoint;
         for (done, event) in batch.events.iter().enumerate() {
@@ -198,6 +201,14 @@ impl ProjectionHandler {
                     position: event.position,
                     reason,
                 })?;
+            // A guest that ignored the error of a statement that lost the batch still
+            // failed at this event.
+            if let Some(reason) = db(store).lost() {
+                return Err(BatchError::Apply {
+                    position: event.position,
+                    reason: reason.to_string(),
+                });
+            }
         }
         let db = db(store);
         if let Some(parked) = &batch.park {

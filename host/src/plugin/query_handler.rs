@@ -2,6 +2,7 @@
 //! pools of the projections it declared.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use serde_json::value::RawValue;
 use wasmtime::component::Component;
@@ -68,11 +69,13 @@ impl QueryHandler {
         name: &str,
         params: &str,
         reads: Vec<(String, Arc<ReadPool>)>,
+        abandoned: Arc<AtomicBool>,
     ) -> Result<Result<Box<RawValue>, Refusal>, CallError> {
         let mut store = self
             .runtime
             .store(self.name.clone(), self.limits, self.log_rate.clone());
         store.data_mut().reads = reads;
+        store.data_mut().abandoned = abandoned;
         let deadline = self.limits.deadline;
         set_deadline(&mut store, deadline);
         let fail = |e| CallError::from_wasmtime(&self.name, deadline, self.runtime.stopping(), e);

@@ -201,12 +201,17 @@ impl Queries {
         let handler = route.handler.clone();
         let query = name.to_string();
         let reads = access.into_iter().map(|a| (a.name, a.pool)).collect();
-        let answer = tokio::task::spawn_blocking(move || handler.call(&query, &params, reads))
-            .await
-            .map_err(|e| CallError::Trapped {
-                plugin: route.plugin.clone(),
-                reason: format!("host task failed: {e}"),
-            })??;
+        // A client that goes away drops this future: the guard then ends the call, and
+        // with it any statement it is running, instead of leaving it to its deadline.
+        let abandoned = crate::plugin::Abandon::default();
+        let call = abandoned.flag();
+        let answer =
+            tokio::task::spawn_blocking(move || handler.call(&query, &params, reads, call))
+                .await
+                .map_err(|e| CallError::Trapped {
+                    plugin: route.plugin.clone(),
+                    reason: format!("host task failed: {e}"),
+                })??;
         let body: Arc<RawValue> = Arc::from(answer.map_err(QueryError::Refused)?);
         self.cache
             .lock()

@@ -40,12 +40,16 @@ pub struct Budget {
     pub deadline: Instant,
     /// Set when the host is shutting down: every call ends now.
     pub stop: Arc<AtomicBool>,
+    /// Set when nobody waits for the call any more (its client went away).
+    pub abandoned: Arc<AtomicBool>,
 }
 
 impl Budget {
     /// True once the statement must end.
     pub fn spent(&self) -> bool {
-        self.stop.load(Ordering::Relaxed) || Instant::now() >= self.deadline
+        self.stop.load(Ordering::Relaxed)
+            || self.abandoned.load(Ordering::Relaxed)
+            || Instant::now() >= self.deadline
     }
 }
 

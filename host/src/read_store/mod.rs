@@ -35,7 +35,7 @@ const MAX_ROWS: usize = 10_000;
 /// The most bytes of text and blobs one guest query may return.
 const MAX_RESULT_BYTES: usize = 16 << 20;
 /// Read connections kept per projection version.
-const MAX_IDLE_READERS: usize = 8;
+const MAX_IDLE_READERS: usize = 32;
 
 /// A SQL value crossing between the host and a guest.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,6 +83,10 @@ pub enum ReadStoreError {
     /// (`disk_mb`) or a projection that keeps less.
     #[error("the projection's database reached its size bound of {} MiB", .bound >> 20)]
     SizeBound { bound: u64 },
+    /// SQLite rolled the batch's transaction back by itself (after a full database or
+    /// exhausted memory): the batch failed as a whole and is handled by policy.
+    #[error("the batch was rolled back: {0}")]
+    BatchLost(String),
     #[error("read store I/O error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -116,6 +120,11 @@ pub struct ProjectionDb {
     /// The deadline of the guest statement running, enforced by the progress handler.
     budget: BudgetSlot,
     bounds: SqlBounds,
+    /// A batch transaction is open.
+    in_batch: bool,
+    /// Why SQLite rolled the open batch back on its own (a full database, memory
+    /// exhausted): nothing more of the batch may run, and it must not commit.
+    lost: Option<String>,
     path: PathBuf,
 }
 
@@ -147,6 +156,7 @@ impl ProjectionDb {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(include_str!("internal.sql"))?;
         guest::limit(&conn, bounds)?;
+        crate::event_store::plan_once(&conn)?;
         // The size bound, in pages. A database already past it (the bound was lowered)
         // keeps its pages and cannot grow.
         let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
@@ -172,6 +182,8 @@ impl ProjectionDb {
             guest,
             budget,
             bounds,
+            in_batch: false,
+            lost: None,
             path: path.to_path_buf(),
         })
     }
@@ -192,12 +204,17 @@ impl ProjectionDb {
 
     /// Opens the batch transaction.
     pub fn begin(&mut self) -> Result<(), ReadStoreError> {
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.control("BEGIN IMMEDIATE")?;
+        self.in_batch = true;
+        self.lost = None;
         Ok(())
     }
 
     /// Commits the batch with its checkpoint (and the setup mark, once setup has run).
     pub fn commit(&mut self, position: u64, setup_done: bool) -> Result<(), ReadStoreError> {
+        if let Some(reason) = &self.lost {
+            return Err(ReadStoreError::BatchLost(reason.clone()));
+        }
         let bounds = self.bounds;
         let full = |e| guest::classify(e, bounds);
         self.conn
@@ -206,8 +223,38 @@ impl ProjectionDb {
                 (position as i64, setup_done as i64),
             )
             .map_err(full)?;
-        self.conn.execute_batch("COMMIT").map_err(full)?;
+        self.control("COMMIT").map_err(full)?;
+        self.in_batch = false;
         Ok(())
+    }
+
+    /// Why SQLite rolled back the open batch on its own, if it did: the batch failed,
+    /// whatever the guest made of the error.
+    pub fn lost(&self) -> Option<&str> {
+        self.lost.as_deref()
+    }
+
+    /// Runs one of the host's fixed transaction statements. Never from the statement
+    /// cache: that cache is the guest's, and a statement the host prepared there (with
+    /// the host's rights) would be handed to a guest sending the same text.
+    fn control(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.execute_batch(sql)
+    }
+
+    /// After a guest statement: if the batch's transaction is gone (SQLite rolls a
+    /// transaction back by itself on a full database or exhausted memory), the batch
+    /// is lost, and so are the guest's later statements, which would otherwise
+    /// commit on their own outside any batch.
+    fn check_batch<T>(&mut self, result: Result<T, ReadStoreError>) -> Result<T, ReadStoreError> {
+        if self.in_batch && self.lost.is_none() && self.conn.is_autocommit() {
+            let reason = match &result {
+                Err(error) => error.to_string(),
+                Ok(_) => "the batch's transaction ended inside a statement".to_string(),
+            };
+            self.lost = Some(reason.clone());
+            return Err(ReadStoreError::BatchLost(reason));
+        }
+        result
     }
 
     /// Parks an event inside the current batch: it commits with the checkpoint that
@@ -250,8 +297,10 @@ impl ProjectionDb {
     /// Abandons the batch: nothing of it stays.
     pub fn rollback(&mut self) {
         if !self.conn.is_autocommit() {
-            let _ = self.conn.execute_batch("ROLLBACK");
+            let _ = self.control("ROLLBACK");
         }
+        self.in_batch = false;
+        self.lost = None;
     }
 
     /// Runs a guest statement that returns no rows, within `budget`; returns the rows
@@ -265,13 +314,19 @@ impl ProjectionDb {
         if budget.spent() {
             return Err(ReadStoreError::Interrupted);
         }
-        let _guest = GuestMode::enter(&self.guest);
-        let _armed = self.budget.arm(budget);
-        let run = || -> rusqlite::Result<u64> {
-            let mut statement = self.conn.prepare_cached(sql)?;
-            Ok(statement.execute(params_from_iter(params))? as u64)
+        if let Some(reason) = &self.lost {
+            return Err(ReadStoreError::BatchLost(reason.clone()));
+        }
+        let result = {
+            let _guest = GuestMode::enter(&self.guest);
+            let _armed = self.budget.arm(budget);
+            let run = || -> rusqlite::Result<u64> {
+                let mut statement = self.conn.prepare_cached(sql)?;
+                Ok(statement.execute(params_from_iter(params))? as u64)
+            };
+            run().map_err(|e| guest::classify(e, self.bounds))
         };
-        run().map_err(|e| guest::classify(e, self.bounds))
+        self.check_batch(result)
     }
 
     /// Runs a guest statement within `budget` and returns its rows.
@@ -284,9 +339,15 @@ impl ProjectionDb {
         if budget.spent() {
             return Err(ReadStoreError::Interrupted);
         }
-        let _guest = GuestMode::enter(&self.guest);
-        let _armed = self.budget.arm(budget);
-        query(&self.conn, sql, params).map_err(|e| e.classified(self.bounds))
+        if let Some(reason) = &self.lost {
+            return Err(ReadStoreError::BatchLost(reason.clone()));
+        }
+        let result = {
+            let _guest = GuestMode::enter(&self.guest);
+            let _armed = self.budget.arm(budget);
+            query(&self.conn, sql, params).map_err(|e| e.classified(self.bounds))
+        };
+        self.check_batch(result)
     }
 }
 
@@ -422,6 +483,7 @@ impl ReadPool {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "query_only", true)?;
         guest::limit(&conn, SqlBounds::default())?;
+        crate::event_store::plan_once(&conn)?;
         conn.authorizer(Some(|context: AuthContext<'_>| authorize_read(&context)))?;
         let budget = BudgetSlot::default();
         budget.install(&mut conn)?;

@@ -15,6 +15,7 @@ fn budget(within: Duration) -> Budget {
     Budget {
         deadline: Instant::now() + within,
         stop: Arc::new(AtomicBool::new(false)),
+        abandoned: Arc::new(AtomicBool::new(false)),
     }
 }
 
@@ -217,6 +218,43 @@ const TRICKS: &[&str] = &[
     "DROP TRIGGER ti",
 ];
 
+/// The host's own statements, sent by a guest word for word, are refused: the
+/// statement cache is the guest's alone, so nothing the host prepared with its rights
+/// can be handed to a guest.
+#[test]
+fn the_hosts_own_statements_are_refused_to_a_guest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = open(&dir, SqlBounds::default());
+    db.begin().unwrap();
+    db.commit(5, true).unwrap();
+    db.begin().unwrap();
+    let budget = budget(Duration::from_secs(5));
+    let int = SqlValue::Integer;
+    for (statement, params) in [
+        (include_str!("update_checkpoint.sql"), vec![int(0), int(0)]),
+        (include_str!("delete_parked.sql"), vec![int(1)]),
+        (
+            include_str!("insert_parked.sql"),
+            vec![
+                int(1),
+                SqlValue::Text("x".into()),
+                SqlValue::Text("y".into()),
+                SqlValue::Text("z".into()),
+            ],
+        ),
+        ("COMMIT", vec![]),
+        ("ROLLBACK", vec![]),
+        ("BEGIN IMMEDIATE", vec![]),
+    ] {
+        let outcome = db.execute(statement, &params, &budget);
+        assert!(outcome.is_err(), "{statement} was allowed to a guest");
+        assert!(db.lost().is_none(), "{statement} ended the batch");
+    }
+    db.commit(6, true).unwrap();
+    assert_eq!(db.state().unwrap(), (6, true));
+    assert!(db.parked().unwrap().is_empty());
+}
+
 /// Runs random sequences of [`TRICKS`] as guest statements between the host's own
 /// commits, reopening the database now and then as a restart would, and checks that
 /// the host always reads back exactly what it wrote.
@@ -232,7 +270,11 @@ fn no_sequence_of_guest_statements_reaches_the_hosts_tables() {
         for _ in 0..rng.usize(1..6) {
             let statement = TRICKS[rng.usize(..TRICKS.len())];
             // Whatever the guest's statement does, allowed or not, is its own affair.
-            let _ = db.execute(statement, &[], &budget(Duration::from_secs(5)));
+            let outcome = db.execute(statement, &[], &budget(Duration::from_secs(5)));
+            assert!(
+                db.lost().is_none(),
+                "{statement} ended the batch's transaction: {outcome:?}"
+            );
         }
         position += 1;
         if rng.u8(..4) == 0 {
