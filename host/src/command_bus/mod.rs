@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::event_store::{
     AppendError, AppendOutcome, AppendRequest, Commit, EventStore, Idempotency, IdempotentCommit,
-    Metadata, NewEvent, StoreError,
+    Metadata, NewEvent, RecordedEvent, Snapshot, StoreError,
 };
 use crate::plugin::{CallError, Command, CommandRoute, Plugins, Refusal};
 
@@ -34,6 +34,9 @@ const MAX_ATTEMPTS: u32 = 32;
 const STATE_CACHE_CAPACITY: usize = 100_000;
 /// The most bytes of states the cache holds, all streams together.
 const STATE_CACHE_BYTES: usize = 64 << 20;
+/// A stream's state is kept as a snapshot once this many events were folded since its
+/// last one: a restart then folds at most this many events per stream.
+const SNAPSHOT_EVERY: u64 = 100;
 /// The longest an aggregate id may be.
 const MAX_AGGREGATE_ID: usize = 256;
 
@@ -240,9 +243,8 @@ impl CommandBus {
         // One blocking hop for the whole decision: read what the cached state lacks,
         // fold it and decide, on the same thread.
         let (folded, decision) = tokio::task::spawn_blocking(move || {
-            let newer = store
-                .read_stream_blocking(&stream_name, cached.version, usize::MAX)
-                .map_err(Decide::Store)?;
+            let (cached, newer) =
+                unfolded(store.as_ref(), &stream_name, cached).map_err(Decide::Store)?;
             let mut session = handler.session()?;
             let mut state = cached.state;
             let mut version = cached.version;
@@ -250,12 +252,25 @@ impl CommandBus {
                 state = Some(Arc::from(session.apply(state.as_deref(), event)?));
                 version = event.version;
             }
+            let mut snapshot = cached.snapshot;
+            if let Some(folded) = &state
+                && version >= snapshot + SNAPSHOT_EVERY
+            {
+                store.save_snapshot(Snapshot {
+                    stream: stream_name,
+                    digest: cached.digest.clone(),
+                    version,
+                    state: folded.to_string(),
+                });
+                snapshot = version;
+            }
             let decision = session.handle(state.as_deref(), &command)?;
             Ok::<_, Decide>((
                 CachedState {
                     digest: cached.digest,
                     version,
                     state,
+                    snapshot,
                 },
                 decision,
             ))
@@ -272,6 +287,52 @@ impl CommandBus {
         let version = folded.version;
         self.states.put(stream.to_string(), folded);
         Ok((version, decision))
+    }
+}
+
+/// The state to start from and the events to fold into it. A stream the cache does not
+/// hold starts from its latest snapshot by the same code, if it is long enough to have
+/// one: a short (or new) stream costs one read, as before.
+fn unfolded(
+    store: &dyn EventStore,
+    stream: &str,
+    cached: CachedState,
+) -> Result<(CachedState, Vec<RecordedEvent>), StoreError> {
+    if cached.version > 0 {
+        let newer = store.read_stream_blocking(stream, cached.version, usize::MAX)?;
+        return Ok((cached, newer));
+    }
+    let short = SNAPSHOT_EVERY as usize;
+    let mut first = store.read_stream_blocking(stream, 0, short)?;
+    if first.len() < short {
+        return Ok((cached, first));
+    }
+    let restored = restore(store, stream, cached);
+    if restored.version > 0 {
+        let newer = store.read_stream_blocking(stream, restored.version, usize::MAX)?;
+        return Ok((restored, newer));
+    }
+    let after = first.last().map_or(0, |event| event.version);
+    first.extend(store.read_stream_blocking(stream, after, usize::MAX)?);
+    Ok((restored, first))
+}
+
+/// The latest snapshot of `stream` by the same code, if any. One that cannot be read,
+/// or is not JSON, is passed over: the fold from the start gives the same state, only
+/// later.
+fn restore(store: &dyn EventStore, stream: &str, cached: CachedState) -> CachedState {
+    match store.snapshot_blocking(stream, &cached.digest) {
+        Ok(Some(snapshot)) if crate::json::check(&snapshot.state).is_ok() => CachedState {
+            digest: cached.digest,
+            version: snapshot.version,
+            state: Some(Arc::from(snapshot.state)),
+            snapshot: snapshot.version,
+        },
+        Ok(_) => cached,
+        Err(error) => {
+            tracing::debug!(%stream, %error, "snapshot not read; folding from the start");
+            cached
+        }
     }
 }
 

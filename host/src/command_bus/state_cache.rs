@@ -20,6 +20,8 @@ pub struct CachedState {
     pub version: u64,
     /// None before the first event.
     pub state: Option<Arc<str>>,
+    /// The version of the latest snapshot kept of this stream (0: none).
+    pub snapshot: u64,
 }
 
 impl CachedState {
@@ -64,6 +66,7 @@ impl StateCache {
                 digest: digest.to_string(),
                 version: 0,
                 state: None,
+                snapshot: 0,
             },
         }
     }
@@ -113,6 +116,7 @@ mod tests {
             digest: "d".into(),
             version,
             state: Some(text.into()),
+            snapshot: 0,
         }
     }
 

@@ -58,6 +58,20 @@ pub struct RecordedEvent {
     pub timestamp: String,
 }
 
+/// An aggregate's state as a handler folded it, kept so that a command on a long stream
+/// after a restart folds only the events since. Only a cache: keyed by the digest of
+/// the code that folded it, never read by other code, and safe to delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub stream: String,
+    /// sha256 of the handler's code, hex.
+    pub digest: String,
+    /// The stream version the state includes.
+    pub version: u64,
+    /// The state, JSON.
+    pub state: String,
+}
+
 /// An idempotency key, stored in the same transaction as the append it belongs to.
 #[derive(Debug, Clone)]
 pub struct Idempotency {
@@ -174,6 +188,15 @@ pub trait EventStore: Send + Sync + 'static {
         after_version: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The latest snapshot of `stream` folded by code `digest`, on the calling thread.
+    fn snapshot_blocking(&self, stream: &str, digest: &str)
+    -> Result<Option<Snapshot>, StoreError>;
+
+    /// Keeps a snapshot, later and at no cost to appends (it may ride along with the
+    /// next group commit). Best effort: a snapshot that is never written only costs a
+    /// longer fold.
+    fn save_snapshot(&self, snapshot: Snapshot);
 
     /// The global log after `after_position`, at most `limit` events.
     async fn read_all(

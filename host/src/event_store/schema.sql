@@ -26,3 +26,14 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     last_position   INTEGER NOT NULL,
     created_at      TEXT    NOT NULL
 ) WITHOUT ROWID;
+
+-- Aggregate states folded by a command handler, keyed by the stream and the digest of
+-- the code that folded them: a cache, never a source of truth. New code never reads
+-- an old code's state (its digest differs), and deleting rows changes no answer.
+CREATE TABLE IF NOT EXISTS snapshots (
+    stream   TEXT    NOT NULL,
+    digest   TEXT    NOT NULL,
+    version  INTEGER NOT NULL,
+    state    TEXT    NOT NULL,
+    PRIMARY KEY (stream, digest)
+) WITHOUT ROWID;

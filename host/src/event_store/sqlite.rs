@@ -17,7 +17,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::{
     AppendError, AppendOutcome, AppendRequest, Commit, Durability, EventStore, IdempotentCommit,
-    RecordedEvent, StoreError,
+    RecordedEvent, Snapshot, StoreError,
 };
 
 /// The most appends one group commit takes. Bounds the latency a full queue adds.
@@ -26,6 +26,8 @@ const MAX_GROUP: usize = 512;
 /// under load, so that connections (and their statement caches) are not opened and
 /// closed per request.
 const MAX_IDLE_READERS: usize = 128;
+/// Snapshots waiting for the writer at most; more are dropped (they are only a cache).
+const MAX_PENDING_SNAPSHOTS: usize = 4096;
 /// How often an idle writer checks for commits by other processes on the same file.
 const FOREIGN_COMMIT_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 /// How long a connection waits for another process's lock before failing.
@@ -45,6 +47,8 @@ pub struct SqliteEventStore {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
+    /// Snapshots waiting for the writer.
+    snapshots: std::sync::Arc<Mutex<Vec<Snapshot>>>,
     head: watch::Receiver<u64>,
 }
 
@@ -78,14 +82,17 @@ impl SqliteEventStore {
         let head: i64 = conn.query_row(include_str!("select_head.sql"), [], |r| r.get(0))?;
         let (head_tx, head_rx) = watch::channel(head as u64);
         let (jobs_tx, jobs_rx) = mpsc::channel();
+        let snapshots = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let pending = snapshots.clone();
         let writer = std::thread::Builder::new()
             .name("event-store-writer".into())
-            .spawn(move || write_loop(conn, jobs_rx, head_tx))?;
+            .spawn(move || write_loop(conn, jobs_rx, head_tx, &pending))?;
         Ok(SqliteEventStore {
             path: path.to_path_buf(),
             jobs: Mutex::new(Some(jobs_tx)),
             writer: Mutex::new(Some(writer)),
             readers: Mutex::new(Vec::new()),
+            snapshots,
             head: head_rx,
         })
     }
@@ -222,6 +229,35 @@ impl EventStore for SqliteEventStore {
         self.read_now(|conn| select_stream(conn, stream, after_version, limit))
     }
 
+    fn snapshot_blocking(
+        &self,
+        stream: &str,
+        digest: &str,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        self.read_now(|conn| {
+            let found = conn
+                .prepare_cached(include_str!("select_snapshot.sql"))?
+                .query_row([stream, digest], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })
+                .optional()?;
+            Ok(found.map(|(version, state)| Snapshot {
+                stream: stream.to_string(),
+                digest: digest.to_string(),
+                version: version as u64,
+                state,
+            }))
+        })
+    }
+
+    fn save_snapshot(&self, snapshot: Snapshot) {
+        let mut pending = self.snapshots.lock().expect("snapshots lock");
+        // A bound, so that a writer that cannot keep up sheds snapshots, not memory.
+        if pending.len() < MAX_PENDING_SNAPSHOTS {
+            pending.push(snapshot);
+        }
+    }
+
     async fn read_all(
         &self,
         after_position: u64,
@@ -252,12 +288,21 @@ impl EventStore for SqliteEventStore {
 /// The writer thread: takes appends in groups and commits each group at once. While
 /// idle it watches for commits by other processes sharing the file, so the head it
 /// publishes is the store's, not only this host's.
-fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, head: watch::Sender<u64>) {
+fn write_loop(
+    mut conn: Connection,
+    jobs: mpsc::Receiver<Job>,
+    head: watch::Sender<u64>,
+    snapshots: &Mutex<Vec<Snapshot>>,
+) {
     let mut data_version = read_data_version(&conn);
     loop {
         let first = match jobs.recv_timeout(FOREIGN_COMMIT_POLL) {
             Ok(job) => job,
             Err(mpsc::RecvTimeoutError::Timeout) => {
+                // Quiet: snapshots left over get a transaction of their own.
+                if flush_snapshots(&conn, snapshots) {
+                    data_version = read_data_version(&conn);
+                }
                 let version = read_data_version(&conn);
                 if version != data_version {
                     data_version = version;
@@ -269,7 +314,10 @@ fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, head: watch::Send
                 }
                 continue;
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                flush_snapshots(&conn, snapshots);
+                break;
+            }
         };
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -278,7 +326,8 @@ fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, head: watch::Send
                 Err(_) => break,
             }
         }
-        let outcomes = commit_group(&mut conn, &group);
+        let riders = std::mem::take(&mut *snapshots.lock().expect("snapshots lock"));
+        let outcomes = commit_group(&mut conn, &group, &riders);
         let new_head = outcomes
             .iter()
             .filter_map(|outcome| match outcome {
@@ -322,7 +371,43 @@ fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
-fn commit_group(conn: &mut Connection, group: &[Job]) -> Vec<Result<AppendOutcome, AppendError>> {
+/// Writes the snapshots waiting, in a transaction of their own; true if there were any.
+fn flush_snapshots(conn: &Connection, snapshots: &Mutex<Vec<Snapshot>>) -> bool {
+    let left = std::mem::take(&mut *snapshots.lock().expect("snapshots lock"));
+    if left.is_empty() {
+        return false;
+    }
+    let written = control(conn, "BEGIN IMMEDIATE")
+        .and_then(|()| write_snapshots(conn, &left))
+        .and_then(|()| control(conn, "COMMIT"));
+    if let Err(error) = written {
+        tracing::debug!(%error, "snapshots not written");
+        if !conn.is_autocommit() {
+            let _ = control(conn, "ROLLBACK");
+        }
+    }
+    true
+}
+
+/// Writes snapshots inside the open transaction; a newer stored one is kept.
+fn write_snapshots(conn: &Connection, snapshots: &[Snapshot]) -> rusqlite::Result<()> {
+    let mut upsert = conn.prepare_cached(include_str!("upsert_snapshot.sql"))?;
+    for snapshot in snapshots {
+        upsert.execute(params![
+            snapshot.stream,
+            snapshot.digest,
+            as_sql(snapshot.version),
+            snapshot.state,
+        ])?;
+    }
+    Ok(())
+}
+
+fn commit_group(
+    conn: &mut Connection,
+    group: &[Job],
+    snapshots: &[Snapshot],
+) -> Vec<Result<AppendOutcome, AppendError>> {
     let fail_all = |error: rusqlite::Error| -> Vec<Result<AppendOutcome, AppendError>> {
         let message = error.to_string();
         tracing::error!(error = %message, appends = group.len(), "group commit failed");
@@ -358,6 +443,21 @@ fn commit_group(conn: &mut Connection, group: &[Job]) -> Vec<Result<AppendOutcom
             Err(error) => Err(AppendError::Store(error.into())),
         };
         outcomes.push(outcome);
+    }
+    // Snapshots ride along under a savepoint of their own: one that fails to be
+    // written is dropped and takes no append with it.
+    if !snapshots.is_empty() && control(conn, "SAVEPOINT snapshots").is_ok() {
+        let finished = match write_snapshots(conn, snapshots) {
+            Ok(()) => control(conn, "RELEASE snapshots"),
+            Err(error) => {
+                tracing::debug!(%error, "snapshots not written");
+                control(conn, "ROLLBACK TO snapshots")
+                    .and_then(|()| control(conn, "RELEASE snapshots"))
+            }
+        };
+        if let Err(error) = finished {
+            tracing::debug!(%error, "snapshot savepoint");
+        }
     }
     if let Err(error) = control(conn, "COMMIT") {
         if !conn.is_autocommit() {
