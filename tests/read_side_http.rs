@@ -419,6 +419,41 @@ async fn the_query_cache_hits_until_a_command_moves_the_read_models() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_misses_on_one_answer_make_one_call() {
+    let host = start().await;
+    command(&host, "open-account", "sf", json!({ "owner": "ada" })).await;
+    read_side::wait_live(&host.client, &host.url, &["account-balance", "bank-totals"])
+        .await
+        .expect("live");
+    // Many clients ask the same uncached question at once: one of them calls the
+    // handler, the others wait for its answer (single flight).
+    let asks: Vec<_> = (0..24).map(|_| get(&host, "totals", "", &[])).collect();
+    let replies = futures::future::join_all(asks).await;
+    let first = replies[0].ok().clone();
+    for reply in &replies {
+        assert_eq!(reply.ok(), &first);
+    }
+    let misses = replies
+        .iter()
+        .filter(|r| r.header("tessera-cache") == Some("miss"))
+        .count();
+    assert_eq!(misses, 1, "every ask but one is answered by the one call");
+    let listed = host.get("/queries").await.expect("GET /queries");
+    let totals = listed.1["queries"]
+        .as_array()
+        .expect("queries")
+        .iter()
+        .find(|q| q["name"] == "totals")
+        .cloned()
+        .expect("totals listed");
+    assert_eq!(
+        totals["cache"],
+        json!({ "hits": 23, "misses": 1 }),
+        "{totals}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn projections_are_listed_with_their_progress() {
     let host = start().await;
     for i in 0..5 {

@@ -262,7 +262,7 @@ pub enum LoadError {
 }
 
 /// A call into a plugin failed. The instance is dropped; the host keeps serving.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
     /// The guest trapped (a panic, an out-of-bounds access, memory exhausted...).
     #[error("plugin {plugin} trapped: {reason}")]

@@ -11,12 +11,10 @@
 //! cache never serves data older than the freshness it reports.
 
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lru::LruCache;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -27,8 +25,6 @@ use crate::projection::{Projections, wait_all};
 
 /// How often a query waiting for a projection to become readable looks again.
 const READY_POLL: Duration = Duration::from_millis(10);
-/// Query results kept, at most.
-const CACHE_CAPACITY: usize = 10_000;
 /// The most bytes of answers kept; the least recently used go first.
 const CACHE_BYTES: usize = 64 << 20;
 /// Answers larger than this are not cached: one would crowd out many small ones.
@@ -46,7 +42,7 @@ pub struct Answer {
 }
 
 /// Why a query was not answered.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum QueryError {
     /// No handler answers this query name.
     #[error("no plugin answers the query {0:?}")]
@@ -88,30 +84,18 @@ struct CacheKey {
     checkpoints: Vec<(crate::projection::VersionKey, u64, u64)>,
 }
 
-/// Cached answers, bounded in count and in bytes.
-#[derive(Debug)]
-struct Cache {
-    entries: LruCache<CacheKey, Arc<RawValue>>,
-    bytes: usize,
-}
+/// Cached answers, bounded in bytes (answers and keys), least recently used out
+/// first. Concurrent misses on one key are answered by one call (single flight).
+type Cache = moka::future::Cache<CacheKey, Arc<RawValue>>;
 
-impl Cache {
-    fn put(&mut self, key: CacheKey, body: Arc<RawValue>) {
-        let size = body.get().len();
-        if size > CACHE_LARGEST {
-            return;
-        }
-        if let Some((_, evicted)) = self.entries.push(key, body) {
-            self.bytes -= evicted.get().len();
-        }
-        self.bytes += size;
-        while self.bytes > CACHE_BYTES {
-            match self.entries.pop_lru() {
-                Some((_, evicted)) => self.bytes -= evicted.get().len(),
-                None => break,
-            }
-        }
-    }
+fn new_cache() -> Cache {
+    moka::future::Cache::builder()
+        .max_capacity(CACHE_BYTES as u64)
+        .weigher(|key: &CacheKey, body: &Arc<RawValue>| {
+            let bytes = 64 + key.query.len() + key.params.len() + body.get().len();
+            u32::try_from(bytes).unwrap_or(u32::MAX)
+        })
+        .build()
 }
 
 /// Answers queries.
@@ -120,7 +104,7 @@ pub struct Queries {
     store: Arc<dyn EventStore>,
     plugins: Arc<Plugins>,
     projections: Arc<Projections>,
-    cache: Mutex<Cache>,
+    cache: Cache,
     counters: Mutex<HashMap<String, Arc<Counters>>>,
 }
 
@@ -134,10 +118,7 @@ impl Queries {
             store,
             plugins,
             projections,
-            cache: Mutex::new(Cache {
-                entries: LruCache::new(NonZeroUsize::new(CACHE_CAPACITY).expect("non-zero")),
-                bytes: 0,
-            }),
+            cache: new_cache(),
             counters: Mutex::default(),
         }
     }
@@ -181,47 +162,50 @@ impl Queries {
             checkpoints,
         };
         let counters = self.counters(name);
-        if let Some(body) = self
-            .cache
-            .lock()
-            .expect("cache lock")
-            .entries
-            .get(&key)
-            .cloned()
-        {
-            counters.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(Answer {
-                body,
-                position,
-                head: head.max(position),
-                cached: true,
-            });
-        }
-        counters.misses.fetch_add(1, Ordering::Relaxed);
         let handler = route.handler.clone();
         let query = name.to_string();
-        let reads = access.into_iter().map(|a| (a.name, a.pool)).collect();
-        // A client that goes away drops this future: the guard then ends the call, and
-        // with it any statement it is running, instead of leaving it to its deadline.
-        let abandoned = crate::plugin::Abandon::default();
-        let call = abandoned.flag();
-        let answer =
-            tokio::task::spawn_blocking(move || handler.call(&query, &params, reads, call))
-                .await
-                .map_err(|e| CallError::Trapped {
-                    plugin: route.plugin.clone(),
-                    reason: format!("host task failed: {e}"),
-                })??;
-        let body: Arc<RawValue> = Arc::from(answer.map_err(QueryError::Refused)?);
-        self.cache
-            .lock()
-            .expect("cache lock")
-            .put(key, body.clone());
+        let reads: Vec<_> = access.into_iter().map(|a| (a.name, a.pool)).collect();
+        let plugin = route.plugin.clone();
+        let call = async move {
+            // A client that goes away drops this future: the guard then ends the call,
+            // and with it any statement it runs, instead of leaving it to its deadline.
+            // (Another caller waiting on the same answer then makes the call itself.)
+            let abandoned = crate::plugin::Abandon::default();
+            let flag = abandoned.flag();
+            let answer =
+                tokio::task::spawn_blocking(move || handler.call(&query, &params, reads, flag))
+                    .await
+                    .map_err(|e| CallError::Trapped {
+                        plugin,
+                        reason: format!("host task failed: {e}"),
+                    })??;
+            drop(abandoned);
+            answer
+                .map(Arc::<RawValue>::from)
+                .map_err(QueryError::Refused)
+        };
+        let entry = self
+            .cache
+            .entry(key.clone())
+            .or_try_insert_with(call)
+            .await
+            .map_err(Arc::unwrap_or_clone)?;
+        let cached = !entry.is_fresh();
+        let body = entry.into_value();
+        if cached {
+            counters.hits.fetch_add(1, Ordering::Relaxed);
+        } else {
+            counters.misses.fetch_add(1, Ordering::Relaxed);
+            if body.get().len() > CACHE_LARGEST {
+                // One large answer would crowd out many small ones.
+                self.cache.invalidate(&key).await;
+            }
+        }
         Ok(Answer {
             body,
             position,
             head: head.max(position),
-            cached: false,
+            cached,
         })
     }
 
