@@ -311,22 +311,10 @@ impl ProjectionDb {
         params: &[SqlValue],
         budget: &Budget,
     ) -> Result<u64, ReadStoreError> {
-        if budget.spent() {
-            return Err(ReadStoreError::Interrupted);
-        }
-        if let Some(reason) = &self.lost {
-            return Err(ReadStoreError::BatchLost(reason.clone()));
-        }
-        let result = {
-            let _guest = GuestMode::enter(&self.guest);
-            let _armed = self.budget.arm(budget);
-            let run = || -> rusqlite::Result<u64> {
-                let mut statement = self.conn.prepare_cached(sql)?;
-                Ok(statement.execute(params_from_iter(params))? as u64)
-            };
-            run().map_err(|e| guest::classify(e, self.bounds))
-        };
-        self.check_batch(result)
+        self.as_guest(budget, |conn| {
+            let mut statement = conn.prepare_cached(sql)?;
+            Ok(statement.execute(params_from_iter(params))? as u64)
+        })
     }
 
     /// Runs a guest statement within `budget` and returns its rows.
@@ -336,6 +324,16 @@ impl ProjectionDb {
         params: &[SqlValue],
         budget: &Budget,
     ) -> Result<Rows, ReadStoreError> {
+        self.as_guest(budget, |conn| query(conn, sql, params))
+    }
+
+    /// Runs `statement` under the guest's rules: its budget armed, the guest
+    /// authorizer on, and the batch checked afterwards.
+    fn as_guest<T>(
+        &mut self,
+        budget: &Budget,
+        statement: impl FnOnce(&Connection) -> Result<T, ReadStoreError>,
+    ) -> Result<T, ReadStoreError> {
         if budget.spent() {
             return Err(ReadStoreError::Interrupted);
         }
@@ -345,7 +343,7 @@ impl ProjectionDb {
         let result = {
             let _guest = GuestMode::enter(&self.guest);
             let _armed = self.budget.arm(budget);
-            query(&self.conn, sql, params).map_err(|e| e.classified(self.bounds))
+            statement(&self.conn).map_err(|e| e.classified(self.bounds))
         };
         self.check_batch(result)
     }
