@@ -382,10 +382,8 @@ impl AggregateTest {
     /// Folds the given events and decides on the command.
     pub fn when(self, command: &str, payload: Value) -> Then {
         let mut session = self.handler.session().expect("instance");
-        let mut state: Option<String> = None;
-        for event in &self.given {
-            state = Some(session.apply(state.as_deref(), event).expect("apply"));
-        }
+        // As the command bus does: one fold of the whole stream.
+        let state = session.fold(None, &self.given).expect("fold");
         let decision = session
             .handle(
                 state.as_deref(),

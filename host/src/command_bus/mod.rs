@@ -246,12 +246,9 @@ impl CommandBus {
             let (cached, newer) =
                 unfolded(store.as_ref(), &stream_name, cached).map_err(Decide::Store)?;
             let mut session = handler.session()?;
-            let mut state = cached.state;
-            let mut version = cached.version;
-            for event in &newer {
-                state = Some(Arc::from(session.apply(state.as_deref(), event)?));
-                version = event.version;
-            }
+            // One guest call for all of them (0.2.0 handlers; 0.1.0 ones fold per event).
+            let state = session.fold(cached.state, &newer)?;
+            let version = newer.last().map_or(cached.version, |event| event.version);
             let mut snapshot = cached.snapshot;
             if let Some(folded) = &state
                 && version >= snapshot + SNAPSHOT_EVERY

@@ -630,14 +630,15 @@ fn raw_event(row: &Row<'_>) -> rusqlite::Result<RawEvent> {
 
 impl RawEvent {
     fn decode(self) -> Result<RecordedEvent, StoreError> {
+        let position = self.position;
         let corrupt = |what: &str, e: serde_json::Error| {
-            StoreError::Corrupt(format!("event {} {what}: {e}", self.position))
+            StoreError::Corrupt(format!("event {position} {what}: {e}"))
         };
         Ok(RecordedEvent {
-            position: self.position as u64,
+            position: position as u64,
             version: self.version as u64,
-            data: RawValue::from_string(self.data.clone()).map_err(|e| corrupt("data", e))?,
             metadata: serde_json::from_str(&self.metadata).map_err(|e| corrupt("metadata", e))?,
+            data: RawValue::from_string(self.data).map_err(|e| corrupt("data", e))?,
             stream: self.stream,
             event_type: self.event_type,
             timestamp: self.timestamp,

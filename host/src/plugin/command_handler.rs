@@ -1,4 +1,8 @@
 //! Calling a command handler: the `aggregate` interface's fold and decision.
+//!
+//! A 0.1.0 handler folds one event per call (`apply`); a 0.2.0 handler folds a list of
+//! events per call (`fold`), so bringing a stream up to date costs one call however
+//! many events it takes. [`CommandSession::fold`] hides the difference.
 
 use std::sync::Arc;
 
@@ -6,12 +10,13 @@ use serde_json::value::RawValue;
 use wasmtime::Store;
 use wasmtime::component::Component;
 
-use super::bindings::command::exports::tessera::plugin::aggregate as wit_aggregate;
-use super::bindings::command::{CommandHandler as Bindings, CommandHandlerPre};
+use super::bindings::v0_1::command::exports::tessera::plugin0_1_0::aggregate as aggregate_v0_1;
+use super::bindings::v0_2::command::exports::tessera::plugin0_2_0::aggregate as aggregate_v0_2;
+use super::bindings::{v0_1, v0_2};
 use super::host::{HostState, LogRate};
 use super::{
-    CallError, CallLimits, Description, LoadError, PluginKind, Refusal, Runtime, describe_plugin,
-    pre_instantiate, quote, set_deadline, wit, wrong_world,
+    CallError, CallLimits, Contract, Description, LoadError, PluginKind, Refusal, Runtime,
+    describe_plugin, pre_instantiate, quote, set_deadline, wit, wrong_world,
 };
 use crate::event_store::{Metadata, RecordedEvent};
 
@@ -21,13 +26,44 @@ pub struct CommandHandler {
     runtime: Runtime,
     limits: CallLimits,
     log_rate: Arc<LogRate>,
-    pre: CommandHandlerPre<HostState>,
+    pre: Pre,
+}
+
+/// The linked component, by contract.
+enum Pre {
+    V0_1(v0_1::command::CommandHandlerPre<HostState>),
+    V0_2(v0_2::command::CommandHandlerPre<HostState>),
+}
+
+/// One instance's exports, by contract.
+enum Bindings {
+    V0_1(v0_1::command::CommandHandler),
+    V0_2(v0_2::command::CommandHandler),
+}
+
+impl Pre {
+    fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Bindings> {
+        Ok(match self {
+            Pre::V0_1(pre) => Bindings::V0_1(pre.instantiate(store)?),
+            Pre::V0_2(pre) => Bindings::V0_2(pre.instantiate(store)?),
+        })
+    }
+}
+
+impl Bindings {
+    fn describe(&self, store: &mut Store<HostState>) -> wasmtime::Result<wit::PluginInfo> {
+        match self {
+            Bindings::V0_1(b) => b.tessera_plugin0_1_0_aggregate().call_describe(store),
+            Bindings::V0_2(b) => b.tessera_plugin0_2_0_aggregate().call_describe(store),
+        }
+    }
 }
 
 impl std::fmt::Debug for CommandHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CommandHandler")
             .field("name", &self.name)
+            .field("contract", &self.contract())
             .finish_non_exhaustive()
     }
 }
@@ -46,16 +82,20 @@ pub struct Command {
 pub type Decision = Result<Vec<(String, Box<RawValue>)>, Refusal>;
 
 impl CommandHandler {
-    pub(super) fn link(runtime: Runtime, component: &Component) -> Result<Self, LoadError> {
-        let pre = pre_instantiate(
-            &runtime.inner.command_linker,
-            component,
-            PluginKind::CommandHandler,
-        )?;
-        let pre =
-            CommandHandlerPre::new(pre).map_err(|e| wrong_world(PluginKind::CommandHandler, e))?;
+    pub(super) fn link(
+        runtime: Runtime,
+        component: &Component,
+        contract: Contract,
+    ) -> Result<Self, LoadError> {
+        let kind = PluginKind::CommandHandler;
+        let pre = pre_instantiate(runtime.linker(kind, contract), component, kind)?;
+        let pre = match contract {
+            Contract::V0_1 => v0_1::command::CommandHandlerPre::new(pre).map(Pre::V0_1),
+            Contract::V0_2 => v0_2::command::CommandHandlerPre::new(pre).map(Pre::V0_2),
+        }
+        .map_err(|e| wrong_world(kind, e))?;
         Ok(CommandHandler {
-            name: Arc::from(PluginKind::CommandHandler.to_string()),
+            name: Arc::from(kind.to_string()),
             limits: runtime.limits().describing(),
             log_rate: Arc::default(),
             runtime,
@@ -63,13 +103,22 @@ impl CommandHandler {
         })
     }
 
+    /// The version of the contract the plugin implements.
+    pub fn contract(&self) -> Contract {
+        match self.pre {
+            Pre::V0_1(_) => Contract::V0_1,
+            Pre::V0_2(_) => Contract::V0_2,
+        }
+    }
+
     /// Asks the plugin what it is, and names it after the answer.
     pub(super) fn describe(&mut self) -> Result<Description, LoadError> {
         let (description, name, limits) = describe_plugin(
             &self.runtime,
             PluginKind::CommandHandler,
+            self.contract(),
             |store| self.pre.instantiate(store),
-            |bindings, store| bindings.tessera_plugin_aggregate().call_describe(store),
+            |bindings, store| bindings.describe(store),
         )?;
         self.name = name;
         self.limits = limits;
@@ -92,6 +141,7 @@ impl CommandHandler {
             runtime: self.runtime.clone(),
             store,
             bindings,
+            calls: 0,
         })
     }
 }
@@ -103,6 +153,8 @@ pub struct CommandSession {
     runtime: Runtime,
     store: Store<HostState>,
     bindings: Bindings,
+    /// Calls made into the guest so far (`describe` aside).
+    calls: u64,
 }
 
 impl std::fmt::Debug for CommandSession {
@@ -123,27 +175,90 @@ impl CommandSession {
         )
     }
 
-    /// Folds one event into `state` (none before the first event). The new state must
-    /// be JSON, like everything else a guest hands the host.
+    /// Folds `events` (in stream order) into `state`, none before the stream's first
+    /// event, and returns the state after the last one (`state` itself when there are
+    /// no events). A 0.2.0 handler folds them in one call (a list too large to hand
+    /// over at once, past an eighth of the instance's memory bound, in one call per
+    /// such slice), a 0.1.0 handler in one call per event. Each call has the call
+    /// deadline. The new state must be JSON, like everything else a guest hands the
+    /// host.
+    pub fn fold(
+        &mut self,
+        state: Option<Arc<str>>,
+        events: &[RecordedEvent],
+    ) -> Result<Option<Arc<str>>, CallError> {
+        let mut state = state;
+        let mut rest = events;
+        while !rest.is_empty() {
+            let take = match self.bindings {
+                Bindings::V0_1(_) => 1,
+                Bindings::V0_2(_) => slice_len(rest, self.limits.max_memory / 8),
+            };
+            let (slice, after) = rest.split_at(take);
+            state = Some(Arc::from(self.fold_call(state.as_deref(), slice)?));
+            rest = after;
+        }
+        Ok(state)
+    }
+
+    /// Folds one event into `state` (none before the first event).
     pub fn apply(
         &mut self,
         state: Option<&str>,
         event: &RecordedEvent,
     ) -> Result<String, CallError> {
+        self.fold_call(state, std::slice::from_ref(event))
+    }
+
+    /// One guest call that folds `events` (one only, for 0.1.0), with its check.
+    fn fold_call(
+        &mut self,
+        state: Option<&str>,
+        events: &[RecordedEvent],
+    ) -> Result<String, CallError> {
         set_deadline(&mut self.store, self.limits.deadline);
-        let event = to_wit_event(event);
-        let state = self
-            .bindings
-            .tessera_plugin_aggregate()
-            .call_apply(&mut self.store, state.map(str::to_string).as_ref(), &event)
-            .map_err(|e| self.fail(e))?;
-        if let Err(error) = crate::json::check(&state) {
-            return Err(self.bad_output(format!(
-                "the state after a {} event: {error}",
-                quote(&event.event_type)
-            )));
+        self.calls += 1;
+        let state = state.map(str::to_string);
+        let folded = match &self.bindings {
+            Bindings::V0_1(b) => {
+                let [event] = events else {
+                    unreachable!("a 0.1.0 aggregate folds one event per call")
+                };
+                b.tessera_plugin0_1_0_aggregate().call_apply(
+                    &mut self.store,
+                    state.as_ref(),
+                    &to_wit_event(event),
+                )
+            }
+            Bindings::V0_2(b) => {
+                let events: Vec<wit::Event> = events.iter().map(to_wit_event).collect();
+                b.tessera_plugin0_2_0_aggregate().call_fold(
+                    &mut self.store,
+                    state.as_ref(),
+                    &events,
+                )
+            }
         }
-        Ok(state)
+        .map_err(|e| self.fail(e))?;
+        if let Err(error) = crate::json::check(&folded) {
+            let last = events.last().map_or("", |e| e.event_type.as_str());
+            let what = match events.len() {
+                1 => format!("the state after a {} event", quote(last)),
+                n => format!(
+                    "the state after {n} events, the last a {} event",
+                    quote(last)
+                ),
+            };
+            return Err(self.bad_output(format!("{what}: {error}")));
+        }
+        Ok(folded)
+    }
+
+    /// How many calls this session has made into the guest (instantiation and
+    /// `describe` aside): for tests that check how folds are batched.
+    #[doc(hidden)]
+    pub fn calls(&self) -> u64 {
+        self.calls
     }
 
     /// Decides on a command against `state`.
@@ -153,38 +268,58 @@ impl CommandSession {
         command: &Command,
     ) -> Result<Decision, CallError> {
         set_deadline(&mut self.store, self.limits.deadline);
-        let command = wit_aggregate::Command {
-            name: command.name.clone(),
-            aggregate_id: command.aggregate_id.clone(),
-            payload: command.payload.clone(),
-            metadata: to_wit_metadata(&command.metadata),
-        };
-        let decision = self
-            .bindings
-            .tessera_plugin_aggregate()
-            .call_handle(
-                &mut self.store,
-                state.map(str::to_string).as_ref(),
-                &command,
-            )
-            .map_err(|e| self.fail(e))?;
+        self.calls += 1;
+        let state = state.map(str::to_string);
+        let metadata = to_wit_metadata(&command.metadata);
+        let decision: Result<Vec<(String, String)>, wit::Refusal> = match &self.bindings {
+            Bindings::V0_1(b) => b
+                .tessera_plugin0_1_0_aggregate()
+                .call_handle(
+                    &mut self.store,
+                    state.as_ref(),
+                    &aggregate_v0_1::Command {
+                        name: command.name.clone(),
+                        aggregate_id: command.aggregate_id.clone(),
+                        payload: command.payload.clone(),
+                        metadata,
+                    },
+                )
+                .map(|decision| {
+                    decision
+                        .map(|events| events.into_iter().map(|e| (e.event_type, e.data)).collect())
+                }),
+            Bindings::V0_2(b) => b
+                .tessera_plugin0_2_0_aggregate()
+                .call_handle(
+                    &mut self.store,
+                    state.as_ref(),
+                    &aggregate_v0_2::Command {
+                        name: command.name.clone(),
+                        aggregate_id: command.aggregate_id.clone(),
+                        payload: command.payload.clone(),
+                        metadata,
+                    },
+                )
+                .map(|decision| {
+                    decision
+                        .map(|events| events.into_iter().map(|e| (e.event_type, e.data)).collect())
+                }),
+        }
+        .map_err(|e| self.fail(e))?;
         match decision {
             Ok(events) => events
                 .into_iter()
-                .map(|event| {
-                    if !is_event_type(&event.event_type) {
+                .map(|(event_type, data)| {
+                    if !is_event_type(&event_type) {
                         return Err(self.bad_output(format!(
                             "event type {} must be 1-{MAX_EVENT_TYPE} ASCII letters, digits or -_.:",
-                            quote(&event.event_type)
+                            quote(&event_type)
                         )));
                     }
-                    let data = crate::json::checked(event.data).map_err(|error| {
-                        self.bad_output(format!(
-                            "the data of a {} event: {error}",
-                            event.event_type
-                        ))
+                    let data = crate::json::checked(data).map_err(|error| {
+                        self.bad_output(format!("the data of a {event_type} event: {error}"))
                     })?;
-                    Ok((event.event_type, data))
+                    Ok((event_type, data))
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Ok),
@@ -199,6 +334,24 @@ impl CommandSession {
         }
     }
 }
+
+/// How many of `events` (at least one) to hand over in one call: as many as fit in
+/// `max_bytes` of event data.
+pub(super) fn slice_len(events: &[RecordedEvent], max_bytes: usize) -> usize {
+    let mut bytes = 0;
+    events
+        .iter()
+        .position(|event| {
+            bytes += event.data.get().len() + EVENT_OVERHEAD;
+            bytes > max_bytes
+        })
+        .unwrap_or(events.len())
+        .max(1)
+}
+
+/// What an event costs in guest memory besides its data (stream, type, metadata and
+/// the canonical ABI's record), roughly.
+const EVENT_OVERHEAD: usize = 512;
 
 /// The longest event type a handler may name.
 const MAX_EVENT_TYPE: usize = 128;

@@ -22,9 +22,13 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::command::tessera::plugin::{log, types};
-use super::bindings::projection::tessera::plugin::{projection_store, sql_types};
-use super::bindings::query::tessera::plugin::read_store;
+use super::bindings::v0_1::command::tessera::plugin0_1_0::log;
+use super::bindings::v0_1::projection::tessera::plugin0_1_0::projection_store;
+use super::bindings::v0_1::query::tessera::plugin0_1_0::read_store;
+use super::bindings::v0_2::command::tessera::plugin0_2_0::log as log_v0_2;
+use super::bindings::v0_2::projection::tessera::plugin0_2_0::projection_store as projection_store_v0_2;
+use super::bindings::v0_2::query::tessera::plugin0_2_0::read_store as read_store_v0_2;
+use super::bindings::{sql_types, types};
 use crate::read_store::{Budget, ProjectionDb, ReadPool, ReadStoreError, Rows, SqlValue};
 
 /// The most bytes of one unterminated output line kept before it is logged anyway.
@@ -178,6 +182,51 @@ impl read_store::Host for HostState {
             pool.query(&statement, &from_wit(params), &budget)
                 .map(to_wit),
         )
+    }
+}
+
+// The host interfaces of 0.2.0 are those of 0.1.0 at a new version: the same
+// functions over the same types (see `bindings`), so they do what 0.1.0's do.
+
+impl log_v0_2::Host for HostState {
+    fn log(&mut self, level: log_v0_2::Level, message: String) -> wasmtime::Result<()> {
+        let level = match level {
+            log_v0_2::Level::Trace => log::Level::Trace,
+            log_v0_2::Level::Debug => log::Level::Debug,
+            log_v0_2::Level::Info => log::Level::Info,
+            log_v0_2::Level::Warn => log::Level::Warn,
+            log_v0_2::Level::Error => log::Level::Error,
+        };
+        log::Host::log(self, level, message)
+    }
+}
+
+impl projection_store_v0_2::Host for HostState {
+    fn execute(
+        &mut self,
+        statement: String,
+        params: Vec<sql_types::Value>,
+    ) -> wasmtime::Result<Result<u64, String>> {
+        projection_store::Host::execute(self, statement, params)
+    }
+
+    fn query(
+        &mut self,
+        statement: String,
+        params: Vec<sql_types::Value>,
+    ) -> wasmtime::Result<Result<sql_types::Rows, String>> {
+        projection_store::Host::query(self, statement, params)
+    }
+}
+
+impl read_store_v0_2::Host for HostState {
+    fn query(
+        &mut self,
+        projection: String,
+        statement: String,
+        params: Vec<sql_types::Value>,
+    ) -> wasmtime::Result<Result<sql_types::Rows, String>> {
+        read_store::Host::query(self, projection, statement, params)
     }
 }
 

@@ -1,10 +1,15 @@
 //! Plugins: WebAssembly components compiled, checked and called under the host's rules.
 //!
 //! [`Runtime::load`] turns the bytes of a `.wasm` file into a [`Plugin`]: it compiles
-//! the component, finds which Tessera world it implements from its exports, links it
-//! against that world's imports only (so a component of the wrong world fails here,
-//! not on first use), calls its `describe` and checks the answer against the world.
-//! Nothing is registered until all of that succeeded.
+//! the component, finds which Tessera world it implements from its exports (its kind,
+//! and the version of the contract, [`Contract`]), links it against that world's
+//! imports only (so a component of the wrong world fails here, not on first use), calls
+//! its `describe` and checks the answer against the world. Nothing is registered until
+//! all of that succeeded.
+//!
+//! Plugins of both contracts are served side by side. The handlers hold the bindings
+//! of the contract their plugin implements and call it through one code path: 0.1.0
+//! is called once per event, 0.2.0 once per fold or projection batch.
 //!
 //! Every call runs in a fresh instance ([`CommandHandler::session`]): no state leaks
 //! from one request to the next, and an instance that trapped is dropped with its
@@ -54,7 +59,8 @@ const CHECK_TICKS: u64 = 10;
 pub struct Limits {
     /// How long one call of a command handler may run.
     pub command_deadline: Duration,
-    /// How long one `apply` (or `setup`) of a projection may run.
+    /// How long one call of a projection (`setup`, `apply-batch`, or a 0.1.0 `apply`)
+    /// may run.
     pub projection_deadline: Duration,
     /// How long one call of a query handler may run.
     pub query_deadline: Duration,
@@ -134,6 +140,36 @@ impl Default for Limits {
     }
 }
 
+/// The version of the WIT contract (`tessera:plugin@…`) a plugin implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Contract {
+    /// `tessera:plugin@0.1.0`: one call per event folded or projected.
+    #[serde(rename = "0.1.0")]
+    V0_1,
+    /// `tessera:plugin@0.2.0`: a list of events folded, or a batch projected, per call.
+    #[serde(rename = "0.2.0")]
+    V0_2,
+}
+
+impl Contract {
+    /// Every contract the host serves, newest first.
+    pub const ALL: [Contract; 2] = [Contract::V0_2, Contract::V0_1];
+
+    /// The package version, e.g. `0.2.0`.
+    pub fn version(self) -> &'static str {
+        match self {
+            Contract::V0_1 => "0.1.0",
+            Contract::V0_2 => "0.2.0",
+        }
+    }
+}
+
+impl std::fmt::Display for Contract {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.version())
+    }
+}
+
 /// The three kinds of plugin, one per WIT world.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -144,13 +180,14 @@ pub enum PluginKind {
 }
 
 impl PluginKind {
-    /// The interface a component of this kind exports.
-    fn export(self) -> &'static str {
-        match self {
-            PluginKind::CommandHandler => "tessera:plugin/aggregate@0.1.0",
-            PluginKind::Projection => "tessera:plugin/projector@0.1.0",
-            PluginKind::QueryHandler => "tessera:plugin/querier@0.1.0",
-        }
+    /// The interface a component of this kind and contract exports.
+    fn export(self, contract: Contract) -> String {
+        let interface = match self {
+            PluginKind::CommandHandler => "aggregate",
+            PluginKind::Projection => "projector",
+            PluginKind::QueryHandler => "querier",
+        };
+        format!("tessera:plugin/{interface}@{}", contract.version())
     }
 
     const ALL: [PluginKind; 3] = [
@@ -176,6 +213,8 @@ pub struct Description {
     pub name: String,
     pub version: String,
     pub kind: PluginKind,
+    /// The version of the contract it implements.
+    pub contract: Contract,
     /// Command names, consumed event types, or query names.
     pub handles: Vec<String>,
     /// For a command handler: its aggregate type.
@@ -332,9 +371,9 @@ pub struct Runtime {
 struct RuntimeInner {
     engine: Engine,
     limits: Limits,
-    command_linker: Linker<HostState>,
-    projection_linker: Linker<HostState>,
-    query_linker: Linker<HostState>,
+    /// One linker per world, by contract.
+    v0_1: Linkers,
+    v0_2: Linkers,
     stop_ticker: Arc<AtomicBool>,
     /// Set when the host stops: every call running ends at once, and none starts.
     stop_calls: Arc<AtomicBool>,
@@ -348,6 +387,34 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
+/// The linkers of one contract's three worlds.
+struct Linkers {
+    command: Linker<HostState>,
+    projection: Linker<HostState>,
+    query: Linker<HostState>,
+}
+
+impl Linkers {
+    fn get(&self, kind: PluginKind) -> &Linker<HostState> {
+        match kind {
+            PluginKind::CommandHandler => &self.command,
+            PluginKind::Projection => &self.projection,
+            PluginKind::QueryHandler => &self.query,
+        }
+    }
+}
+
+/// A linker with WASI (which grants nothing, see [`host`]) and a world's own imports.
+fn linker(
+    engine: &Engine,
+    add_world: impl FnOnce(&mut Linker<HostState>) -> wasmtime::Result<()>,
+) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    add_world(&mut linker)?;
+    Ok(linker)
+}
+
 impl Drop for RuntimeInner {
     fn drop(&mut self) {
         self.stop_ticker.store(true, Ordering::Relaxed);
@@ -358,26 +425,29 @@ impl Runtime {
     pub fn new(limits: Limits) -> Result<Self, wasmtime::Error> {
         let engine = engine(&limits)?;
 
-        let mut command_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut command_linker)?;
-        bindings::command::CommandHandler::add_to_linker::<_, HasSelf<HostState>>(
-            &mut command_linker,
-            |state| state,
-        )?;
-
-        let mut projection_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut projection_linker)?;
-        bindings::projection::Projection::add_to_linker::<_, HasSelf<HostState>>(
-            &mut projection_linker,
-            |state| state,
-        )?;
-
-        let mut query_linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut query_linker)?;
-        bindings::query::QueryHandler::add_to_linker::<_, HasSelf<HostState>>(
-            &mut query_linker,
-            |state| state,
-        )?;
+        use bindings::{v0_1, v0_2};
+        let v0_1 = Linkers {
+            command: linker(&engine, |l| {
+                v0_1::command::CommandHandler::add_to_linker::<_, HasSelf<HostState>>(l, |s| s)
+            })?,
+            projection: linker(&engine, |l| {
+                v0_1::projection::Projection::add_to_linker::<_, HasSelf<HostState>>(l, |s| s)
+            })?,
+            query: linker(&engine, |l| {
+                v0_1::query::QueryHandler::add_to_linker::<_, HasSelf<HostState>>(l, |s| s)
+            })?,
+        };
+        let v0_2 = Linkers {
+            command: linker(&engine, |l| {
+                v0_2::command::CommandHandler::add_to_linker::<_, HasSelf<HostState>>(l, |s| s)
+            })?,
+            projection: linker(&engine, |l| {
+                v0_2::projection::Projection::add_to_linker::<_, HasSelf<HostState>>(l, |s| s)
+            })?,
+            query: linker(&engine, |l| {
+                v0_2::query::QueryHandler::add_to_linker::<_, HasSelf<HostState>>(l, |s| s)
+            })?,
+        };
 
         // Deadlines count epoch ticks; one thread advances the epoch for all stores.
         let stop_ticker = Arc::new(AtomicBool::new(false));
@@ -397,9 +467,8 @@ impl Runtime {
             inner: Arc::new(RuntimeInner {
                 engine,
                 limits,
-                command_linker,
-                projection_linker,
-                query_linker,
+                v0_1,
+                v0_2,
                 stop_ticker,
                 stop_calls: Arc::new(AtomicBool::new(false)),
             }),
@@ -415,6 +484,14 @@ impl Runtime {
 
     fn stopping(&self) -> &AtomicBool {
         &self.inner.stop_calls
+    }
+
+    /// The linker of the world of `kind` in `contract`.
+    fn linker(&self, kind: PluginKind, contract: Contract) -> &Linker<HostState> {
+        match contract {
+            Contract::V0_1 => self.inner.v0_1.get(kind),
+            Contract::V0_2 => self.inner.v0_2.get(kind),
+        }
     }
 
     /// Compiles and checks a plugin. CPU-heavy (compilation): call it off the async
@@ -441,20 +518,20 @@ impl Runtime {
         component: &Component,
         digest: String,
     ) -> Result<Plugin, LoadError> {
-        let kind = self.world_of(component)?;
+        let (kind, contract) = self.world_of(component)?;
         let (description, code) = match kind {
             PluginKind::CommandHandler => {
-                let mut handler = CommandHandler::link(self.clone(), component)?;
+                let mut handler = CommandHandler::link(self.clone(), component, contract)?;
                 let description = handler.describe()?;
                 (description, PluginCode::CommandHandler(Arc::new(handler)))
             }
             PluginKind::Projection => {
-                let mut handler = ProjectionHandler::link(self.clone(), component)?;
+                let mut handler = ProjectionHandler::link(self.clone(), component, contract)?;
                 let description = handler.describe()?;
                 (description, PluginCode::Projection(Arc::new(handler)))
             }
             PluginKind::QueryHandler => {
-                let mut handler = QueryHandler::link(self.clone(), component)?;
+                let mut handler = QueryHandler::link(self.clone(), component, contract)?;
                 let description = handler.describe()?;
                 (description, PluginCode::QueryHandler(Arc::new(handler)))
             }
@@ -466,24 +543,39 @@ impl Runtime {
         })
     }
 
-    /// The world a component implements, told by the Tessera interface it exports.
-    fn world_of(&self, component: &Component) -> Result<PluginKind, LoadError> {
+    /// The world a component implements, told by the Tessera interface it exports:
+    /// its kind, and the version of the contract.
+    fn world_of(&self, component: &Component) -> Result<(PluginKind, Contract), LoadError> {
         let exports: HashSet<String> = component
             .component_type()
             .exports(&self.inner.engine)
             .map(|(name, _)| name.to_string())
             .collect();
-        let mut kinds = PluginKind::ALL
-            .into_iter()
-            .filter(|kind| exports.contains(kind.export()));
-        match (kinds.next(), kinds.next()) {
-            (Some(kind), None) => Ok(kind),
-            (Some(first), Some(second)) => Err(LoadError::WrongWorld {
-                kind: first,
-                reason: format!("it also exports the {second} interface; a plugin has one kind"),
+        let worlds = || {
+            Contract::ALL
+                .into_iter()
+                .flat_map(|contract| PluginKind::ALL.map(|kind| (kind, contract)))
+        };
+        let mut found =
+            worlds().filter(|(kind, contract)| exports.contains(&kind.export(*contract)));
+        match (found.next(), found.next()) {
+            (Some(world), None) => Ok(world),
+            (Some((kind, contract)), Some((other, other_contract))) => Err(LoadError::WrongWorld {
+                kind,
+                reason: if kind == other {
+                    format!(
+                        "it exports the {kind} interface of both contracts {contract} and \
+                         {other_contract}; a plugin implements one"
+                    )
+                } else {
+                    format!("it also exports the {other} interface; a plugin has one kind")
+                },
             }),
             (None, _) => Err(LoadError::UnknownWorld {
-                expected: PluginKind::ALL.map(PluginKind::export).join(", "),
+                expected: worlds()
+                    .map(|(kind, contract)| kind.export(contract))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             }),
         }
     }
@@ -607,6 +699,7 @@ fn wrong_world(kind: PluginKind, error: wasmtime::Error) -> LoadError {
 fn describe_plugin<B>(
     runtime: &Runtime,
     kind: PluginKind,
+    contract: Contract,
     instantiate: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<B>,
     describe: impl FnOnce(&B, &mut Store<HostState>) -> wasmtime::Result<wit::PluginInfo>,
 ) -> Result<(Description, Arc<str>, CallLimits), LoadError> {
@@ -618,7 +711,7 @@ fn describe_plugin<B>(
     let fail = |e| CallError::from_wasmtime(&name, limits.deadline, runtime.stopping(), e);
     let bindings = instantiate(&mut store).map_err(fail)?;
     let info = describe(&bindings, &mut store).map_err(fail)?;
-    let description = check_description(info, kind)?;
+    let description = check_description(info, kind, contract)?;
     let limits = runtime.limits().for_plugin(&description.name, kind);
     let name = Arc::from(description.name.as_str());
     Ok((description, name, limits))
@@ -639,7 +732,11 @@ fn ticks_until(at: std::time::Instant) -> u64 {
 }
 
 /// Checks what every kind's description must satisfy.
-fn check_description(info: wit::PluginInfo, kind: PluginKind) -> Result<Description, LoadError> {
+fn check_description(
+    info: wit::PluginInfo,
+    kind: PluginKind,
+    contract: Contract,
+) -> Result<Description, LoadError> {
     let bad = |reason: String| Err(LoadError::BadDescription(reason));
     if !is_name(&info.name) {
         return bad(format!(
@@ -663,6 +760,7 @@ fn check_description(info: wit::PluginInfo, kind: PluginKind) -> Result<Descript
         name: info.name,
         version: info.version,
         kind,
+        contract,
         handles: info.handles,
         aggregate_type: None,
         schema_version: None,

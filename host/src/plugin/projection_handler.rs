@@ -1,21 +1,35 @@
-//! Calling a projection: `setup` once per schema version, `apply` per event, both
-//! inside the batch transaction of the projection's own database.
+//! Calling a projection: `setup` once per schema version, then the batch's events,
+//! all inside the batch transaction of the projection's own database.
 //!
-//! A batch holds its database (and, catching up, a turn among catching-up workers)
-//! for at most about one deadline: each call has the deadline, and once a batch has
-//! run for a deadline's worth of time it commits what it has applied and ends, so a
-//! slow projection makes progress without keeping other work waiting.
+//! A 0.1.0 projection is called once per event (`apply`). A batch holds its database
+//! (and, catching up, a turn among catching-up workers) for at most about one
+//! deadline: each call has the deadline, and once a batch has run for a deadline's
+//! worth of time it commits what it has applied and ends, so a slow projection makes
+//! progress without keeping other work waiting.
+//!
+//! A 0.2.0 projection is called once per batch (`apply-batch`), and that call has the
+//! deadline. When the guest names the event that failed, the batch fails at that event
+//! and the worker narrows down to it as for 0.1.0. When it cannot (the guest trapped,
+//! ran past the deadline, or ignored a statement that lost the batch), the failing
+//! event is unknown: the batch fails without a position, and the next calls hand the
+//! guest one event, then twice as many after each success, so the failing event ends
+//! up alone in a call (and then fails at its position) while the others go through.
+//! The same size bound keeps a slow projection's calls at about a quarter to a half of
+//! the deadline, and a batch's events within an eighth of the instance's memory.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
+use wasmtime::Store;
 use wasmtime::component::Component;
 
-use super::bindings::projection::ProjectionPre;
-use super::command_handler::to_wit_event;
+use super::bindings::{v0_1, v0_2};
+use super::command_handler::{slice_len, to_wit_event};
 use super::host::{HostState, LogRate};
 use super::{
-    CallError, CallLimits, Description, LoadError, PluginKind, Runtime, describe_plugin,
-    pre_instantiate, set_deadline, wrong_world,
+    CallError, CallLimits, Contract, Description, LoadError, PluginKind, Runtime, describe_plugin,
+    pre_instantiate, set_deadline, wit, wrong_world,
 };
 use crate::event_store::RecordedEvent;
 use crate::read_store::{Parked, ProjectionDb, ReadStoreError, SqlBounds};
@@ -26,13 +40,56 @@ pub struct ProjectionHandler {
     runtime: Runtime,
     limits: CallLimits,
     log_rate: Arc<LogRate>,
-    pre: ProjectionPre<HostState>,
+    pre: Pre,
+    /// For 0.2.0: the most events one `apply-batch` call gets (see the module docs).
+    batch_limit: AtomicUsize,
 }
+
+/// The linked component, by contract.
+enum Pre {
+    V0_1(v0_1::projection::ProjectionPre<HostState>),
+    V0_2(v0_2::projection::ProjectionPre<HostState>),
+}
+
+/// One instance's exports, by contract.
+enum Bindings {
+    V0_1(v0_1::projection::Projection),
+    V0_2(v0_2::projection::Projection),
+}
+
+impl Pre {
+    fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Bindings> {
+        Ok(match self {
+            Pre::V0_1(pre) => Bindings::V0_1(pre.instantiate(store)?),
+            Pre::V0_2(pre) => Bindings::V0_2(pre.instantiate(store)?),
+        })
+    }
+}
+
+impl Bindings {
+    fn describe(&self, store: &mut Store<HostState>) -> wasmtime::Result<wit::PluginInfo> {
+        match self {
+            Bindings::V0_1(b) => b.tessera_plugin0_1_0_projector().call_describe(store),
+            Bindings::V0_2(b) => b.tessera_plugin0_2_0_projector().call_describe(store),
+        }
+    }
+
+    fn setup(&self, store: &mut Store<HostState>) -> wasmtime::Result<Result<(), String>> {
+        match self {
+            Bindings::V0_1(b) => b.tessera_plugin0_1_0_projector().call_setup(store),
+            Bindings::V0_2(b) => b.tessera_plugin0_2_0_projector().call_setup(store),
+        }
+    }
+}
+
+/// The most events a 0.2.0 call gets as its size bound grows back.
+const MAX_BATCH_LIMIT: usize = 1 << 16;
 
 impl std::fmt::Debug for ProjectionHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProjectionHandler")
             .field("name", &self.name)
+            .field("contract", &self.contract())
             .finish_non_exhaustive()
     }
 }
@@ -60,10 +117,11 @@ pub enum BatchError {
     /// The projection's `setup` returned an error.
     #[error("setup failed: {0}")]
     Setup(String),
-    /// The projection's `apply` returned an error for the event at `position`.
+    /// The projection returned an error for the event at `position`.
     #[error("apply failed at position {position}: {reason}")]
     Apply { position: u64, reason: String },
-    /// The guest trapped or ran past its deadline (at `position`, if during an apply).
+    /// The guest trapped or ran past its deadline (at `position`, if during a call of
+    /// that event alone), or a 0.2.0 batch failed at an event it did not name.
     #[error("{error}")]
     Call {
         position: Option<u64>,
@@ -86,28 +144,43 @@ impl BatchError {
 }
 
 impl ProjectionHandler {
-    pub(super) fn link(runtime: Runtime, component: &Component) -> Result<Self, LoadError> {
-        let pre = pre_instantiate(
-            &runtime.inner.projection_linker,
-            component,
-            PluginKind::Projection,
-        )?;
-        let pre = ProjectionPre::new(pre).map_err(|e| wrong_world(PluginKind::Projection, e))?;
+    pub(super) fn link(
+        runtime: Runtime,
+        component: &Component,
+        contract: Contract,
+    ) -> Result<Self, LoadError> {
+        let kind = PluginKind::Projection;
+        let pre = pre_instantiate(runtime.linker(kind, contract), component, kind)?;
+        let pre = match contract {
+            Contract::V0_1 => v0_1::projection::ProjectionPre::new(pre).map(Pre::V0_1),
+            Contract::V0_2 => v0_2::projection::ProjectionPre::new(pre).map(Pre::V0_2),
+        }
+        .map_err(|e| wrong_world(kind, e))?;
         Ok(ProjectionHandler {
-            name: Arc::from(PluginKind::Projection.to_string()),
+            name: Arc::from(kind.to_string()),
             limits: runtime.limits().describing(),
             log_rate: Arc::default(),
             runtime,
             pre,
+            batch_limit: AtomicUsize::new(MAX_BATCH_LIMIT),
         })
+    }
+
+    /// The version of the contract the plugin implements.
+    pub fn contract(&self) -> Contract {
+        match self.pre {
+            Pre::V0_1(_) => Contract::V0_1,
+            Pre::V0_2(_) => Contract::V0_2,
+        }
     }
 
     pub(super) fn describe(&mut self) -> Result<Description, LoadError> {
         let (description, name, limits) = describe_plugin(
             &self.runtime,
             PluginKind::Projection,
+            self.contract(),
             |store| self.pre.instantiate(store),
-            |bindings, store| bindings.tessera_plugin_projector().call_describe(store),
+            |bindings, store| bindings.describe(store),
         )?;
         self.name = name;
         self.limits = limits;
@@ -156,34 +229,49 @@ impl ProjectionHandler {
         (db, result)
     }
 
-    fn run(
-        &self,
-        store: &mut wasmtime::Store<HostState>,
-        batch: &Batch<'_>,
-    ) -> Result<u64, BatchError> {
+    fn run(&self, store: &mut Store<HostState>, batch: &Batch<'_>) -> Result<u64, BatchError> {
         let deadline = self.limits.deadline;
-        let started = std::time::Instant::now();
-        let call_error = |position, e| BatchError::Call {
-            position,
-            error: CallError::from_wasmtime(&self.name, deadline, self.runtime.stopping(), e),
-        };
         set_deadline(store, deadline);
         let bindings = self
             .pre
             .instantiate(&mut *store)
-            .map_err(|e| call_error(None, e))?;
+            .map_err(|e| self.call_error(None, e))?;
         db(store).begin()?;
         if batch.run_setup {
             set_deadline(store, deadline);
             bindings
-                .tessera_plugin_projector()
-                .call_setup(&mut *store)
-                .map_err(|e| call_error(None, e))?
+                .setup(&mut *store)
+                .map_err(|e| self.call_error(None, e))?
                 .map_err(BatchError::Setup)?;
             if let Some(reason) = db(store).lost() {
                 return Err(BatchError::Setup(reason.to_string()));
             }
         }
+        let checkpoint = match &bindings {
+            Bindings::V0_1(bindings) => self.apply_each(store, bindings, batch)?,
+            Bindings::V0_2(bindings) => self.apply_at_once(store, bindings, batch)?,
+        };
+        let db = db(store);
+        if let Some(parked) = &batch.park {
+            db.park(parked)?;
+        }
+        if let Some(position) = batch.unpark {
+            db.unpark(position)?;
+        }
+        db.commit(checkpoint, true)?;
+        Ok(checkpoint)
+    }
+
+    /// 0.1.0: one `apply` per event, until the batch's time is up. Returns the
+    /// checkpoint to commit.
+    fn apply_each(
+        &self,
+        store: &mut Store<HostState>,
+        bindings: &v0_1::projection::Projection,
+        batch: &Batch<'_>,
+    ) -> Result<u64, BatchError> {
+        let deadline = self.limits.deadline;
+        let started = Instant::now();
         let mut checkpoint = batch.checkpoint;
         for (done, event) in batch.events.iter().enumerate() {
             if done > 0 && started.elapsed() >= deadline {
@@ -194,9 +282,9 @@ impl ProjectionHandler {
             }
             set_deadline(store, deadline);
             bindings
-                .tessera_plugin_projector()
+                .tessera_plugin0_1_0_projector()
                 .call_apply(&mut *store, &to_wit_event(event))
-                .map_err(|e| call_error(Some(event.position), e))?
+                .map_err(|e| self.call_error(Some(event.position), e))?
                 .map_err(|reason| BatchError::Apply {
                     position: event.position,
                     reason,
@@ -210,15 +298,134 @@ impl ProjectionHandler {
                 });
             }
         }
-        let db = db(store);
-        if let Some(parked) = &batch.park {
-            db.park(parked)?;
-        }
-        if let Some(position) = batch.unpark {
-            db.unpark(position)?;
-        }
-        db.commit(checkpoint, true)?;
         Ok(checkpoint)
+    }
+
+    /// 0.2.0: one `apply-batch` of the batch's events, or of as many as the size bound
+    /// allows (the batch then commits up to the last of them). Returns the checkpoint
+    /// to commit.
+    fn apply_at_once(
+        &self,
+        store: &mut Store<HostState>,
+        bindings: &v0_2::projection::Projection,
+        batch: &Batch<'_>,
+    ) -> Result<u64, BatchError> {
+        if batch.events.is_empty() {
+            return Ok(batch.checkpoint);
+        }
+        let deadline = self.limits.deadline;
+        let limit = self.batch_limit.load(Ordering::Relaxed).max(1);
+        let count = slice_len(batch.events, self.limits.max_memory / 8).min(limit);
+        let events = &batch.events[..count];
+        let checkpoint = if count < batch.events.len() {
+            events[count - 1].position
+        } else {
+            batch.checkpoint
+        };
+        let alone = match events {
+            [event] => Some(event.position),
+            _ => None,
+        };
+        let listed: Vec<wit::Event> = events.iter().map(to_wit_event).collect();
+        set_deadline(store, deadline);
+        let started = Instant::now();
+        let outcome = bindings
+            .tessera_plugin0_2_0_projector()
+            .call_apply_batch(&mut *store, &listed);
+        let took = started.elapsed();
+        let failure = match outcome {
+            Err(error) => {
+                let error = self.call_error(alone, error);
+                if !matches!(
+                    &error,
+                    BatchError::Call {
+                        error: CallError::Stopped { .. },
+                        ..
+                    }
+                ) {
+                    self.failed_unplaced();
+                }
+                return Err(error);
+            }
+            Ok(Err(failure)) => failure,
+            Ok(Ok(())) => {
+                // A guest that ignored the error of a statement that lost the batch
+                // failed at an event it did not name.
+                if let Some(reason) = db(store).lost() {
+                    self.failed_unplaced();
+                    return Err(match alone {
+                        Some(position) => BatchError::Apply {
+                            position,
+                            reason: reason.to_string(),
+                        },
+                        None => BatchError::Call {
+                            position: None,
+                            error: CallError::BadOutput {
+                                plugin: self.name.to_string(),
+                                reason: format!(
+                                    "a batch of {count} events was lost ({reason}), at an event \
+                                     the projection did not name"
+                                ),
+                            },
+                        },
+                    });
+                }
+                self.succeeded(count, took, deadline);
+                return Ok(checkpoint);
+            }
+        };
+        let Some(event) = usize::try_from(failure.index)
+            .ok()
+            .and_then(|index| events.get(index))
+        else {
+            self.failed_unplaced();
+            return Err(BatchError::Call {
+                position: alone,
+                error: CallError::BadOutput {
+                    plugin: self.name.to_string(),
+                    reason: format!(
+                        "apply-batch failed at index {} of a batch of {count} events: {}",
+                        failure.index,
+                        super::quote(&failure.message)
+                    ),
+                },
+            });
+        };
+        Err(BatchError::Apply {
+            position: event.position,
+            reason: failure.message,
+        })
+    }
+
+    /// A 0.2.0 call failed at an event it did not name: the next call gets one event.
+    fn failed_unplaced(&self) {
+        self.batch_limit.store(1, Ordering::Relaxed);
+    }
+
+    /// A 0.2.0 call of `count` events succeeded in `took`: more events per call while
+    /// calls are quick, fewer once they take half the deadline.
+    fn succeeded(&self, count: usize, took: Duration, deadline: Duration) {
+        let limit = self.batch_limit.load(Ordering::Relaxed);
+        let next = if took >= deadline / 2 {
+            (count / 2).max(1)
+        } else if took < deadline / 4 && count >= limit {
+            limit.saturating_mul(2).min(MAX_BATCH_LIMIT)
+        } else {
+            limit
+        };
+        self.batch_limit.store(next, Ordering::Relaxed);
+    }
+
+    fn call_error(&self, position: Option<u64>, error: wasmtime::Error) -> BatchError {
+        BatchError::Call {
+            position,
+            error: CallError::from_wasmtime(
+                &self.name,
+                self.limits.deadline,
+                self.runtime.stopping(),
+                error,
+            ),
+        }
     }
 }
 

@@ -7,11 +7,13 @@ use std::sync::atomic::AtomicBool;
 use serde_json::value::RawValue;
 use wasmtime::component::Component;
 
-use super::bindings::query::QueryHandlerPre;
+use wasmtime::Store;
+
+use super::bindings::{v0_1, v0_2};
 use super::host::{HostState, LogRate};
 use super::{
-    CallError, CallLimits, Description, LoadError, PluginKind, Refusal, Runtime, describe_plugin,
-    pre_instantiate, set_deadline, wrong_world,
+    CallError, CallLimits, Contract, Description, LoadError, PluginKind, Refusal, Runtime,
+    describe_plugin, pre_instantiate, set_deadline, wit, wrong_world,
 };
 use crate::read_store::ReadPool;
 
@@ -21,28 +23,79 @@ pub struct QueryHandler {
     runtime: Runtime,
     limits: CallLimits,
     log_rate: Arc<LogRate>,
-    pre: QueryHandlerPre<HostState>,
+    pre: Pre,
+}
+
+/// The linked component, by contract. The `querier` interface is the same in both.
+enum Pre {
+    V0_1(v0_1::query::QueryHandlerPre<HostState>),
+    V0_2(v0_2::query::QueryHandlerPre<HostState>),
+}
+
+/// One instance's exports, by contract.
+enum Bindings {
+    V0_1(v0_1::query::QueryHandler),
+    V0_2(v0_2::query::QueryHandler),
+}
+
+impl Pre {
+    fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Bindings> {
+        Ok(match self {
+            Pre::V0_1(pre) => Bindings::V0_1(pre.instantiate(store)?),
+            Pre::V0_2(pre) => Bindings::V0_2(pre.instantiate(store)?),
+        })
+    }
+}
+
+impl Bindings {
+    fn describe(&self, store: &mut Store<HostState>) -> wasmtime::Result<wit::PluginInfo> {
+        match self {
+            Bindings::V0_1(b) => b.tessera_plugin0_1_0_querier().call_describe(store),
+            Bindings::V0_2(b) => b.tessera_plugin0_2_0_querier().call_describe(store),
+        }
+    }
+
+    fn handle(
+        &self,
+        store: &mut Store<HostState>,
+        name: &str,
+        params: &String,
+    ) -> wasmtime::Result<Result<String, wit::Refusal>> {
+        match self {
+            Bindings::V0_1(b) => b
+                .tessera_plugin0_1_0_querier()
+                .call_handle(store, name, params),
+            Bindings::V0_2(b) => b
+                .tessera_plugin0_2_0_querier()
+                .call_handle(store, name, params),
+        }
+    }
 }
 
 impl std::fmt::Debug for QueryHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QueryHandler")
             .field("name", &self.name)
+            .field("contract", &self.contract())
             .finish_non_exhaustive()
     }
 }
 
 impl QueryHandler {
-    pub(super) fn link(runtime: Runtime, component: &Component) -> Result<Self, LoadError> {
-        let pre = pre_instantiate(
-            &runtime.inner.query_linker,
-            component,
-            PluginKind::QueryHandler,
-        )?;
-        let pre =
-            QueryHandlerPre::new(pre).map_err(|e| wrong_world(PluginKind::QueryHandler, e))?;
+    pub(super) fn link(
+        runtime: Runtime,
+        component: &Component,
+        contract: Contract,
+    ) -> Result<Self, LoadError> {
+        let kind = PluginKind::QueryHandler;
+        let pre = pre_instantiate(runtime.linker(kind, contract), component, kind)?;
+        let pre = match contract {
+            Contract::V0_1 => v0_1::query::QueryHandlerPre::new(pre).map(Pre::V0_1),
+            Contract::V0_2 => v0_2::query::QueryHandlerPre::new(pre).map(Pre::V0_2),
+        }
+        .map_err(|e| wrong_world(kind, e))?;
         Ok(QueryHandler {
-            name: Arc::from(PluginKind::QueryHandler.to_string()),
+            name: Arc::from(kind.to_string()),
             limits: runtime.limits().describing(),
             log_rate: Arc::default(),
             runtime,
@@ -50,12 +103,21 @@ impl QueryHandler {
         })
     }
 
+    /// The version of the contract the plugin implements.
+    pub fn contract(&self) -> Contract {
+        match self.pre {
+            Pre::V0_1(_) => Contract::V0_1,
+            Pre::V0_2(_) => Contract::V0_2,
+        }
+    }
+
     pub(super) fn describe(&mut self) -> Result<Description, LoadError> {
         let (description, name, limits) = describe_plugin(
             &self.runtime,
             PluginKind::QueryHandler,
+            self.contract(),
             |store| self.pre.instantiate(store),
-            |bindings, store| bindings.tessera_plugin_querier().call_describe(store),
+            |bindings, store| bindings.describe(store),
         )?;
         self.name = name;
         self.limits = limits;
@@ -81,8 +143,7 @@ impl QueryHandler {
         let fail = |e| CallError::from_wasmtime(&self.name, deadline, self.runtime.stopping(), e);
         let bindings = self.pre.instantiate(&mut store).map_err(fail)?;
         let answer = bindings
-            .tessera_plugin_querier()
-            .call_handle(&mut store, name, &params.to_string())
+            .handle(&mut store, name, &params.to_string())
             .map_err(fail)?;
         match answer {
             Ok(json) => crate::json::checked(json)

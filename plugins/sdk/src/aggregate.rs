@@ -4,8 +4,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::__bindings::command::exports::tessera::plugin::aggregate as wit_aggregate;
-use crate::__bindings::command::tessera::plugin::types as wit;
+use crate::__bindings::command::exports::tessera::plugin0_2_0::aggregate as wit_aggregate;
+use crate::__bindings::command::tessera::plugin0_2_0::types as wit;
 use crate::Refusal;
 use crate::variants::variant_names;
 
@@ -76,27 +76,36 @@ pub fn describe<A: Aggregate>(name: &str, version: &str) -> wit::PluginInfo {
 fn load<A: Aggregate>(state: Option<String>) -> A {
     match state {
         None => A::default(),
-        // The host only hands back what `apply` returned, so a state that does not
+        // The host only hands back what `fold` returned, so a state that does not
         // parse is a bug in this plugin: trap rather than guess.
         Some(json) => serde_json::from_str(&json)
             .unwrap_or_else(|e| panic!("aggregate state does not deserialize: {e}")),
     }
 }
 
-pub fn apply<A: Aggregate>(state: Option<String>, event: wit::Event) -> String {
+/// Folds `events` into `state` in one go: the state is deserialized once, each event
+/// applied in order with [`Aggregate::apply`], and the result serialized once.
+pub fn fold<A: Aggregate>(state: Option<String>, events: Vec<wit::Event>) -> String {
     let mut aggregate = load::<A>(state);
+    for event in events {
+        aggregate.apply(typed_event::<A>(event));
+    }
+    serde_json::to_string(&aggregate).expect("aggregate state serializes to JSON")
+}
+
+/// An event as the aggregate's own type. The host only hands over events this
+/// aggregate decided on, so one that does not deserialize is a bug: trap.
+fn typed_event<A: Aggregate>(event: wit::Event) -> A::Event {
     let data: Value = serde_json::from_str(&event.data)
         .unwrap_or_else(|e| panic!("event {} carries invalid JSON: {e}", event.position));
     let mut tagged = Map::new();
     tagged.insert(event.event_type.clone(), data);
-    let typed: A::Event = serde_json::from_value(Value::Object(tagged)).unwrap_or_else(|e| {
+    serde_json::from_value(Value::Object(tagged)).unwrap_or_else(|e| {
         panic!(
             "event {} of type {} does not deserialize: {e}",
             event.position, event.event_type
         )
-    });
-    aggregate.apply(typed);
-    serde_json::to_string(&aggregate).expect("aggregate state serializes to JSON")
+    })
 }
 
 pub fn handle<A: Aggregate>(

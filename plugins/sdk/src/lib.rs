@@ -5,6 +5,12 @@
 //! and events are ordinary serde enums. The [`command_handler!`] macro exports it as a
 //! component of the `tessera:plugin/command-handler` world.
 //!
+//! The SDK implements version 0.2.0 of the contract (`tessera:plugin@0.2.0`, in
+//! `wit/tessera.wit`): the host hands an aggregate every event it must fold in one call
+//! (the SDK folds them with [`Aggregate::apply`], deserializing the state once), and a
+//! projection a batch of events in one call (the SDK applies them in order with
+//! [`Projection::apply`] and reports the first that fails).
+//!
 //! ```ignore
 //! #[derive(Default, Serialize, Deserialize)]
 //! struct Counter { value: u64 }
@@ -52,23 +58,25 @@ pub use serde_json::{Value as Json, json};
 /// What the export macros call; not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::aggregate::{apply, describe, handle};
+    pub use crate::aggregate::{describe, fold, handle};
     pub mod projection {
-        pub use crate::projection::{apply, describe, setup};
+        pub use crate::projection::{apply_batch, describe, setup};
     }
     pub mod query {
         pub use crate::query::{describe, handle};
     }
 }
 
-/// Bindings generated from `wit/`, one module per world. The shared interfaces are
-/// generated once, in `command`, and reused by the other worlds.
+/// Bindings generated from `wit/` (`tessera:plugin@0.2.0`), one module per world. The
+/// shared interfaces are generated once, in `command`, and reused by the other worlds.
+/// (`wit/deps` holds the older 0.1.0 too, so the generated modules are named with
+/// their version: `tessera::plugin0_2_0`.)
 #[doc(hidden)]
 pub mod __bindings {
     pub mod command {
         wit_bindgen::generate!({
             path: "../../wit",
-            world: "tessera:plugin/command-handler@0.1.0",
+            world: "tessera:plugin/command-handler@0.2.0",
             pub_export_macro: true,
             export_macro_name: "export_command_handler",
             default_bindings_module: "tessera_sdk::__bindings::command",
@@ -78,13 +86,13 @@ pub mod __bindings {
     pub mod projection {
         wit_bindgen::generate!({
             path: "../../wit",
-            world: "tessera:plugin/projection@0.1.0",
+            world: "tessera:plugin/projection@0.2.0",
             pub_export_macro: true,
             export_macro_name: "export_projection",
             default_bindings_module: "tessera_sdk::__bindings::projection",
             with: {
-                "tessera:plugin/types@0.1.0": crate::__bindings::command::tessera::plugin::types,
-                "tessera:plugin/log@0.1.0": crate::__bindings::command::tessera::plugin::log,
+                "tessera:plugin/types@0.2.0": crate::__bindings::command::tessera::plugin0_2_0::types,
+                "tessera:plugin/log@0.2.0": crate::__bindings::command::tessera::plugin0_2_0::log,
             },
         });
     }
@@ -92,14 +100,14 @@ pub mod __bindings {
     pub mod query {
         wit_bindgen::generate!({
             path: "../../wit",
-            world: "tessera:plugin/query-handler@0.1.0",
+            world: "tessera:plugin/query-handler@0.2.0",
             pub_export_macro: true,
             export_macro_name: "export_query_handler",
             default_bindings_module: "tessera_sdk::__bindings::query",
             with: {
-                "tessera:plugin/types@0.1.0": crate::__bindings::command::tessera::plugin::types,
-                "tessera:plugin/log@0.1.0": crate::__bindings::command::tessera::plugin::log,
-                "tessera:plugin/sql-types@0.1.0": crate::__bindings::projection::tessera::plugin::sql_types,
+                "tessera:plugin/types@0.2.0": crate::__bindings::command::tessera::plugin0_2_0::types,
+                "tessera:plugin/log@0.2.0": crate::__bindings::command::tessera::plugin0_2_0::log,
+                "tessera:plugin/sql-types@0.2.0": crate::__bindings::projection::tessera::plugin0_2_0::sql_types,
             },
         });
     }
@@ -128,26 +136,26 @@ macro_rules! command_handler {
     ($aggregate:ty, name = $name:expr, version = $version:expr) => {
         struct __TesseraCommandHandler;
 
-        impl $crate::__bindings::command::exports::tessera::plugin::aggregate::Guest
+        impl $crate::__bindings::command::exports::tessera::plugin0_2_0::aggregate::Guest
             for __TesseraCommandHandler
         {
-            fn describe() -> $crate::__bindings::command::tessera::plugin::types::PluginInfo {
+            fn describe() -> $crate::__bindings::command::tessera::plugin0_2_0::types::PluginInfo {
                 $crate::__private::describe::<$aggregate>($name, $version)
             }
 
-            fn apply(
+            fn fold(
                 state: Option<String>,
-                event: $crate::__bindings::command::tessera::plugin::types::Event,
+                events: Vec<$crate::__bindings::command::tessera::plugin0_2_0::types::Event>,
             ) -> String {
-                $crate::__private::apply::<$aggregate>(state, event)
+                $crate::__private::fold::<$aggregate>(state, events)
             }
 
             fn handle(
                 state: Option<String>,
-                command: $crate::__bindings::command::exports::tessera::plugin::aggregate::Command,
+                command: $crate::__bindings::command::exports::tessera::plugin0_2_0::aggregate::Command,
             ) -> Result<
-                Vec<$crate::__bindings::command::exports::tessera::plugin::aggregate::NewEvent>,
-                $crate::__bindings::command::tessera::plugin::types::Refusal,
+                Vec<$crate::__bindings::command::exports::tessera::plugin0_2_0::aggregate::NewEvent>,
+                $crate::__bindings::command::tessera::plugin0_2_0::types::Refusal,
             > {
                 $crate::__private::handle::<$aggregate>(state, command)
             }
@@ -178,10 +186,10 @@ macro_rules! projection {
     ($projection:ty, name = $name:expr, version = $version:expr) => {
         struct __TesseraProjection;
 
-        impl $crate::__bindings::projection::exports::tessera::plugin::projector::Guest
+        impl $crate::__bindings::projection::exports::tessera::plugin0_2_0::projector::Guest
             for __TesseraProjection
         {
-            fn describe() -> $crate::__bindings::command::tessera::plugin::types::PluginInfo {
+            fn describe() -> $crate::__bindings::command::tessera::plugin0_2_0::types::PluginInfo {
                 $crate::__private::projection::describe::<$projection>($name, $version)
             }
 
@@ -189,10 +197,13 @@ macro_rules! projection {
                 $crate::__private::projection::setup::<$projection>()
             }
 
-            fn apply(
-                event: $crate::__bindings::command::tessera::plugin::types::Event,
-            ) -> Result<(), String> {
-                $crate::__private::projection::apply::<$projection>(event)
+            fn apply_batch(
+                events: Vec<$crate::__bindings::command::tessera::plugin0_2_0::types::Event>,
+            ) -> Result<
+                (),
+                $crate::__bindings::projection::exports::tessera::plugin0_2_0::projector::BatchFailure,
+            > {
+                $crate::__private::projection::apply_batch::<$projection>(events)
             }
         }
 
@@ -217,17 +228,18 @@ macro_rules! query_handler {
     ($handler:ty, name = $name:expr, version = $version:expr) => {
         struct __TesseraQueryHandler;
 
-        impl $crate::__bindings::query::exports::tessera::plugin::querier::Guest
+        impl $crate::__bindings::query::exports::tessera::plugin0_2_0::querier::Guest
             for __TesseraQueryHandler
         {
-            fn describe() -> $crate::__bindings::command::tessera::plugin::types::PluginInfo {
+            fn describe() -> $crate::__bindings::command::tessera::plugin0_2_0::types::PluginInfo {
                 $crate::__private::query::describe::<$handler>($name, $version)
             }
 
             fn handle(
                 name: String,
                 params: String,
-            ) -> Result<String, $crate::__bindings::command::tessera::plugin::types::Refusal> {
+            ) -> Result<String, $crate::__bindings::command::tessera::plugin0_2_0::types::Refusal>
+            {
                 $crate::__private::query::handle::<$handler>(name, params)
             }
         }

@@ -2,7 +2,7 @@
 //! the plugin's name. Writing to stdout or stderr works too (also tagged), but these
 //! functions carry a level.
 
-use crate::__bindings::command::tessera::plugin::log::{Level, log};
+use crate::__bindings::command::tessera::plugin0_2_0::log::{Level, log};
 
 pub fn trace(message: &str) {
     log(Level::Trace, message);

@@ -3,8 +3,9 @@
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value as Json};
 
-use crate::__bindings::command::tessera::plugin::types as wit;
-use crate::__bindings::projection::tessera::plugin::projection_store;
+use crate::__bindings::command::tessera::plugin0_2_0::types as wit;
+use crate::__bindings::projection::exports::tessera::plugin0_2_0::projector::BatchFailure;
+use crate::__bindings::projection::tessera::plugin0_2_0::projection_store;
 use crate::aggregate::Metadata;
 use crate::sql::{Rows, Value, from_wit, to_wit};
 use crate::variants::variant_names;
@@ -63,7 +64,8 @@ pub trait Projection {
     /// Creates the tables and indexes, once per schema version.
     fn setup(db: &Db) -> Result<(), String>;
 
-    /// Applies one event. An error is retried by the host.
+    /// Applies one event. An error fails the batch at this event: the host rolls the
+    /// batch back, retries the event alone, then halts or parks it by policy.
     fn apply(db: &Db, event: Envelope<Self::Event>) -> Result<(), String>;
 }
 
@@ -89,7 +91,20 @@ pub fn setup<P: Projection>() -> Result<(), String> {
     P::setup(&Db)
 }
 
-pub fn apply<P: Projection>(event: wit::Event) -> Result<(), String> {
+/// Applies a batch in order with [`Projection::apply`]; the first event that fails
+/// stops the batch and is reported with its index (the host rolls the batch back and
+/// narrows down to it).
+pub fn apply_batch<P: Projection>(events: Vec<wit::Event>) -> Result<(), BatchFailure> {
+    for (index, event) in events.into_iter().enumerate() {
+        apply::<P>(event).map_err(|message| BatchFailure {
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            message,
+        })?;
+    }
+    Ok(())
+}
+
+fn apply<P: Projection>(event: wit::Event) -> Result<(), String> {
     let data: Json = serde_json::from_str(&event.data)
         .map_err(|e| format!("event {} carries invalid JSON: {e}", event.position))?;
     let tagged = Json::Object(Map::from_iter([(event.event_type.clone(), data)]));

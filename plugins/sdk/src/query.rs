@@ -7,8 +7,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value as Json};
 
-use crate::__bindings::command::tessera::plugin::types as wit;
-use crate::__bindings::query::tessera::plugin::read_store;
+use crate::__bindings::command::tessera::plugin0_2_0::types as wit;
+use crate::__bindings::query::tessera::plugin0_2_0::read_store;
 use crate::Refusal;
 use crate::sql::{Rows, Value, from_wit, to_wit};
 

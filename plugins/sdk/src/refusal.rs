@@ -1,6 +1,6 @@
 //! Why a handler says no: the typed form of the WIT `refusal` variant.
 
-use crate::__bindings::command::tessera::plugin::types as wit;
+use crate::__bindings::command::tessera::plugin0_2_0::types as wit;
 
 /// A message about one field of a command's payload or a query's parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Number, Value as Json};
 
-use crate::__bindings::projection::tessera::plugin::sql_types as wit;
+use crate::__bindings::projection::tessera::plugin0_2_0::sql_types as wit;
 
 /// A SQL value: what a parameter can be and what a column holds.
 #[derive(Debug, Clone, PartialEq)]

@@ -2,10 +2,10 @@
 //! what it is. Written against the raw bindings, since the SDK's macro always
 //! describes successfully. The host must refuse it at load time.
 
-use tessera_sdk::__bindings::command::exports::tessera::plugin::aggregate::{
+use tessera_sdk::__bindings::command::exports::tessera::plugin0_2_0::aggregate::{
     Command, Guest, NewEvent,
 };
-use tessera_sdk::__bindings::command::tessera::plugin::types::{Event, PluginInfo, Refusal};
+use tessera_sdk::__bindings::command::tessera::plugin0_2_0::types::{Event, PluginInfo, Refusal};
 
 struct DescribeTrap;
 
@@ -14,7 +14,7 @@ impl Guest for DescribeTrap {
         panic!("describe fails on purpose")
     }
 
-    fn apply(state: Option<String>, _event: Event) -> String {
+    fn fold(state: Option<String>, _events: Vec<Event>) -> String {
         state.unwrap_or_else(|| "{}".to_string())
     }
 

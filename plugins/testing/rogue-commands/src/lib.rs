@@ -7,7 +7,7 @@
 //! - `grow`: grows memory without end; `allocate {mb}`: uses `mb` MiB and succeeds
 //!   (for per-plugin memory bounds).
 //! - `panic`: traps in `handle`; `overflow`: exhausts the stack; `arm`: appends an
-//!   `Armed` event whose `apply` traps, so every later command on that stream traps
+//!   `Armed` event whose fold traps, so every later command on that stream traps
 //!   while folding it.
 //! - `huge-event {mb}`: one event whose data is a JSON string of `mb` MiB;
 //!   `many-events {count}`: `count` small events.
@@ -24,13 +24,13 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use tessera_sdk::__bindings::command::exports::tessera::plugin::aggregate::{
+use tessera_sdk::__bindings::command::exports::tessera::plugin0_2_0::aggregate::{
     Command as WitCommand, Guest, NewEvent,
 };
-use tessera_sdk::__bindings::command::tessera::plugin::types::{
+use tessera_sdk::__bindings::command::tessera::plugin0_2_0::types::{
     Event as WitEvent, PluginInfo, Refusal as WitRefusal,
 };
-use tessera_sdk::__private::{apply, describe, handle};
+use tessera_sdk::__private::{describe, fold, handle};
 use tessera_sdk::{Aggregate, Metadata, Refusal};
 use test_rogue_kit as kit;
 
@@ -130,12 +130,16 @@ impl Guest for Exports {
         describe::<Rogue>(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
     }
 
-    fn apply(state: Option<String>, event: WitEvent) -> String {
+    fn fold(state: Option<String>, events: Vec<WitEvent>) -> String {
         // A huge event is not parsed: the guest would need several copies of it.
-        if event.event_type == "Huge" {
+        let events: Vec<WitEvent> = events
+            .into_iter()
+            .filter(|event| event.event_type != "Huge")
+            .collect();
+        if events.is_empty() {
             return state.unwrap_or_else(|| "{\"pings\":0}".to_string());
         }
-        apply::<Rogue>(state, event)
+        fold::<Rogue>(state, events)
     }
 
     fn handle(state: Option<String>, command: WitCommand) -> Result<Vec<NewEvent>, WitRefusal> {

@@ -3,10 +3,10 @@
 //!
 //! Written against the raw bindings: the SDK's macros always describe honestly.
 
-use tessera_sdk::__bindings::command::exports::tessera::plugin::aggregate::{
+use tessera_sdk::__bindings::command::exports::tessera::plugin0_2_0::aggregate::{
     Command, Guest, NewEvent,
 };
-use tessera_sdk::__bindings::command::tessera::plugin::types::{
+use tessera_sdk::__bindings::command::tessera::plugin0_2_0::types::{
     CommandHandlerDetails, Event, PluginDetails, PluginInfo, Refusal,
 };
 
@@ -24,7 +24,7 @@ impl Guest for Rogue {
         }
     }
 
-    fn apply(state: Option<String>, _event: Event) -> String {
+    fn fold(state: Option<String>, _events: Vec<Event>) -> String {
         state.unwrap_or_else(|| "{}".to_string())
     }
 

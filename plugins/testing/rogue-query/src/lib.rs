@@ -10,8 +10,10 @@
 //!   answers what each attempt got.
 
 use serde_json::Value;
-use tessera_sdk::__bindings::command::tessera::plugin::types::{PluginInfo, Refusal as WitRefusal};
-use tessera_sdk::__bindings::query::exports::tessera::plugin::querier::Guest;
+use tessera_sdk::__bindings::command::tessera::plugin0_2_0::types::{
+    PluginInfo, Refusal as WitRefusal,
+};
+use tessera_sdk::__bindings::query::exports::tessera::plugin0_2_0::querier::Guest;
 use tessera_sdk::__private::query::{describe, handle};
 use tessera_sdk::{Json, Params, QueryHandler, Refusal, json};
 use test_rogue_kit as kit;

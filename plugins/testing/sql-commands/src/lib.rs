@@ -24,11 +24,11 @@
 use std::io::Write;
 
 use serde_json::{Map, Value, json};
-use tessera_sdk::__bindings::command::exports::tessera::plugin::aggregate::{
+use tessera_sdk::__bindings::command::exports::tessera::plugin0_2_0::aggregate::{
     Command as WitCommand, Guest, NewEvent,
 };
-use tessera_sdk::__bindings::command::tessera::plugin::log::{Level, log};
-use tessera_sdk::__bindings::command::tessera::plugin::types::{
+use tessera_sdk::__bindings::command::tessera::plugin0_2_0::log::{Level, log};
+use tessera_sdk::__bindings::command::tessera::plugin0_2_0::types::{
     CommandHandlerDetails, Event as WitEvent, FieldError, PluginDetails, PluginInfo,
     Refusal as WitRefusal,
 };
@@ -111,6 +111,28 @@ fn flood(mb: u64, via: &str) {
     let _ = stderr.flush();
 }
 
+/// Folds one event: the state after it.
+fn apply(state: Option<String>, event: WitEvent) -> String {
+    let events = folded(state.as_deref()) + 1;
+    let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+    match event.event_type.as_str() {
+        "Spoiled" => "this state is not JSON {".to_string(),
+        "Deepened" => {
+            let depth = data["depth"].as_u64().unwrap_or(1000) as usize;
+            format!("{{\"events\":{events},\"deep\":{}}}", nested_json(depth))
+        }
+        "Fattened" => {
+            let bytes = (data["mb"].as_u64().unwrap_or(1) as usize) << 20;
+            let mut text = format!("{{\"events\":{events},\"fat\":\"");
+            text.reserve(bytes + 2);
+            text.extend(std::iter::repeat_n('x', bytes));
+            text.push_str("\"}");
+            text
+        }
+        _ => json!({ "events": events }).to_string(),
+    }
+}
+
 impl Guest for Exports {
     fn describe() -> PluginInfo {
         PluginInfo {
@@ -123,25 +145,12 @@ impl Guest for Exports {
         }
     }
 
-    fn apply(state: Option<String>, event: WitEvent) -> String {
-        let events = folded(state.as_deref()) + 1;
-        let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
-        match event.event_type.as_str() {
-            "Spoiled" => "this state is not JSON {".to_string(),
-            "Deepened" => {
-                let depth = data["depth"].as_u64().unwrap_or(1000) as usize;
-                format!("{{\"events\":{events},\"deep\":{}}}", nested_json(depth))
-            }
-            "Fattened" => {
-                let bytes = (data["mb"].as_u64().unwrap_or(1) as usize) << 20;
-                let mut text = format!("{{\"events\":{events},\"fat\":\"");
-                text.reserve(bytes + 2);
-                text.extend(std::iter::repeat_n('x', bytes));
-                text.push_str("\"}");
-                text
-            }
-            _ => json!({ "events": events }).to_string(),
+    fn fold(state: Option<String>, events: Vec<WitEvent>) -> String {
+        let mut state = state;
+        for event in events {
+            state = Some(apply(state, event));
         }
+        state.unwrap_or_else(|| json!({ "events": 0 }).to_string())
     }
 
     fn handle(state: Option<String>, command: WitCommand) -> Result<Vec<NewEvent>, WitRefusal> {
