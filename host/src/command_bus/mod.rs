@@ -35,8 +35,8 @@ const STATE_CACHE_CAPACITY: usize = 100_000;
 /// The most bytes of states the cache holds, all streams together.
 const STATE_CACHE_BYTES: usize = 64 << 20;
 /// A stream's state is kept as a snapshot once this many events were folded since its
-/// last one: a restart then folds at most this many events per stream.
-const SNAPSHOT_EVERY: u64 = 100;
+/// last one: a command after a restart then folds fewer than this many.
+const SNAPSHOT_EVERY: u64 = 50;
 /// The longest an aggregate id may be.
 const MAX_AGGREGATE_ID: usize = 256;
 
@@ -288,30 +288,20 @@ impl CommandBus {
 }
 
 /// The state to start from and the events to fold into it. A stream the cache does not
-/// hold starts from its latest snapshot by the same code, if it is long enough to have
-/// one: a short (or new) stream costs one read, as before.
+/// hold starts from its latest snapshot by the same code (a lookup by primary key,
+/// cheap even when there is none).
 fn unfolded(
     store: &dyn EventStore,
     stream: &str,
     cached: CachedState,
 ) -> Result<(CachedState, Vec<RecordedEvent>), StoreError> {
-    if cached.version > 0 {
-        let newer = store.read_stream_blocking(stream, cached.version, usize::MAX)?;
-        return Ok((cached, newer));
-    }
-    let short = SNAPSHOT_EVERY as usize;
-    let mut first = store.read_stream_blocking(stream, 0, short)?;
-    if first.len() < short {
-        return Ok((cached, first));
-    }
-    let restored = restore(store, stream, cached);
-    if restored.version > 0 {
-        let newer = store.read_stream_blocking(stream, restored.version, usize::MAX)?;
-        return Ok((restored, newer));
-    }
-    let after = first.last().map_or(0, |event| event.version);
-    first.extend(store.read_stream_blocking(stream, after, usize::MAX)?);
-    Ok((restored, first))
+    let start = if cached.version > 0 {
+        cached
+    } else {
+        restore(store, stream, cached)
+    };
+    let newer = store.read_stream_blocking(stream, start.version, usize::MAX)?;
+    Ok((start, newer))
 }
 
 /// The latest snapshot of `stream` by the same code, if any. One that cannot be read,
