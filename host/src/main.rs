@@ -296,17 +296,18 @@ async fn list_plugins(remote: RemoteArgs) -> anyhow::Result<()> {
         .json()
         .await?;
     println!(
-        "{:<20} {:<16} {:<10} {:<8} {:<14} FILE",
-        "NAME", "KIND", "VERSION", "STATUS", "DIGEST"
+        "{:<20} {:<16} {:<10} {:<9} {:<8} {:<14} FILE",
+        "NAME", "KIND", "VERSION", "CONTRACT", "STATUS", "DIGEST"
     );
     for entry in body["plugins"].as_array().into_iter().flatten() {
         let text = |value: &Value| value.as_str().unwrap_or("-").to_string();
         let digest = text(&entry["digest"]);
         println!(
-            "{:<20} {:<16} {:<10} {:<8} {:<14} {}",
+            "{:<20} {:<16} {:<10} {:<9} {:<8} {:<14} {}",
             text(&entry["plugin"]["name"]),
             text(&entry["plugin"]["kind"]),
             text(&entry["plugin"]["version"]),
+            text(&entry["plugin"]["contract"]),
             text(&entry["status"]),
             &digest[..digest.len().min(12)],
             text(&entry["file"]),
