@@ -13,19 +13,17 @@ use wasmtime::component::Component;
 use super::bindings::v0_1::command::exports::tessera::plugin0_1_0::aggregate as aggregate_v0_1;
 use super::bindings::v0_2::command::exports::tessera::plugin0_2_0::aggregate as aggregate_v0_2;
 use super::bindings::{v0_1, v0_2};
-use super::host::{HostState, LogRate};
+use super::caller::Caller;
+use super::host::HostState;
 use super::{
-    CallError, CallLimits, Contract, Description, LoadError, PluginKind, Refusal, Runtime,
-    describe_plugin, pre_instantiate, quote, set_deadline, wit, wrong_world,
+    CallError, Contract, Description, LoadError, PluginKind, Refusal, Runtime, pre_instantiate,
+    quote, set_deadline, wit, wrong_world,
 };
 use crate::event_store::{Metadata, RecordedEvent};
 
 /// A command handler plugin, linked and ready to instantiate.
 pub struct CommandHandler {
-    name: Arc<str>,
-    runtime: Runtime,
-    limits: CallLimits,
-    log_rate: Arc<LogRate>,
+    caller: Caller,
     pre: Pre,
 }
 
@@ -62,7 +60,7 @@ impl Bindings {
 impl std::fmt::Debug for CommandHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CommandHandler")
-            .field("name", &self.name)
+            .field("name", &self.caller.name)
             .field("contract", &self.contract())
             .finish_non_exhaustive()
     }
@@ -95,10 +93,7 @@ impl CommandHandler {
         }
         .map_err(|e| wrong_world(kind, e))?;
         Ok(CommandHandler {
-            name: Arc::from(kind.to_string()),
-            limits: runtime.limits().describing(),
-            log_rate: Arc::default(),
-            runtime,
+            caller: Caller::new(runtime, kind),
             pre,
         })
     }
@@ -113,32 +108,25 @@ impl CommandHandler {
 
     /// Asks the plugin what it is, and names it after the answer.
     pub(super) fn describe(&mut self) -> Result<Description, LoadError> {
-        let (description, name, limits) = describe_plugin(
-            &self.runtime,
+        let contract = self.contract();
+        self.caller.describe(
             PluginKind::CommandHandler,
-            self.contract(),
+            contract,
             |store| self.pre.instantiate(store),
             |bindings, store| bindings.describe(store),
-        )?;
-        self.name = name;
-        self.limits = limits;
-        Ok(description)
+        )
     }
 
     /// A fresh instance for one command: fold the stream, then decide.
     pub fn session(&self) -> Result<CommandSession, CallError> {
-        let mut store = self
-            .runtime
-            .store(self.name.clone(), self.limits, self.log_rate.clone());
-        let deadline = self.limits.deadline;
-        set_deadline(&mut store, deadline);
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| {
-            CallError::from_wasmtime(&self.name, deadline, self.runtime.stopping(), e)
-        })?;
+        let mut store = self.caller.store();
+        set_deadline(&mut store, self.caller.limits.deadline);
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.caller.fail(e))?;
         Ok(CommandSession {
-            name: self.name.clone(),
-            limits: self.limits,
-            runtime: self.runtime.clone(),
+            caller: self.caller.clone(),
             store,
             bindings,
             calls: 0,
@@ -148,9 +136,7 @@ impl CommandHandler {
 
 /// One instance of a command handler, used for one command and then dropped.
 pub struct CommandSession {
-    name: Arc<str>,
-    limits: CallLimits,
-    runtime: Runtime,
+    caller: Caller,
     store: Store<HostState>,
     bindings: Bindings,
     /// Calls made into the guest so far (`describe` aside).
@@ -160,19 +146,14 @@ pub struct CommandSession {
 impl std::fmt::Debug for CommandSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CommandSession")
-            .field("name", &self.name)
+            .field("name", &self.caller.name)
             .finish_non_exhaustive()
     }
 }
 
 impl CommandSession {
     fn fail(&self, error: wasmtime::Error) -> CallError {
-        CallError::from_wasmtime(
-            &self.name,
-            self.limits.deadline,
-            self.runtime.stopping(),
-            error,
-        )
+        self.caller.fail(error)
     }
 
     /// Folds `events` (in stream order) into `state`, none before the stream's first
@@ -192,7 +173,7 @@ impl CommandSession {
         while !rest.is_empty() {
             let take = match self.bindings {
                 Bindings::V0_1(_) => 1,
-                Bindings::V0_2(_) => slice_len(rest, self.limits.max_memory / 8),
+                Bindings::V0_2(_) => slice_len(rest, self.caller.limits.max_memory / 8),
             };
             let (slice, after) = rest.split_at(take);
             state = Some(Arc::from(self.fold_call(state.as_deref(), slice)?));
@@ -216,7 +197,7 @@ impl CommandSession {
         state: Option<&str>,
         events: &[RecordedEvent],
     ) -> Result<String, CallError> {
-        set_deadline(&mut self.store, self.limits.deadline);
+        set_deadline(&mut self.store, self.caller.limits.deadline);
         self.calls += 1;
         let state = state.map(str::to_string);
         let folded = match &self.bindings {
@@ -267,7 +248,7 @@ impl CommandSession {
         state: Option<&str>,
         command: &Command,
     ) -> Result<Decision, CallError> {
-        set_deadline(&mut self.store, self.limits.deadline);
+        set_deadline(&mut self.store, self.caller.limits.deadline);
         self.calls += 1;
         let state = state.map(str::to_string);
         let metadata = to_wit_metadata(&command.metadata);
@@ -328,10 +309,7 @@ impl CommandSession {
     }
 
     fn bad_output(&self, reason: String) -> CallError {
-        CallError::BadOutput {
-            plugin: self.name.to_string(),
-            reason,
-        }
+        self.caller.bad_output(reason)
     }
 }
 

@@ -19,6 +19,7 @@
 //! time and randomness (see [`host`]).
 
 mod bindings;
+mod caller;
 mod catalog;
 mod command_handler;
 mod compiled_cache;
@@ -691,30 +692,6 @@ fn wrong_world(kind: PluginKind, error: wasmtime::Error) -> LoadError {
         kind,
         reason: format!("{error:#}"),
     }
-}
-
-/// Calls a plugin's `describe` in a fresh instance, under the describe limits, and
-/// checks the answer against `kind`. Returns the description, and the name and
-/// limits the plugin's calls run under from now on.
-fn describe_plugin<B>(
-    runtime: &Runtime,
-    kind: PluginKind,
-    contract: Contract,
-    instantiate: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<B>,
-    describe: impl FnOnce(&B, &mut Store<HostState>) -> wasmtime::Result<wit::PluginInfo>,
-) -> Result<(Description, Arc<str>, CallLimits), LoadError> {
-    // Until `describe` has answered, the plugin is named by its kind.
-    let name: Arc<str> = Arc::from(kind.to_string());
-    let limits = runtime.limits().describing();
-    let mut store = runtime.store(name.clone(), limits, Arc::default());
-    set_deadline(&mut store, limits.deadline);
-    let fail = |e| CallError::from_wasmtime(&name, limits.deadline, runtime.stopping(), e);
-    let bindings = instantiate(&mut store).map_err(fail)?;
-    let info = describe(&bindings, &mut store).map_err(fail)?;
-    let description = check_description(info, kind, contract)?;
-    let limits = runtime.limits().for_plugin(&description.name, kind);
-    let name = Arc::from(description.name.as_str());
-    Ok((description, name, limits))
 }
 
 /// Starts a call's deadline: `deadline` from now, for the guest's code and its SQL.

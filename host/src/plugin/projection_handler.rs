@@ -17,7 +17,6 @@
 //! The same size bound keeps a slow projection's calls at about a quarter to a half of
 //! the deadline, and a batch's events within an eighth of the instance's memory.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -25,21 +24,19 @@ use wasmtime::Store;
 use wasmtime::component::Component;
 
 use super::bindings::{v0_1, v0_2};
+use super::caller::Caller;
 use super::command_handler::{slice_len, to_wit_event};
-use super::host::{HostState, LogRate};
+use super::host::HostState;
 use super::{
-    CallError, CallLimits, Contract, Description, LoadError, PluginKind, Runtime, describe_plugin,
-    pre_instantiate, set_deadline, wit, wrong_world,
+    CallError, Contract, Description, LoadError, PluginKind, Runtime, pre_instantiate,
+    set_deadline, wit, wrong_world,
 };
 use crate::event_store::RecordedEvent;
 use crate::read_store::{Parked, ProjectionDb, ReadStoreError, SqlBounds};
 
 /// A projection plugin, linked and ready to instantiate.
 pub struct ProjectionHandler {
-    name: Arc<str>,
-    runtime: Runtime,
-    limits: CallLimits,
-    log_rate: Arc<LogRate>,
+    caller: Caller,
     pre: Pre,
     /// For 0.2.0: the most events one `apply-batch` call gets (see the module docs).
     batch_limit: AtomicUsize,
@@ -88,7 +85,7 @@ const MAX_BATCH_LIMIT: usize = 1 << 16;
 impl std::fmt::Debug for ProjectionHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProjectionHandler")
-            .field("name", &self.name)
+            .field("name", &self.caller.name)
             .field("contract", &self.contract())
             .finish_non_exhaustive()
     }
@@ -157,10 +154,7 @@ impl ProjectionHandler {
         }
         .map_err(|e| wrong_world(kind, e))?;
         Ok(ProjectionHandler {
-            name: Arc::from(kind.to_string()),
-            limits: runtime.limits().describing(),
-            log_rate: Arc::default(),
-            runtime,
+            caller: Caller::new(runtime, kind),
             pre,
             batch_limit: AtomicUsize::new(MAX_BATCH_LIMIT),
         })
@@ -175,21 +169,18 @@ impl ProjectionHandler {
     }
 
     pub(super) fn describe(&mut self) -> Result<Description, LoadError> {
-        let (description, name, limits) = describe_plugin(
-            &self.runtime,
+        let contract = self.contract();
+        self.caller.describe(
             PluginKind::Projection,
-            self.contract(),
+            contract,
             |store| self.pre.instantiate(store),
             |bindings, store| bindings.describe(store),
-        )?;
-        self.name = name;
-        self.limits = limits;
-        Ok(description)
+        )
     }
 
     /// How long one call of this projection may run.
     pub fn deadline(&self) -> std::time::Duration {
-        self.limits.deadline
+        self.caller.limits.deadline
     }
 
     /// What this projection's database may hold, and the largest value its statements
@@ -199,9 +190,9 @@ impl ProjectionHandler {
         SqlBounds {
             max_length: default
                 .max_length
-                .min(self.limits.max_memory / 4)
+                .min(self.caller.limits.max_memory / 4)
                 .max(1 << 16),
-            max_bytes: self.limits.max_disk,
+            max_bytes: self.caller.limits.max_disk,
         }
     }
 
@@ -213,9 +204,7 @@ impl ProjectionHandler {
         db: ProjectionDb,
         batch: &Batch<'_>,
     ) -> (ProjectionDb, Result<u64, BatchError>) {
-        let mut store = self
-            .runtime
-            .store(self.name.clone(), self.limits, self.log_rate.clone());
+        let mut store = self.caller.store();
         store.data_mut().projection_db = Some(db);
         let result = self.run(&mut store, batch);
         let mut db = store
@@ -230,7 +219,7 @@ impl ProjectionHandler {
     }
 
     fn run(&self, store: &mut Store<HostState>, batch: &Batch<'_>) -> Result<u64, BatchError> {
-        let deadline = self.limits.deadline;
+        let deadline = self.caller.limits.deadline;
         set_deadline(store, deadline);
         let bindings = self
             .pre
@@ -270,7 +259,7 @@ impl ProjectionHandler {
         bindings: &v0_1::projection::Projection,
         batch: &Batch<'_>,
     ) -> Result<u64, BatchError> {
-        let deadline = self.limits.deadline;
+        let deadline = self.caller.limits.deadline;
         let started = Instant::now();
         let mut checkpoint = batch.checkpoint;
         for (done, event) in batch.events.iter().enumerate() {
@@ -313,9 +302,9 @@ impl ProjectionHandler {
         if batch.events.is_empty() {
             return Ok(batch.checkpoint);
         }
-        let deadline = self.limits.deadline;
+        let deadline = self.caller.limits.deadline;
         let limit = self.batch_limit.load(Ordering::Relaxed).max(1);
-        let count = slice_len(batch.events, self.limits.max_memory / 8).min(limit);
+        let count = slice_len(batch.events, self.caller.limits.max_memory / 8).min(limit);
         let events = &batch.events[..count];
         let checkpoint = if count < batch.events.len() {
             events[count - 1].position
@@ -360,13 +349,10 @@ impl ProjectionHandler {
                         },
                         None => BatchError::Call {
                             position: None,
-                            error: CallError::BadOutput {
-                                plugin: self.name.to_string(),
-                                reason: format!(
-                                    "a batch of {count} events was lost ({reason}), at an event \
-                                     the projection did not name"
-                                ),
-                            },
+                            error: self.caller.bad_output(format!(
+                                "a batch of {count} events was lost ({reason}), at an event \
+                                 the projection did not name"
+                            )),
                         },
                     });
                 }
@@ -381,14 +367,11 @@ impl ProjectionHandler {
             self.failed_unplaced();
             return Err(BatchError::Call {
                 position: alone,
-                error: CallError::BadOutput {
-                    plugin: self.name.to_string(),
-                    reason: format!(
-                        "apply-batch failed at index {} of a batch of {count} events: {}",
-                        failure.index,
-                        super::quote(&failure.message)
-                    ),
-                },
+                error: self.caller.bad_output(format!(
+                    "apply-batch failed at index {} of a batch of {count} events: {}",
+                    failure.index,
+                    super::quote(&failure.message)
+                )),
             });
         };
         Err(BatchError::Apply {
@@ -419,12 +402,7 @@ impl ProjectionHandler {
     fn call_error(&self, position: Option<u64>, error: wasmtime::Error) -> BatchError {
         BatchError::Call {
             position,
-            error: CallError::from_wasmtime(
-                &self.name,
-                self.limits.deadline,
-                self.runtime.stopping(),
-                error,
-            ),
+            error: self.caller.fail(error),
         }
     }
 }

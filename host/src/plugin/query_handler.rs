@@ -10,19 +10,17 @@ use wasmtime::component::Component;
 use wasmtime::Store;
 
 use super::bindings::{v0_1, v0_2};
-use super::host::{HostState, LogRate};
+use super::caller::Caller;
+use super::host::HostState;
 use super::{
-    CallError, CallLimits, Contract, Description, LoadError, PluginKind, Refusal, Runtime,
-    describe_plugin, pre_instantiate, set_deadline, wit, wrong_world,
+    CallError, Contract, Description, LoadError, PluginKind, Refusal, Runtime, pre_instantiate,
+    set_deadline, wit, wrong_world,
 };
 use crate::read_store::ReadPool;
 
 /// A query handler plugin, linked and ready to instantiate.
 pub struct QueryHandler {
-    name: Arc<str>,
-    runtime: Runtime,
-    limits: CallLimits,
-    log_rate: Arc<LogRate>,
+    caller: Caller,
     pre: Pre,
 }
 
@@ -75,7 +73,7 @@ impl Bindings {
 impl std::fmt::Debug for QueryHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QueryHandler")
-            .field("name", &self.name)
+            .field("name", &self.caller.name)
             .field("contract", &self.contract())
             .finish_non_exhaustive()
     }
@@ -95,10 +93,7 @@ impl QueryHandler {
         }
         .map_err(|e| wrong_world(kind, e))?;
         Ok(QueryHandler {
-            name: Arc::from(kind.to_string()),
-            limits: runtime.limits().describing(),
-            log_rate: Arc::default(),
-            runtime,
+            caller: Caller::new(runtime, kind),
             pre,
         })
     }
@@ -112,16 +107,13 @@ impl QueryHandler {
     }
 
     pub(super) fn describe(&mut self) -> Result<Description, LoadError> {
-        let (description, name, limits) = describe_plugin(
-            &self.runtime,
+        let contract = self.contract();
+        self.caller.describe(
             PluginKind::QueryHandler,
-            self.contract(),
+            contract,
             |store| self.pre.instantiate(store),
             |bindings, store| bindings.describe(store),
-        )?;
-        self.name = name;
-        self.limits = limits;
-        Ok(description)
+        )
     }
 
     /// Answers query `name` with `params` (a JSON object), reading only `reads`.
@@ -133,14 +125,11 @@ impl QueryHandler {
         reads: Vec<(String, Arc<ReadPool>)>,
         abandoned: Arc<AtomicBool>,
     ) -> Result<Result<Box<RawValue>, Refusal>, CallError> {
-        let mut store = self
-            .runtime
-            .store(self.name.clone(), self.limits, self.log_rate.clone());
+        let mut store = self.caller.store();
         store.data_mut().reads = reads;
         store.data_mut().abandoned = abandoned;
-        let deadline = self.limits.deadline;
-        set_deadline(&mut store, deadline);
-        let fail = |e| CallError::from_wasmtime(&self.name, deadline, self.runtime.stopping(), e);
+        set_deadline(&mut store, self.caller.limits.deadline);
+        let fail = |e| self.caller.fail(e);
         let bindings = self.pre.instantiate(&mut store).map_err(fail)?;
         let answer = bindings
             .handle(&mut store, name, &params.to_string())
@@ -148,10 +137,7 @@ impl QueryHandler {
         match answer {
             Ok(json) => crate::json::checked(json)
                 .map(Ok)
-                .map_err(|e| CallError::BadOutput {
-                    plugin: self.name.to_string(),
-                    reason: format!("the answer: {e}"),
-                }),
+                .map_err(|e| self.caller.bad_output(format!("the answer: {e}"))),
             Err(refusal) => Ok(Err(refusal.into())),
         }
     }
