@@ -451,7 +451,8 @@ async fn unknown_routes_are_404_json() {
     let host = bank_host().await;
     let long = format!("/{}", "a".repeat(10_000));
     for (method, path) in [
-        (Method::GET, "/"),
+        // (`GET /` is the dashboard.)
+        (Method::GET, "/ui/nope.js"),
         (Method::GET, "/nope"),
         (Method::GET, "/commands"),
         (Method::POST, "/commands"),

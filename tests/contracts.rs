@@ -297,6 +297,8 @@ fn stream(count: u64) -> Vec<RecordedEvent> {
                 causation_id: "c".into(),
                 principal: None,
                 timestamp: "2026-01-01T00:00:00Z".into(),
+                request_id: None,
+                claims: None,
             },
             timestamp: "2026-01-01T00:00:00Z".into(),
         })

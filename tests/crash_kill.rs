@@ -28,8 +28,8 @@ use tokio::task::JoinSet;
 
 /// The seed of the kill schedule and of the clients' choices.
 const SEED: u64 = 0x5EED_C4A5;
-/// How many times the process is SIGKILLed.
-const KILLS: usize = 6;
+/// How many times the process is SIGKILLed, unless `TESSERA_CRASH_KILLS` says.
+const KILLS: usize = 30;
 /// Concurrent clients, each sending one command at a time.
 const CLIENTS: usize = 4;
 /// Accounts the clients deposit into.
@@ -202,6 +202,12 @@ async fn sigkill_under_load_loses_and_duplicates_nothing() -> Result<()> {
     let folders = folders()?;
     let (data, plugins_dir, log) = (&folders.data, &folders.plugins, &folders.log);
     let mut rng = Prng::new(SEED);
+    let kills = match std::env::var("TESSERA_CRASH_KILLS") {
+        Ok(text) => text
+            .parse()
+            .context("TESSERA_CRASH_KILLS must be a whole number")?,
+        Err(_) => KILLS,
+    };
 
     let mut host = Binary::start(data, plugins_dir, log, &[]).await?;
     ensure!(unclean_starts(&host) == 0, "a first run is clean");
@@ -231,7 +237,7 @@ async fn sigkill_under_load_loses_and_duplicates_nothing() -> Result<()> {
     }
 
     // The kills, each after a random stretch of load, each followed by a restart.
-    for kill in 1..=KILLS {
+    for kill in 1..=kills {
         tokio::time::sleep(Duration::from_millis(rng.between(100, 800))).await;
         host.sigkill();
         ensure!(
@@ -260,7 +266,7 @@ async fn sigkill_under_load_loses_and_duplicates_nothing() -> Result<()> {
     }
     ensure!(unexpected.is_empty(), "unexpected answers: {unexpected:#?}");
     ensure!(
-        acks.len() >= CLIENTS * KILLS,
+        acks.len() >= CLIENTS * kills,
         "too little load to mean anything: {} acknowledged commands",
         acks.len()
     );
@@ -538,6 +544,43 @@ async fn compare_with_rebuild(mut host: Binary, folders: &Folders, log: &[Value]
         "totals {} vs the log's {}",
         totals.body,
         ledger.total_balance()
+    );
+    Ok(())
+}
+
+/// A start that fails (here: the plugins folder is a file) is not a crash: it leaves
+/// no `RUNNING` marker behind, so the next start does not report an unclean stop; and
+/// one that fails after a crash keeps the crash's marker, so the check still happens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_start_neither_fakes_nor_hides_an_unclean_stop() -> Result<()> {
+    let dir = TempDir::new()?;
+    let data = dir.path().join("data");
+    let not_a_folder = dir.path().join("plugins-file");
+    std::fs::write(&not_a_folder, "not a folder")?;
+    let fail_to_start = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .arg("serve")
+            .arg("--data")
+            .arg(&data)
+            .arg("--plugins")
+            .arg(&not_a_folder)
+            .args(["--listen", "127.0.0.1:0"])
+            .output()
+    };
+    let output = fail_to_start()?;
+    ensure!(!output.status.success(), "the start should fail");
+    ensure!(
+        !data.join("RUNNING").exists(),
+        "a failed start left a RUNNING marker"
+    );
+
+    // After a crash (a marker left behind), a failed start keeps it.
+    std::fs::write(data.join("RUNNING"), "12345")?;
+    let output = fail_to_start()?;
+    ensure!(!output.status.success(), "the start should fail");
+    ensure!(
+        data.join("RUNNING").exists(),
+        "a failed start removed the marker of an earlier crash"
     );
     Ok(())
 }

@@ -15,10 +15,11 @@ use serde_json::{Value, json};
 /// description is generated from the same registrations, so this list is what
 /// catches a route registered outside them. `GET /openapi.json` itself is served but,
 /// as usual, not described.
-const ROUTES: [(&str, &str); 22] = [
+const ROUTES: [(&str, &str); 25] = [
     ("post", "/commands/{command}"),
     ("get", "/streams/{stream}"),
     ("get", "/events"),
+    ("get", "/events/stream"),
     ("get", "/queries"),
     ("get", "/queries/{name}"),
     ("post", "/queries/{name}"),
@@ -38,6 +39,8 @@ const ROUTES: [(&str, &str); 22] = [
     ("delete", "/plugins/{name}"),
     ("post", "/plugins/{name}/rollback"),
     ("get", "/health"),
+    ("get", "/ready"),
+    ("post", "/admin/backup"),
 ];
 
 const METHODS: [&str; 8] = [
@@ -45,9 +48,10 @@ const METHODS: [&str; 8] = [
 ];
 
 /// A host serving the bank, with no admin token (so the admin routes answer on
-/// loopback and a request reaches their handlers).
+/// loopback and a request reaches their handlers), and ready: its projections set up,
+/// so that `GET /ready` answers 200 rather than a 503 while they start.
 async fn host() -> TestHost {
-    start_host(
+    let host = start_host(
         &[
             plugins::BANK_ACCOUNT,
             plugins::ACCOUNT_BALANCE,
@@ -57,7 +61,17 @@ async fn host() -> TestHost {
         |_| {},
     )
     .await
-    .expect("host starts")
+    .expect("host starts");
+    common::lifecycle::eventually("the host is ready", async || {
+        let (status, body) = host.get("/ready").await.map_err(|e| e.to_string())?;
+        if status == 200 {
+            Ok(())
+        } else {
+            Err(body.to_string())
+        }
+    })
+    .await;
+    host
 }
 
 async fn description(host: &TestHost) -> Value {

@@ -182,6 +182,8 @@ async fn build_log(data: &Path, accounts: usize) -> Result<u64> {
         causation_id: "bench".into(),
         principal: None,
         timestamp: "2026-01-01T00:00:00Z".into(),
+        request_id: None,
+        claims: None,
     };
     let event = |event_type: &str, data: Value| -> Result<NewEvent> {
         Ok(NewEvent {

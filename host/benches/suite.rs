@@ -18,7 +18,9 @@
 //!   preceded by a warm-up of a fifth of that, not recorded.
 //! - `TESSERA_BENCH_ONLY=name[,name...]`: run only these figures. A name selects the
 //!   figure of that id and every id it is a `-`-separated prefix of: `commands`,
-//!   `commands-new`, `commands-zipf`, `commands-hot`, `four-plugins` (new streams, four plugins),
+//!   `commands-new`, `commands-new-metrics-off` (new streams at 64 connections on a host
+//!   run with `--no-metrics`, beside the metrics-on figure), `commands-zipf`,
+//!   `commands-hot`, `four-plugins` (new streams, four plugins),
 //!   `long-stream`, `queries`, `queries-account`, `queries-account-cached`,
 //!   `queries-account-uncached`, `queries-accounts-cached`, `queries-accounts-uncached`,
 //!   `lag`, `rebuild`, `native`. Arguments after `--` (`cargo bench -p tessera --bench
@@ -32,10 +34,10 @@
 //! - `TESSERA_BENCH_PLUGINS`: a folder holding the four example `.wasm` files
 //!   (default `target/plugins`, where `make plugins` puts the release builds; without
 //!   them the suite falls back to the test builds and says so).
-//! - `TESSERA_BENCH_NATIVE_ARGS`: extra `serve` arguments that make the host run the
-//!   bank aggregate natively instead of as Wasm. Unset (the binary has no such mode
-//!   yet), the "Wasm vs native" row says `not measured`. When a native mode lands,
-//!   set [`NATIVE_SERVE_ARGS`] to its flags.
+//!
+//! The `native` figure is measured in this process rather than against the binary
+//! (see `suite/native.rs`): the bank aggregate as its Wasm component and compiled
+//! natively, through the same command bus and write store.
 //!
 //! The load generator shares the machine's cores with the host (2 on the project's
 //! machines), so every rate is a floor: the host's CPU time per operation (from
@@ -65,9 +67,9 @@ use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-/// The `serve` flags that switch the bank aggregate to native code, once the binary
-/// has them; `TESSERA_BENCH_NATIVE_ARGS` overrides.
-const NATIVE_SERVE_ARGS: Option<&[&str]> = None;
+#[path = "suite/native.rs"]
+mod native;
+
 /// Accounts the deposit and query figures run on.
 const ACCOUNTS: usize = 10_000;
 /// The hot accounts of the contended-deposit figure.
@@ -117,7 +119,6 @@ struct Settings {
     long_events: u64,
     restarts: usize,
     lag_rate: f64,
-    native_args: Option<Vec<String>>,
 }
 
 impl Settings {
@@ -143,12 +144,6 @@ impl Settings {
             .collect();
         // `cargo bench` passes `--bench`; other words are figure names.
         only.extend(std::env::args().skip(1).filter(|arg| !arg.starts_with('-')));
-        let native_args = match std::env::var("TESSERA_BENCH_NATIVE_ARGS") {
-            Ok(text) if !text.trim().is_empty() => {
-                Some(text.split_whitespace().map(str::to_string).collect())
-            }
-            _ => NATIVE_SERVE_ARGS.map(|args| args.iter().map(|a| a.to_string()).collect()),
-        };
         let settings = Settings {
             seconds: number("TESSERA_BENCH_SECONDS", 5.0)?,
             only,
@@ -158,7 +153,6 @@ impl Settings {
             long_events: number("TESSERA_BENCH_LONG_EVENTS", 10_000)?,
             restarts: number("TESSERA_BENCH_RESTARTS", 3)?,
             lag_rate: number("TESSERA_BENCH_LAG_RATE", 5_000.0)?,
-            native_args,
         };
         ensure!(
             settings.seconds > 0.0,
@@ -564,7 +558,12 @@ async fn run(settings: Settings) -> Result<()> {
     let groups: [(&str, &[&str], Group); 6] = [
         (
             "bank-commands",
-            &["commands-new", "commands-zipf", "commands-hot"],
+            &[
+                "commands-new",
+                "commands-new-metrics-off",
+                "commands-zipf",
+                "commands-hot",
+            ],
             |ctx| Box::pin(bank_commands(ctx)),
         ),
         ("four-plugins", &["four-plugins"], |ctx| {
@@ -671,17 +670,22 @@ async fn bank_commands(ctx: &mut Ctx) -> Result<()> {
     let host = ctx
         .start(group, "measure", &data, &plugins, &durability, &[])
         .await?;
+    let mut metrics_on = None;
     if ctx.settings.runs("commands-new") {
         for conns in CONNECTIONS {
             let sample = closed_loop(&host, conns, &ctx.settings, new_streams("n")).await?;
             let row = command_row("commands-new", group, "open-account, new streams", &sample);
             let row = if conns == 64 {
+                metrics_on = Some(sample.per_second);
                 row.target("≥ 20,000/s", sample.per_second >= 20_000.0)
             } else {
                 row
             };
             ctx.push(row);
         }
+    }
+    if ctx.settings.runs("commands-new-metrics-off") {
+        metrics_off(ctx, &durability, metrics_on).await?;
     }
     if ctx.settings.runs("commands-zipf") || ctx.settings.runs("commands-hot") {
         eprintln!("  opening {ACCOUNTS} accounts");
@@ -709,6 +713,32 @@ async fn bank_commands(ctx: &mut Ctx) -> Result<()> {
     }
     let record = ctx.stop(host).await;
     ctx.rss_row(group, "peak RSS, bank-account commands run", &record);
+    Ok(())
+}
+
+/// What metrics cost the command path: `open-account` on new streams at 64
+/// connections, on a fresh host started with `--no-metrics` (the one above, metrics on,
+/// waits idle meanwhile), with the difference to the metrics-on figure if it ran.
+async fn metrics_off(ctx: &mut Ctx, durability: &str, metrics_on: Option<f64>) -> Result<()> {
+    let group = "bank-commands";
+    let (data, plugins) = ctx.layout("bank-commands-metrics-off", &ctx.plugins.bank_only())?;
+    let off = ["--no-metrics".to_string()];
+    let host = ctx
+        .start(group, "metrics-off", &data, &plugins, durability, &off)
+        .await?;
+    let sample = closed_loop(&host, 64, &ctx.settings, new_streams("n")).await;
+    ctx.stop(host).await;
+    let sample = sample?;
+    let label = "open-account, new streams, --no-metrics";
+    let row = command_row("commands-new-metrics-off", group, label, &sample);
+    let row = match metrics_on {
+        Some(on) => row.note(format!(
+            "metrics on: {on:.0}/s, {:+.1}% of this",
+            (on / sample.per_second - 1.0) * 100.0
+        )),
+        None => row,
+    };
+    ctx.push(row);
     Ok(())
 }
 
@@ -1082,45 +1112,72 @@ async fn rebuild(ctx: &mut Ctx) -> Result<()> {
 }
 
 /// The cost of the sandbox: the bank aggregate as Wasm against the same aggregate
-/// compiled natively, through the same command bus, in one run. Needs the binary's
-/// native mode (`TESSERA_BENCH_NATIVE_ARGS` or [`NATIVE_SERVE_ARGS`]).
+/// compiled natively, through the same command bus, in one run (in this process; see
+/// `suite/native.rs`). Time per command at 1 and 64 concurrent commands, and the CPU
+/// per command, which the disk's pace does not hide.
 async fn native(ctx: &mut Ctx) -> Result<()> {
     let group = "native";
-    let label = "Wasm vs native bank aggregate, same bus";
-    let Some(native_args) = ctx.settings.native_args.clone() else {
-        let row = Row::new("native", group, label, "x")
-            .note("not measured: the binary has no native mode (set TESSERA_BENCH_NATIVE_ARGS)");
-        // The target, for the record; not met or missed.
-        let mut row = row;
-        row.target = Some("≤ 1.2x time per command".to_string());
-        ctx.push(row);
-        return Ok(());
+    let durability = match ctx.settings.durability.as_str() {
+        "normal" => tessera::event_store::Durability::Normal,
+        _ => tessera::event_store::Durability::Full,
     };
-    let durability = ctx.settings.durability.clone();
-    let mut rates = Vec::new();
-    for (mode, args) in [("wasm", Vec::new()), ("native", native_args)] {
-        let (data, plugins) = ctx.layout(&format!("native-{mode}"), &ctx.plugins.bank_only())?;
-        let host = ctx
-            .start(group, mode, &data, &plugins, &durability, &args)
-            .await?;
-        let sample = closed_loop(&host, 64, &ctx.settings, new_streams("n")).await?;
-        ctx.push(command_row(
-            &format!("native-{mode}"),
+    let wasm = ctx
+        .plugins
+        .bank_only()
+        .into_iter()
+        .next()
+        .map(|(_, file)| file)
+        .context("the bank-account plugin")?;
+    let scratch = ctx.dir.join(group);
+    for connections in [1, 64] {
+        let comparison = native::compare(
+            &wasm,
+            &scratch,
+            durability,
+            connections,
+            ctx.settings.warmup(),
+            ctx.settings.measure(),
+        )
+        .await?;
+        for measured in [&comparison.wasm, &comparison.native] {
+            let mut row = Row::new(
+                &format!("native-{}-{connections}", measured.mode),
+                group,
+                format!("open-account in process, {}", measured.mode),
+                "commands/s",
+            );
+            row.connections = Some(connections);
+            row.value = Some(measured.per_second);
+            row.p50_ms = Some(ms(measured.hist.value_at_quantile(0.5)));
+            row.p99_ms = Some(ms(measured.hist.value_at_quantile(0.99)));
+            row.p999_ms = Some(ms(measured.hist.value_at_quantile(0.999)));
+            row.host_cpu_us_per_op = measured.cpu_us_per_command;
+            row.details = json!({ "commands": measured.commands });
+            ctx.push(row);
+        }
+        let ratio = comparison.ratio();
+        let mut row = Row::new(
+            &format!("native-{connections}"),
             group,
-            &format!("open-account, new streams, {mode}"),
-            &sample,
-        ));
-        rates.push(sample.per_second);
-        ctx.stop(host).await;
+            "Wasm vs native bank aggregate, same bus",
+            "x",
+        );
+        row.connections = Some(connections);
+        row.value = Some(ratio);
+        let note = match comparison.cpu_ratio() {
+            Some(cpu) => format!(
+                "Wasm time per command / native, new streams; CPU per command {cpu:.2}x \
+                 ({:.0} vs {:.0} µs)",
+                comparison.wasm.cpu_us_per_command.unwrap_or(0.0),
+                comparison.native.cpu_us_per_command.unwrap_or(0.0)
+            ),
+            None => "Wasm time per command / native, new streams".to_string(),
+        };
+        ctx.push(
+            row.target("≤ 1.2x time per command", ratio <= 1.2)
+                .note(note),
+        );
     }
-    let ratio = rates[1] / rates[0];
-    let mut row = Row::new("native", group, label, "x");
-    row.connections = Some(64);
-    row.value = Some(ratio);
-    ctx.push(
-        row.target("≤ 1.2x time per command", ratio <= 1.2)
-            .note("Wasm time per command / native, 64 connections, new streams"),
-    );
     Ok(())
 }
 
@@ -1209,6 +1266,8 @@ async fn build_log(data: &Path, accounts: u64) -> Result<u64> {
         causation_id: "bench".into(),
         principal: None,
         timestamp: "2026-01-01T00:00:00Z".into(),
+        request_id: None,
+        claims: None,
     };
     let event = |event_type: &str, data: Value| -> Result<NewEvent> {
         Ok(NewEvent {

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use notify::{RecursiveMode, Watcher};
+use notify::RecursiveMode;
+use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 use tokio::sync::mpsc;
 
 /// The wasm target plugins build for.
@@ -28,37 +29,48 @@ pub struct DevLoop {
     pub plugins_dir: PathBuf,
     /// The cargo target directory for plugin builds.
     pub target_dir: PathBuf,
-    /// The plugin crates (directory names under `sources`) to build and serve.
+    /// The plugin crates (directory names under `sources`) to build and serve; empty
+    /// for every plugin crate there ([`plugin_crates`]), looked up on every change.
     pub crates: Vec<String>,
 }
 
 impl DevLoop {
     /// Builds every plugin once, so the host starts with current code.
     pub fn build_all(&self) -> bool {
-        self.build(&self.crates.iter().cloned().collect())
+        self.build(&self.crates().into_iter().collect())
+    }
+
+    /// The crates to build: those named, or else every plugin crate in the sources,
+    /// as they are now (a crate `tessera new` just wrote included).
+    fn crates(&self) -> Vec<String> {
+        if self.crates.is_empty() {
+            plugin_crates(&self.sources)
+        } else {
+            self.crates.clone()
+        }
     }
 
     /// Watches the sources until the process ends, rebuilding what changed.
     pub async fn run(self) -> notify::Result<()> {
-        let (changes, mut changed) = mpsc::unbounded_channel::<PathBuf>();
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if let Ok(event) = event {
-                    for path in event.paths {
-                        let _ = changes.send(path);
-                    }
-                }
-            })?;
-        watcher.watch(&self.sources, RecursiveMode::Recursive)?;
+        let (changes, mut changed) = mpsc::unbounded_channel::<Vec<PathBuf>>();
+        // notify-debouncer-full hands over a batch once its files have been quiet for
+        // the debounce period (an editor's save in several writes is one batch).
+        let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
+            if let Ok(events) = result {
+                let paths = events.into_iter().flat_map(|event| event.event.paths);
+                let _ = changes.send(paths.collect());
+            }
+        })?;
+        debouncer.watch(&self.sources, RecursiveMode::Recursive)?;
         let sources = self.sources.canonicalize().unwrap_or(self.sources.clone());
         tracing::info!(sources = %sources.display(), "watching plugin sources");
         // Events also come for files that did not change (a build reading manifests);
         // a file counts as changed only when its modification time moved.
         let mut modified = modification_times(&sources);
-        while let Some(first) = changed.recv().await {
-            let mut paths = vec![first];
-            while let Ok(Some(path)) = tokio::time::timeout(DEBOUNCE, changed.recv()).await {
-                paths.push(path);
+        while let Some(mut paths) = changed.recv().await {
+            // Batches that piled up during the last build join this one.
+            while let Ok(more) = changed.try_recv() {
+                paths.extend(more);
             }
             paths.retain(|path| {
                 let path = path.canonicalize().unwrap_or(path.clone());
@@ -78,6 +90,7 @@ impl DevLoop {
     /// The plugins to rebuild for changed `paths`: the crate a path lies in, or every
     /// plugin when something shared (the SDK, the workspace manifest, WIT) changed.
     fn affected(&self, sources: &Path, paths: &[PathBuf]) -> BTreeSet<String> {
+        let known = self.crates();
         let mut crates = BTreeSet::new();
         for path in paths {
             let path = path.canonicalize().unwrap_or(path.clone());
@@ -93,13 +106,13 @@ impl DevLoop {
             match relative.components().next() {
                 Some(first) => {
                     let first = first.as_os_str().to_string_lossy().to_string();
-                    if self.crates.contains(&first) {
+                    if known.contains(&first) {
                         crates.insert(first);
                     } else {
-                        crates.extend(self.crates.iter().cloned());
+                        crates.extend(known.iter().cloned());
                     }
                 }
-                None => crates.extend(self.crates.iter().cloned()),
+                None => crates.extend(known.iter().cloned()),
             }
         }
         crates
@@ -151,6 +164,32 @@ impl DevLoop {
         );
         true
     }
+}
+
+/// The plugin crates directly under `sources`: each folder whose `Cargo.toml` is a
+/// package of the folder's name with a `cdylib` library (a component), so neither the
+/// SDK nor the test plugins under `testing/`. Sorted by name.
+pub fn plugin_crates(sources: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(sources) else {
+        return Vec::new();
+    };
+    let mut crates: Vec<String> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let text = std::fs::read_to_string(entry.path().join("Cargo.toml")).ok()?;
+            let manifest: toml_edit::DocumentMut = text.parse().ok()?;
+            let named = manifest.get("package")?.get("name")?.as_str()? == name;
+            let component = manifest
+                .get("lib")
+                .and_then(|lib| lib.get("crate-type"))
+                .and_then(|types| types.as_array())
+                .is_some_and(|types| types.iter().any(|t| t.as_str() == Some("cdylib")));
+            (named && component).then_some(name)
+        })
+        .collect();
+    crates.sort();
+    crates
 }
 
 /// The modification time of every file under `dir` (not following `target`).

@@ -4,18 +4,32 @@
 //! the HTTP API on a listener until a shutdown future resolves. The binary only parses
 //! arguments and calls it; tests call it on `127.0.0.1:0`.
 //!
-//! Modules, outermost first: [`http`] (the API), [`command_bus`] (commands to events),
-//! [`plugin`] (Wasm components), [`event_store`] (the log). See `ARCHITECTURE.md`.
+//! Modules, outermost first (see `ARCHITECTURE.md`):
+//! - [`http`]: the API, the dashboard and the error contract;
+//! - [`command_bus`]: commands to events; [`query`]: questions to answers;
+//!   [`projection`]: the scheduler and lifecycle of read-model versions;
+//! - [`plugin`]: everything Wasm; [`json`]: the JSON rules for input and guest output;
+//! - [`event_store`]: the log; [`read_store`]: the projections' databases;
+//! - operations: [`backup`] (online copies), [`retention`] (idempotency keys),
+//!   [`metrics`] (Prometheus);
+//! - tooling: [`dev`] (`tessera dev`), [`scaffold`] (`tessera new`), [`remote`] (the
+//!   command line's client of a running host).
 
+pub mod auth;
+pub mod backup;
 pub mod command_bus;
 pub mod dev;
 pub mod event_store;
 pub mod http;
 pub mod json;
+pub mod metrics;
 pub mod plugin;
 pub mod projection;
 pub mod query;
 pub mod read_store;
+pub mod remote;
+pub mod retention;
+pub mod scaffold;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -44,11 +58,23 @@ pub struct Config {
     /// The bearer token of the admin endpoints. Without one, they answer only to
     /// clients on the loopback interface.
     pub admin_token: Option<String>,
+    /// How callers of commands, queries and the log are authenticated (`--auth`);
+    /// off by default. The admin endpoints keep `admin_token` either way.
+    pub auth: auth::AuthConfig,
     /// How long a shutdown may take, whatever plugins are doing. The first half is
     /// given to calls in flight; then every plugin call is ended, and past the whole
     /// of it the host stops without waiting further (acknowledged commands are
     /// durable and checkpoints transactional, so nothing is lost either way).
     pub shutdown_timeout: std::time::Duration,
+    /// How long an idempotency key is kept after its command: a command sent again
+    /// with the key within it is answered from the first one; after it (give or take
+    /// one sweep), the key is free again. Zero keeps keys forever.
+    pub idempotency_retention: std::time::Duration,
+    /// Record metrics and serve them at `GET /metrics` (on by default). Off
+    /// (`--no-metrics`), nothing is recorded and the route answers 404; the recorder is
+    /// process-wide, so another host in the same process that has them on records for
+    /// both.
+    pub metrics: bool,
 }
 
 impl Config {
@@ -61,7 +87,10 @@ impl Config {
             limits: Limits::default(),
             watch_plugins: true,
             admin_token: None,
+            auth: auth::AuthConfig::default(),
             shutdown_timeout: std::time::Duration::from_secs(10),
+            idempotency_retention: std::time::Duration::from_secs(24 * 60 * 60),
+            metrics: true,
         }
     }
 }
@@ -79,6 +108,9 @@ pub enum ServeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The authentication keys or settings are unusable; fix the file or flag named.
+    #[error("cannot set up authentication: {0}")]
+    Auth(#[from] auth::SetupError),
     #[error("the HTTP server failed: {0}")]
     Http(std::io::Error),
     /// The host did not stop within its shutdown timeout; what was still running was
@@ -94,12 +126,15 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    // Keys first: a host that cannot authenticate as configured must not serve.
+    let authenticator = auth::Authenticator::load(&config.auth)?.map(Arc::new);
     // A marker that exists while the host runs: found at start, it means the last run
     // did not stop cleanly, so the stores are checked before use.
     std::fs::create_dir_all(&config.data_dir).map_err(StoreError::Io)?;
-    let running = config.data_dir.join("RUNNING");
-    let unclean = running.exists();
-    std::fs::write(&running, std::process::id().to_string()).map_err(StoreError::Io)?;
+    let mut marker = RunMarker::place(&config.data_dir).map_err(StoreError::Io)?;
+    let unclean = marker.found;
+    // Before the store opens and the plugins load, so that their first records count.
+    let metrics = config.metrics.then(metrics::install);
     let store = Arc::new(SqliteEventStore::open(
         &config.data_dir.join("events.db"),
         config.durability,
@@ -160,6 +195,14 @@ pub async fn serve(
         plugins.clone(),
         projections.clone(),
     ));
+    let retention = retention::spawn(
+        event_store.clone(),
+        config.idempotency_retention,
+        background.clone(),
+    );
+    // Cancelled when shutdown starts: long-lived responses (event streams) end on it,
+    // so that the graceful shutdown does not wait for them.
+    let stopping = CancellationToken::new();
     let app = http::router(http::AppState {
         store: event_store,
         bus,
@@ -167,11 +210,14 @@ pub async fn serve(
         projections: projections.clone(),
         queries,
         admin_token: config.admin_token.clone().map(Arc::from),
+        auth: authenticator,
+        data_dir: config.data_dir.clone(),
+        shutdown: stopping.clone(),
+        metrics,
     });
     if let Ok(address) = listener.local_addr() {
         tracing::info!(%address, "serving");
     }
-    let stopping = CancellationToken::new();
     let signal = stopping.clone();
     tokio::spawn(async move {
         shutdown.await;
@@ -189,6 +235,7 @@ pub async fn serve(
             watcher.stop().await;
         }
         background.cancel();
+        let _ = retention.await;
         let _ = follower.await;
         let _ = lifecycle.await;
         // Workers stop after their batch; a batch in a plugin call ends at its
@@ -208,6 +255,9 @@ pub async fn serve(
         calls.stop_calls();
         tokio::time::sleep(limit - limit / 2).await;
     };
+    // From here on, a failure is not a failed start: the marker stays unless the stop
+    // is clean.
+    marker.serving = true;
     tokio::select! {
         result = run => result?,
         () = bounded => {
@@ -215,9 +265,46 @@ pub async fn serve(
             return Err(ServeError::ShutdownTimedOut(limit));
         }
     }
-    let _ = std::fs::remove_file(&running);
+    marker.remove();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The `RUNNING` marker in the data folder: written at start, removed at a clean stop,
+/// so that a start which finds it knows the last run did not stop cleanly. A start
+/// that fails leaves the marker as it found it: a failed start is not taken for a
+/// crash, nor does it hide one.
+struct RunMarker {
+    path: PathBuf,
+    /// The marker was there before this run wrote it.
+    found: bool,
+    /// The host got as far as serving.
+    serving: bool,
+}
+
+impl RunMarker {
+    fn place(data_dir: &std::path::Path) -> std::io::Result<Self> {
+        let path = data_dir.join("RUNNING");
+        let found = path.exists();
+        std::fs::write(&path, std::process::id().to_string())?;
+        Ok(RunMarker {
+            path,
+            found,
+            serving: false,
+        })
+    }
+
+    fn remove(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for RunMarker {
+    fn drop(&mut self) {
+        if !self.serving && !self.found {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// How long the plugins folder must be quiet before a change is loaded.

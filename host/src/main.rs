@@ -4,9 +4,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use serde_json::Value;
 use std::time::Duration;
 
 use tessera::event_store::Durability;
@@ -21,6 +20,24 @@ use tessera::plugin::{Limits, PluginLimits};
 struct Cli {
     #[command(subcommand)]
     command: Commands,
+    /// How log lines are written to stderr: `text` for people, `json` (one object per
+    /// line, with the request id and plugin as fields) for log collectors. `RUST_LOG`
+    /// filters them, e.g. `RUST_LOG=info,plugin=debug`.
+    #[arg(long, global = true, default_value = "text", value_enum)]
+    log_format: LogFormat,
+}
+
+/// A way of authenticating callers (`--auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AuthMethod {
+    Jwt,
+    ApiKeys,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -37,9 +54,34 @@ enum Commands {
         /// The cargo target directory for plugin builds.
         #[arg(long, default_value = "target/wasm-plugins")]
         target_dir: PathBuf,
-        /// The plugin crates to build and serve.
-        #[arg(long = "crate", default_values = ["bank-account", "account-balance", "bank-totals", "bank-queries"])]
+        /// The plugin crates to build and serve (repeatable). By default every plugin
+        /// crate directly under `--sources` (a folder holding a `cdylib` crate of the
+        /// same name), looked up again on every change, so a crate `tessera new`
+        /// writes while this runs is served too.
+        #[arg(long = "crate")]
         crates: Vec<String>,
+    },
+    /// Write a new plugin crate: a small working plugin of KIND, with a README (and,
+    /// for a command handler, given/when/then tests that run with `cargo test`).
+    New {
+        /// command-handler, projection or query-handler.
+        #[arg(value_enum)]
+        kind: tessera::scaffold::Kind,
+        /// The crate's and the plugin's name, in kebab-case (gift-card).
+        name: String,
+        /// The folder the crate's folder is made in. In a plugins workspace (such as
+        /// Tessera's `plugins/`) the crate joins its members; elsewhere it is a
+        /// workspace of its own and finds the SDK with `--sdk`.
+        #[arg(long, default_value = "plugins")]
+        dir: PathBuf,
+        /// What the plugin reads: for a projection, the command handler whose events
+        /// it consumes; for a query handler, the projection it reads. By default NAME.
+        #[arg(long)]
+        from: Option<String>,
+        /// The `tessera-sdk` crate (`plugins/sdk` of Tessera's repository), for a crate
+        /// outside a plugins workspace. By default the SDK this binary was built with.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
     },
     /// Deploy a plugin to a running host.
     Deploy {
@@ -64,6 +106,16 @@ enum Commands {
         #[arg(long)]
         watch: bool,
     },
+    /// Copy a running host's event log, read models and plugins into DEST, online
+    /// (`POST /admin/backup`); serve the copy with `tessera serve --data DEST/data
+    /// --plugins DEST/plugins`.
+    Backup {
+        /// A folder that does not exist or is empty, on the host's machine (a relative
+        /// path is taken from this command's working directory).
+        dest: PathBuf,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +138,35 @@ struct ServeArgs {
     /// one they answer only to clients on loopback.
     #[arg(long, env = "TESSERA_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Authenticate the callers of commands, queries and the log: `jwt`, `api-keys`,
+    /// or both (`jwt,api-keys`). Off by default: anyone who reaches the host may call,
+    /// and the principal is the `Tessera-Principal` header. On, a caller sends
+    /// `Authorization: Bearer <token>` and the principal is the token's.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    auth: Vec<AuthMethod>,
+    /// `--auth jwt`: a file holding the HS256 secret (at least 32 bytes).
+    #[arg(long)]
+    jwt_hs256_secret_file: Option<PathBuf>,
+    /// `--auth jwt`: a PEM file holding the RS256 public key.
+    #[arg(long)]
+    jwt_rs256_public_key: Option<PathBuf>,
+    /// `--auth jwt`: a JWKS file; a token's `kid` picks its key.
+    #[arg(long)]
+    jwt_jwks: Option<PathBuf>,
+    /// `--auth jwt`: the `iss` every token must carry.
+    #[arg(long)]
+    jwt_issuer: Option<String>,
+    /// `--auth jwt`: the `aud` every token must include (unchecked when not given).
+    #[arg(long)]
+    jwt_audience: Option<String>,
+    /// `--auth api-keys`: the JSON file of keys,
+    /// `[{"key_sha256": "<hex>", "principal": "...", "roles": [...]}]`.
+    #[arg(long)]
+    api_keys_file: Option<PathBuf>,
+    /// With `--auth`: a role every caller must carry (`roles` claim, or the key's
+    /// roles); a verified caller without it is refused with 403.
+    #[arg(long)]
+    auth_required_role: Option<String>,
     /// Do not reload plugins when the folder changes.
     #[arg(long)]
     no_watch: bool,
@@ -112,13 +193,26 @@ struct ServeArgs {
     /// plugins are doing.
     #[arg(long, default_value_t = 10_000)]
     shutdown_timeout_ms: u64,
-    /// Limits for one plugin: `NAME:deadline_ms=2000,memory_mb=128,disk_mb=256`
+    /// Limits for one plugin: `NAME:deadline_ms=2000,memory_mb=128,disk_mb=256,reuse=0`
     /// (repeatable).
     #[arg(long = "plugin-limit", value_parser = parse_plugin_limit)]
     plugin_limits: Vec<(String, PluginLimits)>,
     /// Allocate plugin instances on demand instead of from a pool.
     #[arg(long)]
     no_pooling: bool,
+    /// How many commands one command handler instance may serve before it is
+    /// replaced (after a failed call it is replaced at once); 0 for a fresh instance
+    /// per command. A plugin's globals survive between the commands one instance
+    /// serves. Per plugin: `--plugin-limit NAME:reuse=0`.
+    #[arg(long, default_value_t = 1000)]
+    instance_reuse: u32,
+    /// How long idempotency keys are kept, in hours (0: forever). A command sent
+    /// again with its key within this time is answered from the first one.
+    #[arg(long, default_value_t = 24)]
+    idempotency_retention_hours: u64,
+    /// Record no metrics; `GET /metrics` answers 404.
+    #[arg(long)]
+    no_metrics: bool,
 }
 
 fn parse_plugin_limit(value: &str) -> Result<(String, PluginLimits), String> {
@@ -137,9 +231,12 @@ fn parse_plugin_limit(value: &str) -> Result<(String, PluginLimits), String> {
             "deadline_ms" => limits.deadline = Some(Duration::from_millis(number)),
             "memory_mb" => limits.max_memory = Some((number as usize) << 20),
             "disk_mb" => limits.max_disk = Some(number << 20),
+            "reuse" => {
+                limits.reuse = Some(u32::try_from(number).map_err(|_| "reuse is too large")?)
+            }
             other => {
                 return Err(format!(
-                    "unknown limit {other:?}; use deadline_ms, memory_mb or disk_mb"
+                    "unknown limit {other:?}; use deadline_ms, memory_mb, disk_mb or reuse"
                 ));
             }
         }
@@ -155,6 +252,15 @@ struct RemoteArgs {
     /// The admin bearer token.
     #[arg(long, env = "TESSERA_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
+}
+
+impl RemoteArgs {
+    fn remote(&self) -> tessera::remote::Remote {
+        tessera::remote::Remote {
+            url: self.url.clone(),
+            token: self.token.clone(),
+        }
+    }
 }
 
 fn parse_durability(value: &str) -> Result<Durability, String> {
@@ -178,12 +284,18 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    match Cli::parse().command {
+        );
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        // Fields at the top level, the spans (the request and its id) as a list.
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+    match cli.command {
         Commands::Serve(args) => serve(args).await,
         Commands::Dev {
             serve: args,
@@ -206,10 +318,41 @@ async fn run() -> anyhow::Result<()> {
             watching.abort();
             served
         }
-        Commands::Deploy { file, name, remote } => deploy(file, name, remote).await,
-        Commands::Plugins { remote } => list_plugins(remote).await,
+        Commands::Deploy { file, name, remote } => {
+            println!("{}", remote.remote().deploy(&file, name).await?);
+            Ok(())
+        }
+        Commands::Plugins { remote } => {
+            println!("{}", remote.remote().plugins().await?);
+            Ok(())
+        }
+        Commands::New {
+            kind,
+            name,
+            dir,
+            from,
+            sdk,
+        } => {
+            let request = tessera::scaffold::Request {
+                kind,
+                name,
+                dir,
+                from,
+                sdk,
+            };
+            println!("{}", tessera::scaffold::new(&request)?);
+            Ok(())
+        }
+        Commands::Backup { dest, remote } => {
+            let dest = std::path::absolute(&dest)
+                .with_context(|| format!("cannot tell where {} is", dest.display()))?;
+            let summary =
+                tessera::backup::request(&remote.url, remote.token.as_deref(), &dest).await?;
+            println!("{summary}");
+            Ok(())
+        }
         Commands::Projections { remote, watch } => loop {
-            show_projections(&remote).await?;
+            println!("{}", remote.remote().projections().await?);
             if !watch {
                 break Ok(());
             }
@@ -223,8 +366,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let auth = auth_config(&args)?;
     let mut config = tessera::Config::new(args.data, args.plugins);
     config.durability = args.durability;
+    config.auth = auth;
     config.admin_token = args.admin_token;
     config.watch_plugins = !args.no_watch;
     config.limits = Limits {
@@ -235,10 +380,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_disk: args.max_disk_mb << 20,
         sqlite_heap: args.sqlite_heap_mb << 20,
         pooling: !args.no_pooling,
+        instance_reuse: args.instance_reuse,
         per_plugin: args.plugin_limits.into_iter().collect(),
         ..Limits::default()
     };
     config.shutdown_timeout = Duration::from_millis(args.shutdown_timeout_ms);
+    config.idempotency_retention =
+        Duration::from_secs(args.idempotency_retention_hours.saturating_mul(3600));
+    config.metrics = !args.no_metrics;
     match tessera::serve(listener, config, shutdown_signal()).await {
         // What still runs is abandoned: exit now rather than wait for it.
         Err(error @ tessera::ServeError::ShutdownTimedOut(_)) => {
@@ -249,121 +398,39 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn deploy(file: PathBuf, name: Option<String>, remote: RemoteArgs) -> anyhow::Result<()> {
-    let name = match name {
-        Some(name) => name,
-        None => file
-            .file_stem()
-            .map(|stem| stem.to_string_lossy().replace('_', "-"))
-            .context("cannot tell the plugin's name from the file name; pass --name")?,
-    };
-    let bytes = tokio::fs::read(&file)
-        .await
-        .with_context(|| format!("cannot read {}", file.display()))?;
-    let mut request = reqwest::Client::new()
-        .put(format!(
-            "{}/plugins/{name}",
-            remote.url.trim_end_matches('/')
-        ))
-        .header("content-type", "application/wasm")
-        .body(bytes);
-    if let Some(token) = &remote.token {
-        request = request.bearer_auth(token);
+/// The authentication `--auth` and its flags ask for. A key flag without the method it
+/// belongs to is an error rather than silently unused: the operator meant auth on.
+fn auth_config(args: &ServeArgs) -> anyhow::Result<tessera::auth::AuthConfig> {
+    let jwt = args.auth.contains(&AuthMethod::Jwt);
+    let api_keys = args.auth.contains(&AuthMethod::ApiKeys);
+    let jwt_flags = args.jwt_hs256_secret_file.is_some()
+        || args.jwt_rs256_public_key.is_some()
+        || args.jwt_jwks.is_some()
+        || args.jwt_issuer.is_some()
+        || args.jwt_audience.is_some();
+    if jwt_flags && !jwt {
+        anyhow::bail!("the --jwt-* flags need --auth jwt");
     }
-    let response = request.send().await.context("cannot reach the host")?;
-    let status = response.status();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        bail!(
-            "deploy refused ({status}): {}",
-            body["error"]["message"]
-                .as_str()
-                .unwrap_or("no reason given")
-        );
+    if args.api_keys_file.is_some() && !api_keys {
+        anyhow::bail!("--api-keys-file needs --auth api-keys");
     }
-    println!(
-        "deployed {name} {} (digest {})",
-        body["plugin"]["version"].as_str().unwrap_or("?"),
-        body["digest"].as_str().unwrap_or("?")
-    );
-    Ok(())
-}
-
-async fn list_plugins(remote: RemoteArgs) -> anyhow::Result<()> {
-    let body: Value = reqwest::get(format!("{}/plugins", remote.url.trim_end_matches('/')))
-        .await
-        .context("cannot reach the host")?
-        .json()
-        .await?;
-    println!(
-        "{:<20} {:<16} {:<10} {:<9} {:<8} {:<14} FILE",
-        "NAME", "KIND", "VERSION", "CONTRACT", "STATUS", "DIGEST"
-    );
-    for entry in body["plugins"].as_array().into_iter().flatten() {
-        let text = |value: &Value| value.as_str().unwrap_or("-").to_string();
-        let digest = text(&entry["digest"]);
-        println!(
-            "{:<20} {:<16} {:<10} {:<9} {:<8} {:<14} {}",
-            text(&entry["plugin"]["name"]),
-            text(&entry["plugin"]["kind"]),
-            text(&entry["plugin"]["version"]),
-            text(&entry["plugin"]["contract"]),
-            text(&entry["status"]),
-            &digest[..digest.len().min(12)],
-            text(&entry["file"]),
-        );
-        if let Some(error) = entry["last_error"].as_str() {
-            println!("    last error: {error}");
-        }
+    if api_keys && args.api_keys_file.is_none() {
+        anyhow::bail!("--auth api-keys needs --api-keys-file");
     }
-    Ok(())
-}
-
-async fn show_projections(remote: &RemoteArgs) -> anyhow::Result<()> {
-    let body: Value = reqwest::get(format!("{}/projections", remote.url.trim_end_matches('/')))
-        .await
-        .context("cannot reach the host")?
-        .json()
-        .await?;
-    println!(
-        "{:<20} {:<8} {:<9} {:<12} {:<24} {:>10} {:>9} {:>8}",
-        "NAME", "VERSION", "ROLE", "STATUS", "PROGRESS", "TO GO", "EV/S", "ETA"
-    );
-    for p in body["projections"].as_array().into_iter().flatten() {
-        let done = p["progress"]["events_done"].as_u64().unwrap_or(0);
-        let to_go = p["progress"]["events_to_go"].as_u64().unwrap_or(0);
-        let total = done + to_go;
-        let fraction = if total == 0 {
-            1.0
-        } else {
-            done as f64 / total as f64
-        };
-        let filled = (fraction * 16.0).round() as usize;
-        let bar = format!(
-            "[{}{}] {:>3.0}%",
-            "#".repeat(filled),
-            "-".repeat(16 - filled),
-            fraction * 100.0
-        );
-        let eta = p["progress"]["eta_seconds"]
-            .as_f64()
-            .map_or("-".to_string(), |s| format!("{s:.0}s"));
-        println!(
-            "{:<20} {:<8} {:<9} {:<12} {:<24} {:>10} {:>9.0} {:>8}",
-            p["name"].as_str().unwrap_or("?"),
-            format!("v{}.g{}", p["version"], p["generation"]),
-            p["role"].as_str().unwrap_or("?"),
-            p["status"].as_str().unwrap_or("?"),
-            bar,
-            to_go,
-            p["progress"]["events_per_second"].as_f64().unwrap_or(0.0),
-            eta,
-        );
-        if let Some(error) = p["error"].as_str() {
-            println!("    error: {error}");
-        }
+    if args.auth_required_role.is_some() && args.auth.is_empty() {
+        anyhow::bail!("--auth-required-role needs --auth");
     }
-    Ok(())
+    Ok(tessera::auth::AuthConfig {
+        jwt: jwt.then(|| tessera::auth::JwtConfig {
+            hs256_secret_file: args.jwt_hs256_secret_file.clone(),
+            rs256_public_key: args.jwt_rs256_public_key.clone(),
+            jwks: args.jwt_jwks.clone(),
+            issuer: args.jwt_issuer.clone(),
+            audience: args.jwt_audience.clone(),
+        }),
+        api_keys_file: args.api_keys_file.clone(),
+        required_role: args.auth_required_role.clone(),
+    })
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -89,6 +89,8 @@ pub async fn append_bank_log(
         causation_id: "setup".into(),
         principal: None,
         timestamp: "2026-01-01T00:00:00Z".into(),
+        request_id: None,
+        claims: None,
     };
     let event = |event_type: &str, data: Value| NewEvent {
         event_type: event_type.to_string(),

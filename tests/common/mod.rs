@@ -260,6 +260,19 @@ impl Reply {
     pub async fn read(response: reqwest::Response) -> Result<Reply> {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
+        // A stream of server-sent events (`GET /events/stream`) does not end: its body
+        // is left unread, as null.
+        let streaming = headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.starts_with("text/event-stream"));
+        if streaming {
+            return Ok(Reply {
+                status,
+                headers,
+                body: Value::Null,
+            });
+        }
         let text = response.text().await?;
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
         Ok(Reply {
@@ -442,5 +455,7 @@ fn metadata() -> Metadata {
         causation_id: "c1".into(),
         principal: None,
         timestamp: "2026-01-01T00:00:00Z".into(),
+        request_id: None,
+        claims: None,
     }
 }

@@ -8,11 +8,14 @@
 //!   moved, the command is decided again on the new state (when the caller named no
 //!   expected version) or refused as a conflict (when it did);
 //! - a command sent again with the same idempotency key appends nothing and returns
-//!   the first result; the key with a different command is refused.
+//!   the first result; the key with a different command is refused. Keys are scoped
+//!   by principal: two callers' equal keys are two keys (see [`scoped_key`]).
 
+mod code;
 mod state_cache;
 mod stream_locks;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,13 +23,15 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::event_store::{
-    AppendError, AppendOutcome, AppendRequest, Commit, EventStore, Idempotency, IdempotentCommit,
-    Metadata, NewEvent, RecordedEvent, Snapshot, StoreError,
+    AppendError, AppendOutcome, AppendRequest, Claims, Commit, EventStore, Idempotency,
+    IdempotentCommit, Metadata, NewEvent, RecordedEvent, Snapshot, StoreError,
 };
 use crate::plugin::{CallError, Command, CommandRoute, Plugins, Refusal};
 
 use state_cache::{CachedState, StateCache};
 use stream_locks::StreamLocks;
+
+pub use code::{AggregateCode, AggregateSession, NativeAggregate};
 
 /// How many times a command is decided again after losing a race to another writer.
 const MAX_ATTEMPTS: u32 = 32;
@@ -52,6 +57,11 @@ pub struct CommandRequest {
     pub correlation_id: Option<String>,
     pub causation_id: Option<String>,
     pub principal: Option<String>,
+    /// The caller's verified claims (authentication on), shown to the handler and
+    /// recorded in the events' metadata.
+    pub claims: Option<Claims>,
+    /// The HTTP request's id, recorded in the events' metadata.
+    pub request_id: Option<String>,
 }
 
 /// What a command did.
@@ -109,6 +119,44 @@ pub struct CommandBus {
     plugins: Arc<Plugins>,
     states: StateCache,
     locks: StreamLocks,
+    /// Aggregates compiled into the host, by command name.
+    natives: HashMap<String, Arc<NativeAggregate>>,
+}
+
+/// Where a command goes: a plugin's route, or an aggregate compiled in.
+enum Target {
+    Plugin(Arc<CommandRoute>),
+    Native(Arc<NativeAggregate>),
+}
+
+impl Target {
+    fn plugin(&self) -> &str {
+        match self {
+            Target::Plugin(route) => &route.plugin,
+            Target::Native(native) => &native.name,
+        }
+    }
+
+    fn aggregate_type(&self) -> &str {
+        match self {
+            Target::Plugin(route) => &route.aggregate_type,
+            Target::Native(native) => &native.aggregate_type,
+        }
+    }
+
+    fn digest(&self) -> &str {
+        match self {
+            Target::Plugin(route) => &route.digest,
+            Target::Native(native) => &native.digest,
+        }
+    }
+
+    fn code(&self) -> Arc<dyn AggregateCode> {
+        match self {
+            Target::Plugin(route) => route.handler.clone(),
+            Target::Native(native) => native.code.clone(),
+        }
+    }
 }
 
 impl std::fmt::Debug for dyn EventStore {
@@ -124,20 +172,37 @@ impl CommandBus {
             plugins,
             states: StateCache::new(STATE_CACHE_CAPACITY, STATE_CACHE_BYTES),
             locks: StreamLocks::default(),
+            natives: HashMap::new(),
         }
+    }
+
+    /// Serves `aggregate`'s commands with native code, ahead of any plugin handling
+    /// the same names. Used by the benchmark to price the sandbox against the same
+    /// aggregate compiled natively.
+    pub fn serve_native(mut self, aggregate: NativeAggregate) -> Self {
+        let aggregate = Arc::new(aggregate);
+        for command in &aggregate.commands {
+            self.natives.insert(command.clone(), aggregate.clone());
+        }
+        self
     }
 
     /// Executes a command: decide, append, retry on a lost race.
     pub async fn execute(&self, request: CommandRequest) -> Result<CommandOutcome, CommandError> {
         check_aggregate_id(&request.aggregate_id)?;
-        let catalog = self.plugins.catalog();
-        let route = catalog
-            .command(&request.command)
-            .ok_or_else(|| CommandError::UnknownCommand(request.command.clone()))?
-            .clone();
-        let stream = format!("{}-{}", route.aggregate_type, request.aggregate_id);
+        let route = match self.natives.get(&request.command) {
+            Some(native) => Target::Native(native.clone()),
+            None => Target::Plugin(
+                self.plugins
+                    .catalog()
+                    .command(&request.command)
+                    .ok_or_else(|| CommandError::UnknownCommand(request.command.clone()))?
+                    .clone(),
+            ),
+        };
+        let stream = format!("{}-{}", route.aggregate_type(), request.aggregate_id);
         let idempotency = request.idempotency_key.as_ref().map(|key| Idempotency {
-            key: key.clone(),
+            key: scoped_key(request.principal.as_deref(), key),
             request_digest: request_digest(&request),
         });
         if let Some(idempotency) = &idempotency
@@ -231,18 +296,21 @@ impl CommandBus {
     /// instance on a blocking thread. Returns the version the decision was made at.
     async fn decide(
         &self,
-        route: &Arc<CommandRoute>,
+        route: &Target,
         stream: &str,
         command: &Command,
     ) -> Result<(u64, crate::plugin::Decision), CommandError> {
-        let cached = self.states.get(stream, &route.digest);
-        let handler = route.handler.clone();
+        let cached = self.states.get(stream, route.digest());
+        let handler = route.code();
         let command = command.clone();
         let store = self.store.clone();
         let stream_name = stream.to_string();
+        // The request's span goes along, so the plugin's log lines name the request.
+        let span = tracing::Span::current();
         // One blocking hop for the whole decision: read what the cached state lacks,
         // fold it and decide, on the same thread.
         let (folded, decision) = tokio::task::spawn_blocking(move || {
+            let _request = span.enter();
             let (cached, newer) =
                 unfolded(store.as_ref(), &stream_name, cached).map_err(Decide::Store)?;
             let mut session = handler.session()?;
@@ -274,7 +342,7 @@ impl CommandBus {
         })
         .await
         .map_err(|e| CallError::Trapped {
-            plugin: route.plugin.clone(),
+            plugin: route.plugin().to_string(),
             reason: format!("host task failed: {e}"),
         })?
         .map_err(|e| match e {
@@ -367,12 +435,37 @@ fn request_digest(request: &CommandRequest) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// Separates the principal from the client's key in a scoped key. A key from a client
+/// is visible ASCII (an HTTP header) and a principal has no control characters, so
+/// neither can hold it: a scoped key never equals another principal's, nor any
+/// anonymous key.
+const SCOPE_SEPARATOR: char = '\u{1f}';
+
+/// The key an idempotency key is stored under: the caller's principal, the separator
+/// and the key; an anonymous caller's key as it is, which is also how keys were stored
+/// before they were scoped, so those keep working for anonymous callers.
+pub fn scoped_key(principal: Option<&str>, key: &str) -> String {
+    match principal {
+        Some(principal) => format!("{principal}{SCOPE_SEPARATOR}{key}"),
+        None => key.to_string(),
+    }
+}
+
+/// The client's own key within a stored one.
+fn client_key(stored: &str) -> &str {
+    stored
+        .rsplit_once(SCOPE_SEPARATOR)
+        .map_or(stored, |(_, key)| key)
+}
+
 fn replay(
     idempotency: &Idempotency,
     stored: IdempotentCommit,
 ) -> Result<CommandOutcome, CommandError> {
     if stored.request_digest != idempotency.request_digest {
-        return Err(CommandError::IdempotencyMismatch(idempotency.key.clone()));
+        return Err(CommandError::IdempotencyMismatch(
+            client_key(&idempotency.key).to_string(),
+        ));
     }
     Ok(CommandOutcome {
         commit: stored.commit,
@@ -392,6 +485,8 @@ fn metadata_for(request: &CommandRequest) -> Metadata {
             .clone()
             .unwrap_or_else(|| command_id.clone()),
         principal: request.principal.clone(),
+        claims: request.claims.clone(),
+        request_id: request.request_id.clone(),
         timestamp: jiff::Timestamp::now().to_string(),
         command_id,
     }
@@ -401,4 +496,20 @@ fn metadata_for(request: &CommandRequest) -> Metadata {
 fn backoff(attempt: u32) -> Duration {
     let base = Duration::from_micros(500) * attempt.min(20);
     base + Duration::from_micros(fastrand::u64(0..1000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{client_key, scoped_key};
+
+    #[test]
+    fn keys_are_scoped_by_principal() {
+        assert_eq!(scoped_key(None, "k"), "k");
+        assert_ne!(scoped_key(Some("ada"), "k"), scoped_key(Some("grace"), "k"));
+        assert_ne!(scoped_key(Some("ada"), "k"), scoped_key(None, "k"));
+        // A principal that ends like another's key cannot forge its scope.
+        assert_ne!(scoped_key(Some("a"), "b c"), scoped_key(Some("a b"), "c"));
+        assert_eq!(client_key(&scoped_key(Some("ada"), "k-1")), "k-1");
+        assert_eq!(client_key(&scoped_key(None, "k-1")), "k-1");
+    }
 }

@@ -8,7 +8,8 @@
 //! - Events get a global position, strictly increasing and gap-free, and a version
 //!   within their stream, starting at 1 and gap-free.
 //! - An idempotency key is stored with the append it belongs to; an append whose key is
-//!   already stored appends nothing and reports the first outcome.
+//!   already stored appends nothing and reports the first outcome. Keys are kept until
+//!   [`EventStore::expire_idempotency_keys`] deletes them (the host's retention).
 //! - An acknowledged append is durable to the degree [`Durability`] promises.
 //!
 //! This module knows nothing of Wasm or HTTP. The SQLite implementation lives in
@@ -33,6 +34,51 @@ pub struct Metadata {
     pub principal: Option<String>,
     /// When the command was accepted, RFC 3339 in UTC.
     pub timestamp: String,
+    /// The id of the HTTP request that sent the command (`x-request-id`), so that an
+    /// event leads back to the request's log lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The verified claims of the caller who sent the command, when the host
+    /// authenticates callers: what the handler was shown, kept with the events so that
+    /// the audit trail says with which roles (and by which token) a change was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<Claims>,
+}
+
+/// A caller's verified claims: a JSON object, kept as its text (it is handed to plugins
+/// as text and written with the metadata as it is). Stored as an object, not a string.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct Claims(Box<RawValue>);
+
+impl Claims {
+    /// Claims from their JSON text; fails if it is not JSON (callers check it is an
+    /// object).
+    pub fn from_json(text: String) -> Result<Claims, serde_json::Error> {
+        RawValue::from_string(text).map(Claims)
+    }
+
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for Claims {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for Claims {}
+
+impl<'de> Deserialize<'de> for Claims {
+    // Through a `Value`, so that metadata reads from any deserializer (a raw value
+    // reads only from JSON text).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Claims::from_json(value.to_string()).map_err(serde::de::Error::custom)
+    }
 }
 
 /// An event to append; the store assigns its position, version and timestamp.
@@ -211,4 +257,19 @@ pub trait EventStore: Send + Sync + 'static {
     /// The position of the last committed event (0 for an empty log), updated on every
     /// commit: projections wait on it instead of polling.
     fn head(&self) -> watch::Receiver<u64>;
+
+    /// Deletes at most `limit` idempotency keys stored before `created_before_ms`
+    /// (milliseconds since the Unix epoch), oldest first, in the writer's transaction
+    /// order; returns how many. A command sent again with a deleted key is a new
+    /// command. Bounded, so that commands wait for one deletion at most briefly.
+    async fn expire_idempotency_keys(
+        &self,
+        created_before_ms: i64,
+        limit: usize,
+    ) -> Result<usize, StoreError>;
+
+    /// The store's size on disk in bytes, if it has files (for `/metrics`).
+    fn disk_bytes(&self) -> Option<u64> {
+        None
+    }
 }

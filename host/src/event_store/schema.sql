@@ -16,7 +16,9 @@ CREATE TABLE IF NOT EXISTS events (
 
 -- Idempotency keys, written in the same transaction as the events they cover.
 -- `first_position`..`last_position` are the events the first request appended
--- (empty when it appended none).
+-- (empty when it appended none). `created_ms` (milliseconds since the Unix epoch, the
+-- same instant as `created_at`) is what retention deletes by; a store made before it
+-- existed gains it in `migrate_idempotency_created_ms.sql`.
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     key             TEXT    PRIMARY KEY,
     request_digest  TEXT    NOT NULL,
@@ -24,7 +26,8 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     stream_version  INTEGER NOT NULL,
     first_position  INTEGER NOT NULL,
     last_position   INTEGER NOT NULL,
-    created_at      TEXT    NOT NULL
+    created_at      TEXT    NOT NULL,
+    created_ms      INTEGER
 ) WITHOUT ROWID;
 
 -- Aggregate states folded by a command handler, keyed by the stream and the digest of

@@ -49,6 +49,8 @@ pub struct SqliteEventStore {
     readers: Mutex<Vec<Connection>>,
     /// Snapshots waiting for the writer.
     snapshots: std::sync::Arc<Mutex<Vec<Snapshot>>>,
+    /// A deletion of expired idempotency keys waiting for the writer.
+    expiry: std::sync::Arc<Mutex<Option<Expiry>>>,
     head: watch::Receiver<u64>,
 }
 
@@ -79,20 +81,24 @@ impl SqliteEventStore {
             },
         )?;
         conn.execute_batch(include_str!("schema.sql"))?;
+        migrate(&conn)?;
         let head: i64 = conn.query_row(include_str!("select_head.sql"), [], |r| r.get(0))?;
         let (head_tx, head_rx) = watch::channel(head as u64);
         let (jobs_tx, jobs_rx) = mpsc::channel();
         let snapshots = std::sync::Arc::new(Mutex::new(Vec::new()));
         let pending = snapshots.clone();
+        let expiry = std::sync::Arc::new(Mutex::new(None));
+        let expiring = expiry.clone();
         let writer = std::thread::Builder::new()
             .name("event-store-writer".into())
-            .spawn(move || write_loop(conn, jobs_rx, head_tx, &pending))?;
+            .spawn(move || write_loop(conn, jobs_rx, head_tx, &pending, &expiring))?;
         Ok(SqliteEventStore {
             path: path.to_path_buf(),
             jobs: Mutex::new(Some(jobs_tx)),
             writer: Mutex::new(Some(writer)),
             readers: Mutex::new(Vec::new()),
             snapshots,
+            expiry,
             head: head_rx,
         })
     }
@@ -283,6 +289,38 @@ impl EventStore for SqliteEventStore {
     fn head(&self) -> watch::Receiver<u64> {
         self.head.clone()
     }
+
+    async fn expire_idempotency_keys(
+        &self,
+        created_before_ms: i64,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let (reply, deleted) = oneshot::channel();
+        {
+            // The writer must still be running to take it.
+            let jobs = self.jobs.lock().expect("jobs lock");
+            if jobs.is_none() {
+                return Err(StoreError::Closed);
+            }
+            // A newer request replaces one not taken yet (whose caller then sees
+            // Closed and tries again at its next round).
+            *self.expiry.lock().expect("expiry lock") = Some(Expiry {
+                created_before_ms,
+                limit,
+                reply,
+            });
+        }
+        deleted.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The database file and its write-ahead log (the shared-memory index aside).
+    fn disk_bytes(&self) -> Option<u64> {
+        let size = |path: &Path| std::fs::metadata(path).map(|m| m.len());
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let database = size(&self.path).ok()?;
+        Some(database + size(Path::new(&wal)).unwrap_or(0))
+    }
 }
 
 /// The writer thread: takes appends in groups and commits each group at once. While
@@ -293,6 +331,7 @@ fn write_loop(
     jobs: mpsc::Receiver<Job>,
     head: watch::Sender<u64>,
     snapshots: &Mutex<Vec<Snapshot>>,
+    expiry: &Mutex<Option<Expiry>>,
 ) {
     let mut data_version = read_data_version(&conn);
     loop {
@@ -303,6 +342,10 @@ fn write_loop(
                 if flush_snapshots(&conn, snapshots) {
                     data_version = read_data_version(&conn);
                 }
+                // Not followed by a re-read of the data version: this connection's own
+                // commits do not change it, and re-reading would hide a commit another
+                // process made just before.
+                expire_keys(&conn, expiry);
                 let version = read_data_version(&conn);
                 if version != data_version {
                     data_version = version;
@@ -316,6 +359,9 @@ fn write_loop(
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 flush_snapshots(&conn, snapshots);
+                if let Some(pending) = expiry.lock().expect("expiry lock").take() {
+                    let _ = pending.reply.send(Err(StoreError::Closed));
+                }
                 break;
             }
         };
@@ -345,7 +391,64 @@ fn write_loop(
             // stands regardless, as it would after a crash right after commit.
             let _ = job.reply.send(outcome);
         }
+        // Under load the writer is never idle: a deletion waiting goes between groups,
+        // after the group's acknowledgements (it is bounded, so the next group waits
+        // for at most one bounded delete).
+        expire_keys(&conn, expiry);
     }
+}
+
+/// Deletes expired idempotency keys, at most the number asked for.
+#[derive(Debug)]
+pub(super) struct Expiry {
+    created_before_ms: i64,
+    limit: usize,
+    reply: oneshot::Sender<Result<usize, StoreError>>,
+}
+
+/// Runs the deletion waiting, if any, in a transaction of its own; true if it ran.
+fn expire_keys(conn: &Connection, expiry: &Mutex<Option<Expiry>>) -> bool {
+    let Some(pending) = expiry.lock().expect("expiry lock").take() else {
+        return false;
+    };
+    let deleted = control(conn, "BEGIN IMMEDIATE")
+        .and_then(|()| {
+            conn.prepare_cached(include_str!("delete_expired_idempotency_keys.sql"))?
+                .execute(params![
+                    pending.created_before_ms,
+                    as_sql(pending.limit as u64)
+                ])
+        })
+        .and_then(|deleted| control(conn, "COMMIT").map(|()| deleted));
+    if deleted.is_err() && !conn.is_autocommit() {
+        let _ = control(conn, "ROLLBACK");
+    }
+    let _ = pending.reply.send(deleted.map_err(StoreError::from));
+    true
+}
+
+/// Brings a store made by an earlier version up to this one's schema (`schema.sql`
+/// creates what is missing; this changes what exists). Each step runs once, in one
+/// transaction, so an interrupted migration is redone whole at the next open.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let has_created_ms: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('idempotency_keys') WHERE name = 'created_ms'",
+        [],
+        |r| r.get(0),
+    )?;
+    let mut sql = String::from("BEGIN IMMEDIATE;\n");
+    if !has_created_ms {
+        tracing::info!("event store: adding the idempotency keys' creation time (retention)");
+        sql.push_str(include_str!("migrate_idempotency_created_ms.sql"));
+    }
+    sql.push_str(include_str!("index_idempotency_age.sql"));
+    sql.push_str("\nCOMMIT;");
+    conn.execute_batch(&sql).inspect_err(|_| {
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+    })?;
+    Ok(())
 }
 
 fn publish_head(head: &watch::Sender<u64>, position: u64) {
@@ -459,12 +562,14 @@ fn commit_group(
             tracing::debug!(%error, "snapshot savepoint");
         }
     }
+    let committing = crate::metrics::Started::now();
     if let Err(error) = control(conn, "COMMIT") {
         if !conn.is_autocommit() {
             let _ = control(conn, "ROLLBACK");
         }
         return fail_all(error);
     }
+    crate::metrics::group_committed(group.len(), committing);
     outcomes
 }
 

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::AppState;
+use super::auth::Identity;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path};
 use crate::command_bus::{CommandOutcome, CommandRequest};
@@ -64,12 +65,14 @@ pub struct CommandResponse {
         ("command" = String, Path, description = "The command's name"),
         ("Idempotency-Key" = Option<String>, Header, description = "Sent again with the same key, the command returns its first result and appends nothing"),
         ("If-Match" = Option<String>, Header, description = "The stream version the client expects, e.g. \"3\"; a mismatch is 409"),
-        ("Tessera-Principal" = Option<String>, Header, description = "The caller's identity, as an authenticating proxy vouches for it"),
+        ("Tessera-Principal" = Option<String>, Header, description = "The caller's identity, as an authenticating proxy vouches for it; only when the host does not authenticate callers (with authentication on, it is refused with 400)"),
     ),
     request_body = CommandBody,
     responses(
         (status = 200, description = "Appended (or replayed); headers ETag, Tessera-Position", body = CommandResponse),
         (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 401, description = "Authentication is on and the bearer token is missing, malformed, expired, for another audience or issuer, or does not verify (unauthorized; details.reason says which); WWW-Authenticate: Bearer", body = ErrorBody),
+        (status = 403, description = "The caller is verified but lacks the required role (forbidden)", body = ErrorBody),
         (status = 404, description = "No handler for the command (unknown_command), or the handler says the target does not exist", body = ErrorBody),
         (status = 409, description = "If-Match names another version (conflict)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
@@ -78,11 +81,13 @@ pub struct CommandResponse {
         (status = 500, description = "The plugin failed (plugin_failed)", body = ErrorBody),
         (status = 503, description = "Too contended, or shutting down", body = ErrorBody),
         (status = 504, description = "The plugin ran past its deadline", body = ErrorBody),
-    )
+    ),
+    security((), ("caller" = []))
 )]
 pub async fn execute(
     State(state): State<AppState>,
     Path(command): Path<String>,
+    identity: Identity,
     headers: HeaderMap,
     Json(body): Json<CommandBody>,
 ) -> Result<Response, ApiError> {
@@ -103,9 +108,17 @@ pub async fn execute(
         idempotency_key: idempotency_key(&headers)?,
         correlation_id: metadata.correlation_id,
         causation_id: metadata.causation_id,
-        principal: text_header(&headers, "tessera-principal")?,
+        principal: identity.principal,
+        claims: identity.claims,
+        request_id: Some(super::error::current_request_id()),
     };
-    let CommandOutcome { commit, replayed } = state.bus.execute(request).await?;
+    let started = crate::metrics::Started::now();
+    let name = crate::metrics::enabled().then(|| request.command.clone());
+    let result = state.bus.execute(request).await;
+    crate::metrics::command(started, name.as_deref(), &result, |name| {
+        state.plugins.catalog().command(name).is_some()
+    });
+    let CommandOutcome { commit, replayed } = result?;
     // Read-your-writes for inline projections: answer once they hold these events.
     let inline_current = state
         .projections

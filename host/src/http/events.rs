@@ -45,8 +45,11 @@ pub struct StreamPage {
     responses(
         (status = 200, description = "A page of events", body = StreamPage),
         (status = 400, description = "Bad paging parameters", body = ErrorBody),
+        (status = 401, description = "Authentication is on and the bearer token is missing or invalid (unauthorized)", body = ErrorBody),
+        (status = 403, description = "The caller lacks the required role (forbidden)", body = ErrorBody),
         (status = 404, description = "The stream has no events (unknown_stream)", body = ErrorBody),
-    )
+    ),
+    security((), ("caller" = []))
 )]
 pub async fn stream(
     State(state): State<AppState>,
@@ -105,7 +108,10 @@ pub struct LogPage {
     responses(
         (status = 200, description = "A page of the log", body = LogPage),
         (status = 400, description = "Bad paging parameters", body = ErrorBody),
-    )
+        (status = 401, description = "Authentication is on and the bearer token is missing or invalid (unauthorized)", body = ErrorBody),
+        (status = 403, description = "The caller lacks the required role (forbidden)", body = ErrorBody),
+    ),
+    security((), ("caller" = []))
 )]
 pub async fn log(
     State(state): State<AppState>,

@@ -2,24 +2,29 @@
 //! requests into calls on the command bus and the event store, and their errors into
 //! the JSON error contract of [`error`].
 
+mod auth;
 mod commands;
+mod dashboard;
 mod error;
 mod events;
 mod extract;
+mod layers;
+mod metrics;
+mod operations;
 mod plugins;
 mod projections;
 mod queries;
+mod stream;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::json;
-use tracing::Instrument;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -45,6 +50,15 @@ pub struct AppState {
     pub queries: Arc<Queries>,
     /// The admin endpoints' bearer token; none: loopback only.
     pub admin_token: Option<Arc<str>>,
+    /// Verifies callers' tokens on the routes that act for a caller; none:
+    /// authentication is off.
+    pub auth: Option<Arc<crate::auth::Authenticator>>,
+    /// The process's metrics recorder, rendered at `GET /metrics`; none: metrics off.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The host's data folder (what `POST /admin/backup` copies).
+    pub data_dir: std::path::PathBuf,
+    /// Cancelled when the host starts shutting down: event streams end on it.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// The full API, with its OpenAPI description served at `/openapi.json`.
@@ -52,7 +66,8 @@ pub fn router(state: AppState) -> Router {
     let (router, openapi) = api(state.clone()).split_for_parts();
     let openapi: Arc<str> =
         Arc::from(serde_json::to_string(&openapi).expect("the OpenAPI description serializes"));
-    router
+    let router = router
+        .merge(dashboard::routes())
         .route(
             "/openapi.json",
             get(move || {
@@ -66,9 +81,8 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(request_id))
-        .with_state(state)
+        .method_not_allowed_fallback(method_not_allowed);
+    layers::wrap(router).with_state(state)
 }
 
 /// Every route, each registered together with its OpenAPI description, so that the
@@ -87,24 +101,34 @@ fn api(state: AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(projections::set_policy))
         .routes(routes!(projections::retry_parked))
         .routes(routes!(projections::drop_parked))
+        .routes(routes!(operations::backup))
         .layer(DefaultBodyLimit::max(MAX_BODY));
     let admin = OpenApiRouter::new().merge(deploy).merge(admin).route_layer(
-        middleware::from_fn_with_state(state, plugins::require_admin),
+        middleware::from_fn_with_state(state.clone(), plugins::require_admin),
     );
-    let public = OpenApiRouter::new()
+    // The routes that act for a caller or show what callers wrote: with
+    // authentication on, only for a verified caller (README, "Callers' identity").
+    let guarded = OpenApiRouter::new()
         .routes(routes!(commands::execute))
         .routes(routes!(events::stream))
+        .routes(routes!(stream::follow_log))
         .routes(routes!(events::log))
-        .routes(routes!(queries::list))
         .routes(routes!(queries::get, queries::post))
+        .routes(routes!(projections::parked))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .route_layer(middleware::from_fn_with_state(state, auth::require_caller));
+    let public = OpenApiRouter::new()
+        .routes(routes!(queries::list))
         .routes(routes!(projections::list))
         .routes(routes!(projections::get_policy))
-        .routes(routes!(projections::parked))
         .routes(routes!(plugins::list))
         .routes(routes!(health))
+        .routes(routes!(operations::ready))
+        .routes(routes!(metrics::scrape))
         .layer(DefaultBodyLimit::max(MAX_BODY));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(admin)
+        .merge(guarded)
         .merge(public)
 }
 
@@ -114,14 +138,16 @@ fn api(state: AppState) -> OpenApiRouter<AppState> {
         title = "Tessera",
         description = "A CQRS host whose business logic runs as sandboxed WebAssembly components. Every error is a JSON body {\"error\": {\"code\", \"message\", \"details\"?}, \"request_id\"}."
     ),
-    modifiers(&AdminToken),
+    modifiers(&AdminToken, &CallerToken),
     tags(
         (name = "commands", description = "The write side"),
         (name = "events", description = "The log"),
         (name = "queries", description = "The read side, with freshness headers"),
         (name = "projections", description = "Read models and their versions"),
         (name = "plugins", description = "Deployment"),
-        (name = "health", description = "Liveness"),
+        (name = "health", description = "Liveness and readiness"),
+        (name = "operations", description = "Backups"),
+        (name = "metrics", description = "Prometheus metrics"),
     )
 )]
 struct ApiDoc;
@@ -140,18 +166,26 @@ impl utoipa::Modify for AdminToken {
     }
 }
 
-/// Gives every request an id, echoed in `x-request-id` and in error bodies.
-async fn request_id(request: Request, next: Next) -> Response {
-    let id = uuid::Uuid::new_v4().to_string();
-    let span = tracing::debug_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path());
-    let mut response = error::REQUEST_ID
-        .scope(id.clone(), next.run(request))
-        .instrument(span)
-        .await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", value);
+/// Declares the callers' bearer token (a JWT or an API key), which the routes that act
+/// for a caller need when the host authenticates callers.
+struct CallerToken;
+
+impl utoipa::Modify for CallerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "caller",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A JWT (--auth jwt) or an API key (--auth api-keys); needed only when the host authenticates callers",
+                    ))
+                    .build(),
+            ),
+        );
     }
-    response
 }
 
 /// Whether the host is up, and the write store's head.

@@ -206,8 +206,11 @@ pub async fn set_policy(
     params(("name" = String, Path, description = "The projection's name")),
     responses(
         (status = 200, description = "The parked events"),
+        (status = 401, description = "Authentication is on and the bearer token is missing or invalid (unauthorized)", body = ErrorBody),
+        (status = 403, description = "The caller lacks the required role (forbidden)", body = ErrorBody),
         (status = 404, description = "No such projection or version", body = ErrorBody),
     ),
+    security((), ("caller" = []))
 )]
 pub async fn parked(
     State(state): State<AppState>,

@@ -31,12 +31,15 @@ const LONGEST_MAX_WAIT: Duration = Duration::from_secs(60);
     responses(
         (status = 200, description = "The handler's JSON answer; headers Tessera-Position, Tessera-Head, Tessera-Cache"),
         (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 401, description = "Authentication is on and the bearer token is missing or invalid (unauthorized; details.reason says why); WWW-Authenticate: Bearer", body = ErrorBody),
+        (status = 403, description = "The caller is verified but lacks the required role (forbidden)", body = ErrorBody),
         (status = 404, description = "unknown_query, or not_found from the handler", body = ErrorBody),
         (status = 422, description = "validation_failed or rejected", body = ErrorBody),
         (status = 500, description = "The plugin failed", body = ErrorBody),
         (status = 503, description = "stale (the read models did not reach Tessera-Min-Position in time) or projection_unavailable; see Retry-After", body = ErrorBody),
         (status = 504, description = "The plugin ran past its deadline", body = ErrorBody),
-    )
+    ),
+    security((), ("caller" = []))
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -65,12 +68,15 @@ pub async fn get(
     responses(
         (status = 200, description = "The handler's JSON answer; headers Tessera-Position, Tessera-Head, Tessera-Cache"),
         (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 401, description = "Authentication is on and the bearer token is missing or invalid (unauthorized; details.reason says why); WWW-Authenticate: Bearer", body = ErrorBody),
+        (status = 403, description = "The caller is verified but lacks the required role (forbidden)", body = ErrorBody),
         (status = 404, description = "unknown_query, or not_found from the handler", body = ErrorBody),
         (status = 422, description = "validation_failed or rejected", body = ErrorBody),
         (status = 500, description = "The plugin failed", body = ErrorBody),
         (status = 503, description = "stale (the read models did not reach Tessera-Min-Position in time) or projection_unavailable; see Retry-After", body = ErrorBody),
         (status = 504, description = "The plugin ran past its deadline", body = ErrorBody),
-    )
+    ),
+    security((), ("caller" = []))
 )]
 pub async fn post(
     State(state): State<AppState>,
@@ -97,11 +103,13 @@ async fn ask(
         Some(ms) => Duration::from_millis(ms).min(LONGEST_MAX_WAIT),
         None => DEFAULT_MAX_WAIT,
     };
+    let started = crate::metrics::Started::now();
     let answer = state
         .queries
         .ask(&name, params, min_position, max_wait)
-        .await?;
-    Ok(answer_response(answer))
+        .await;
+    crate::metrics::query(started, &name, &answer);
+    Ok(answer_response(answer?))
 }
 
 fn answer_response(answer: Answer) -> Response {

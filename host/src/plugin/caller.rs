@@ -44,20 +44,29 @@ impl Caller {
     /// What a failed guest call means for the host: a trap, the deadline, or the
     /// host stopping.
     pub(super) fn fail(&self, error: wasmtime::Error) -> CallError {
-        CallError::from_wasmtime(
+        let error = CallError::from_wasmtime(
             &self.name,
             self.limits.deadline,
             self.runtime.stopping(),
             error,
-        )
+        );
+        crate::metrics::call_failed(&self.name, &error);
+        error
     }
 
     /// The guest returned something the host cannot use.
     pub(super) fn bad_output(&self, reason: String) -> CallError {
-        CallError::BadOutput {
+        let error = CallError::BadOutput {
             plugin: self.name.to_string(),
             reason,
-        }
+        };
+        crate::metrics::call_failed(&self.name, &error);
+        error
+    }
+
+    /// Times a call (`tessera_plugin_call_duration_seconds`) until the timer is dropped.
+    pub(super) fn timer(&self, call: crate::metrics::Call) -> crate::metrics::CallTimer {
+        crate::metrics::CallTimer::start(&self.name, call)
     }
 
     /// Calls `describe` in a fresh instance under the describe limits, checks the
@@ -74,11 +83,13 @@ impl Caller {
             .runtime
             .store(self.name.clone(), self.limits, Arc::default());
         set_deadline(&mut store, self.limits.deadline);
+        let mut timer = self.timer(crate::metrics::Call::Describe);
         let bindings = instantiate(&mut store).map_err(|e| self.fail(e))?;
         let info = describe(&bindings, &mut store).map_err(|e| self.fail(e))?;
         let description = check_description(info, kind, contract)?;
         self.limits = self.runtime.limits().for_plugin(&description.name, kind);
         self.name = Arc::from(description.name.as_str());
+        timer.rename(&self.name);
         Ok(description)
     }
 }

@@ -3,8 +3,17 @@
 //! A 0.1.0 handler folds one event per call (`apply`); a 0.2.0 handler folds a list of
 //! events per call (`fold`), so bringing a stream up to date costs one call however
 //! many events it takes. [`CommandSession::fold`] hides the difference.
+//!
+//! Instances are reused: a session whose calls all succeeded goes back to its
+//! handler's idle list when [`CommandSession::finish`]es, and serves another command
+//! of the same plugin version, up to the plugin's `reuse` bound of commands. A failed
+//! call (trap, deadline, stop, bad output) drops the instance: it is never called
+//! again. Each handler (one per loaded plugin version) has its own list, so an instance
+//! never serves another plugin or version. Reuse spares the instantiation and the
+//! memory reset per command; the instance's memory bound holds across its commands,
+//! and its globals survive between them (ARCHITECTURE.md says what authors must know).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_json::value::RawValue;
 use wasmtime::Store;
@@ -25,6 +34,21 @@ use crate::event_store::{Metadata, RecordedEvent};
 pub struct CommandHandler {
     caller: Caller,
     pre: Pre,
+    idle: Arc<Idle>,
+}
+
+/// The most idle instances one handler keeps for reuse.
+const MAX_IDLE: usize = 16;
+
+/// Instances that served their commands well and may serve more.
+#[derive(Default)]
+struct Idle(Mutex<Vec<Live>>);
+
+/// An instance and how many commands it has served.
+struct Live {
+    store: Store<HostState>,
+    bindings: Bindings,
+    served: u32,
 }
 
 /// The linked component, by contract.
@@ -51,7 +75,10 @@ impl Pre {
 impl Bindings {
     fn describe(&self, store: &mut Store<HostState>) -> wasmtime::Result<wit::PluginInfo> {
         match self {
-            Bindings::V0_1(b) => b.tessera_plugin0_1_0_aggregate().call_describe(store),
+            Bindings::V0_1(b) => b
+                .tessera_plugin0_1_0_aggregate()
+                .call_describe(store)
+                .map(Into::into),
             Bindings::V0_2(b) => b.tessera_plugin0_2_0_aggregate().call_describe(store),
         }
     }
@@ -95,6 +122,7 @@ impl CommandHandler {
         Ok(CommandHandler {
             caller: Caller::new(runtime, kind),
             pre,
+            idle: Arc::default(),
         })
     }
 
@@ -117,28 +145,60 @@ impl CommandHandler {
         )
     }
 
-    /// A fresh instance for one command: fold the stream, then decide.
+    /// An instance for one command (fold the stream, then decide): an idle one that
+    /// may serve another command, or a fresh one.
     pub fn session(&self) -> Result<CommandSession, CallError> {
-        let mut store = self.caller.store();
-        set_deadline(&mut store, self.caller.limits.deadline);
-        let bindings = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| self.caller.fail(e))?;
+        let reused = self.idle.0.lock().expect("idle instances lock").pop();
+        let live = match reused {
+            Some(mut live) => {
+                live.store.data_mut().start_call();
+                live
+            }
+            None => {
+                let mut store = self.caller.store();
+                set_deadline(&mut store, self.caller.limits.deadline);
+                let bindings = self
+                    .pre
+                    .instantiate(&mut store)
+                    .map_err(|e| self.caller.fail(e))?;
+                Live {
+                    store,
+                    bindings,
+                    served: 0,
+                }
+            }
+        };
         Ok(CommandSession {
             caller: self.caller.clone(),
-            store,
-            bindings,
+            store: live.store,
+            bindings: live.bindings,
+            served: live.served,
+            idle: self.idle.clone(),
+            failed: false,
             calls: 0,
         })
     }
+
+    /// Instances kept for reuse now (for tests).
+    #[doc(hidden)]
+    pub fn idle_instances(&self) -> usize {
+        self.idle.0.lock().expect("idle instances lock").len()
+    }
 }
 
-/// One instance of a command handler, used for one command and then dropped.
+/// One instance of a command handler, used for one command; then [`finish`] offers
+/// it for the next, or it is dropped.
+///
+/// [`finish`]: CommandSession::finish
 pub struct CommandSession {
     caller: Caller,
     store: Store<HostState>,
     bindings: Bindings,
+    /// Commands the instance served before this one.
+    served: u32,
+    idle: Arc<Idle>,
+    /// A call failed: the instance must not be called again.
+    failed: bool,
     /// Calls made into the guest so far (`describe` aside).
     calls: u64,
 }
@@ -152,8 +212,26 @@ impl std::fmt::Debug for CommandSession {
 }
 
 impl CommandSession {
-    fn fail(&self, error: wasmtime::Error) -> CallError {
+    fn fail(&mut self, error: wasmtime::Error) -> CallError {
+        self.failed = true;
         self.caller.fail(error)
+    }
+
+    /// Ends the command: the instance goes back to its handler's idle list if every
+    /// call succeeded and it may serve more commands; otherwise it is dropped.
+    pub fn finish(self) {
+        let served = self.served + 1;
+        if self.failed || served >= self.caller.limits.reuse {
+            return;
+        }
+        let mut idle = self.idle.0.lock().expect("idle instances lock");
+        if idle.len() < MAX_IDLE {
+            idle.push(Live {
+                store: self.store,
+                bindings: self.bindings,
+                served,
+            });
+        }
     }
 
     /// Folds `events` (in stream order) into `state`, none before the stream's first
@@ -199,6 +277,7 @@ impl CommandSession {
     ) -> Result<String, CallError> {
         set_deadline(&mut self.store, self.caller.limits.deadline);
         self.calls += 1;
+        let _timer = self.caller.timer(crate::metrics::Call::Fold);
         let state = state.map(str::to_string);
         let folded = match &self.bindings {
             Bindings::V0_1(b) => {
@@ -208,7 +287,7 @@ impl CommandSession {
                 b.tessera_plugin0_1_0_aggregate().call_apply(
                     &mut self.store,
                     state.as_ref(),
-                    &to_wit_event(event),
+                    &to_wit_event(event).into(),
                 )
             }
             Bindings::V0_2(b) => {
@@ -250,6 +329,7 @@ impl CommandSession {
     ) -> Result<Decision, CallError> {
         set_deadline(&mut self.store, self.caller.limits.deadline);
         self.calls += 1;
+        let _timer = self.caller.timer(crate::metrics::Call::Handle);
         let state = state.map(str::to_string);
         let metadata = to_wit_metadata(&command.metadata);
         let decision: Result<Vec<(String, String)>, wit::Refusal> = match &self.bindings {
@@ -262,12 +342,13 @@ impl CommandSession {
                         name: command.name.clone(),
                         aggregate_id: command.aggregate_id.clone(),
                         payload: command.payload.clone(),
-                        metadata,
+                        metadata: metadata.into(),
                     },
                 )
                 .map(|decision| {
                     decision
                         .map(|events| events.into_iter().map(|e| (e.event_type, e.data)).collect())
+                        .map_err(Into::into)
                 }),
             Bindings::V0_2(b) => b
                 .tessera_plugin0_2_0_aggregate()
@@ -308,7 +389,8 @@ impl CommandSession {
         }
     }
 
-    fn bad_output(&self, reason: String) -> CallError {
+    fn bad_output(&mut self, reason: String) -> CallError {
+        self.failed = true;
         self.caller.bad_output(reason)
     }
 }
@@ -351,6 +433,7 @@ fn to_wit_metadata(metadata: &Metadata) -> wit::Metadata {
         causation_id: metadata.causation_id.clone(),
         principal: metadata.principal.clone(),
         timestamp: metadata.timestamp.clone(),
+        claims: metadata.claims.as_ref().map(|c| c.get().to_string()),
     }
 }
 

@@ -331,6 +331,11 @@ impl Plugins {
             let previous = files.remove(&path).and_then(|f| f.loaded);
             let state = match loaded {
                 Ok((plugin, from_cache)) => {
+                    // New code for a plugin served now, from this file or another.
+                    let name = &plugin.description.name;
+                    let served = self.catalog().plugin(name).map(|p| p.digest.clone());
+                    let reload = served.is_some_and(|served| served != digest);
+                    crate::metrics::plugin_loaded(name, true, reload);
                     if let Some(archive) = &self.archive
                         && let Err(error) = archive
                             .record(&plugin.description.name, &digest, &bytes_for_archive)
@@ -358,6 +363,8 @@ impl Plugins {
                     }
                 }
                 Err(error) => {
+                    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+                    crate::metrics::plugin_loaded(&stem, false, false);
                     // After a restart nothing from this file is in memory: serve the
                     // version it served last, from the archive, as a running host would.
                     let previous = match previous {

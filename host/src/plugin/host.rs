@@ -28,7 +28,7 @@ use super::bindings::v0_1::query::tessera::plugin0_1_0::read_store;
 use super::bindings::v0_2::command::tessera::plugin0_2_0::log as log_v0_2;
 use super::bindings::v0_2::projection::tessera::plugin0_2_0::projection_store as projection_store_v0_2;
 use super::bindings::v0_2::query::tessera::plugin0_2_0::read_store as read_store_v0_2;
-use super::bindings::{sql_types, types};
+use super::bindings::{sql_types, types, types_v0_1};
 use crate::read_store::{Budget, ProjectionDb, ReadPool, ReadStoreError, Rows, SqlValue};
 
 /// The most bytes of one unterminated output line kept before it is logged anyway.
@@ -97,6 +97,13 @@ impl HostState {
         }
     }
 
+    /// Prepares a reused instance's store for its next call: a whole log budget.
+    /// (The deadline is set per call; a call that was stopped or abandoned failed, and
+    /// a failed instance is never reused.)
+    pub(crate) fn start_call(&mut self) {
+        self.log.start_call();
+    }
+
     /// True once the running call must end.
     pub(crate) fn spent(&self) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
@@ -123,6 +130,7 @@ impl WasiView for HostState {
 }
 
 impl types::Host for HostState {}
+impl types_v0_1::Host for HostState {}
 
 impl log::Host for HostState {
     fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
@@ -372,9 +380,17 @@ impl LogBudget {
     }
 }
 
-impl Drop for LogBudget {
-    fn drop(&mut self) {
-        let used = self.used.get_mut().expect("log budget lock");
+impl LogBudget {
+    /// A new call begins on the same instance: it gets a whole budget, and what the
+    /// last call had dropped is reported now.
+    fn start_call(&self) {
+        let mut used = self.used.lock().expect("log budget lock");
+        self.report(&used);
+        *used = LogUse::default();
+    }
+
+    /// Says how many lines were dropped, if any (within the plugin's rate of notes).
+    fn report(&self, used: &LogUse) {
         if used.dropped_lines == 0 {
             return;
         }
@@ -390,6 +406,13 @@ impl Drop for LogBudget {
                 LOG_RATE as u64 >> 10,
             );
         }
+    }
+}
+
+impl Drop for LogBudget {
+    fn drop(&mut self) {
+        let used = std::mem::take(self.used.get_mut().expect("log budget lock"));
+        self.report(&used);
     }
 }
 

@@ -76,6 +76,10 @@ pub struct Limits {
     pub sqlite_heap: u64,
     /// Use the pooling allocator when the address space allows it.
     pub pooling: bool,
+    /// How many commands one command handler instance may serve before it is dropped
+    /// (it is dropped at once after a failed call). 0 or 1: a fresh instance for every
+    /// command. Globals of a plugin survive between the commands an instance serves.
+    pub instance_reuse: u32,
     /// Overrides for single plugins, by plugin name.
     pub per_plugin: HashMap<String, PluginLimits>,
 }
@@ -89,6 +93,9 @@ pub struct PluginLimits {
     pub max_memory: Option<usize>,
     /// For a projection: the largest its database may grow, in bytes.
     pub max_disk: Option<u64>,
+    /// For a command handler: how many commands one instance may serve (0: fresh
+    /// instances only).
+    pub reuse: Option<u32>,
 }
 
 /// The limits one call runs under.
@@ -97,6 +104,8 @@ pub struct CallLimits {
     pub deadline: Duration,
     pub max_memory: usize,
     pub max_disk: u64,
+    /// How many calls in sequence one instance may serve (command handlers).
+    pub reuse: u32,
 }
 
 impl Limits {
@@ -106,6 +115,7 @@ impl Limits {
             deadline: self.describe_deadline,
             max_memory: self.max_memory,
             max_disk: self.max_disk,
+            reuse: 0,
         }
     }
 
@@ -121,6 +131,10 @@ impl Limits {
             deadline: custom.deadline.unwrap_or(default),
             max_memory: custom.max_memory.unwrap_or(self.max_memory),
             max_disk: custom.max_disk.unwrap_or(self.max_disk),
+            reuse: match kind {
+                PluginKind::CommandHandler => custom.reuse.unwrap_or(self.instance_reuse),
+                PluginKind::Projection | PluginKind::QueryHandler => 0,
+            },
         }
     }
 }
@@ -136,6 +150,7 @@ impl Default for Limits {
             max_disk: 1 << 30,
             sqlite_heap: 256 << 20,
             pooling: true,
+            instance_reuse: 1000,
             per_plugin: HashMap::new(),
         }
     }

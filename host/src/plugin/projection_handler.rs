@@ -66,7 +66,10 @@ impl Pre {
 impl Bindings {
     fn describe(&self, store: &mut Store<HostState>) -> wasmtime::Result<wit::PluginInfo> {
         match self {
-            Bindings::V0_1(b) => b.tessera_plugin0_1_0_projector().call_describe(store),
+            Bindings::V0_1(b) => b
+                .tessera_plugin0_1_0_projector()
+                .call_describe(store)
+                .map(Into::into),
             Bindings::V0_2(b) => b.tessera_plugin0_2_0_projector().call_describe(store),
         }
     }
@@ -206,7 +209,9 @@ impl ProjectionHandler {
     ) -> (ProjectionDb, Result<u64, BatchError>) {
         let mut store = self.caller.store();
         store.data_mut().projection_db = Some(db);
+        let timer = self.caller.timer(crate::metrics::Call::Apply);
         let result = self.run(&mut store, batch);
+        drop(timer);
         let mut db = store
             .data_mut()
             .projection_db
@@ -272,7 +277,7 @@ impl ProjectionHandler {
             set_deadline(store, deadline);
             bindings
                 .tessera_plugin0_1_0_projector()
-                .call_apply(&mut *store, &to_wit_event(event))
+                .call_apply(&mut *store, &to_wit_event(event).into())
                 .map_err(|e| self.call_error(Some(event.position), e))?
                 .map_err(|reason| BatchError::Apply {
                     position: event.position,

@@ -48,7 +48,10 @@ impl Pre {
 impl Bindings {
     fn describe(&self, store: &mut Store<HostState>) -> wasmtime::Result<wit::PluginInfo> {
         match self {
-            Bindings::V0_1(b) => b.tessera_plugin0_1_0_querier().call_describe(store),
+            Bindings::V0_1(b) => b
+                .tessera_plugin0_1_0_querier()
+                .call_describe(store)
+                .map(Into::into),
             Bindings::V0_2(b) => b.tessera_plugin0_2_0_querier().call_describe(store),
         }
     }
@@ -62,7 +65,8 @@ impl Bindings {
         match self {
             Bindings::V0_1(b) => b
                 .tessera_plugin0_1_0_querier()
-                .call_handle(store, name, params),
+                .call_handle(store, name, params)
+                .map(|answer| answer.map_err(Into::into)),
             Bindings::V0_2(b) => b
                 .tessera_plugin0_2_0_querier()
                 .call_handle(store, name, params),
@@ -125,6 +129,7 @@ impl QueryHandler {
         reads: Vec<(String, Arc<ReadPool>)>,
         abandoned: Arc<AtomicBool>,
     ) -> Result<Result<Box<RawValue>, Refusal>, CallError> {
+        let _timer = self.caller.timer(crate::metrics::Call::Query);
         let mut store = self.caller.store();
         store.data_mut().reads = reads;
         store.data_mut().abandoned = abandoned;

@@ -12,39 +12,51 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use notify::event::ModifyKind;
-use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode};
+use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::Plugins;
 
-/// A running watcher: a notify handle and the task that reloads.
+/// A running watcher: the debouncer (notify-debouncer-full) and the task that reloads.
 #[derive(Debug)]
 pub struct PluginWatcher {
-    _watcher: RecommendedWatcher,
+    _debouncer: Debouncer<RecommendedWatcher, RecommendedCache>,
     cancel: CancellationToken,
     task: JoinHandle<()>,
 }
 
 impl PluginWatcher {
-    /// Starts watching `plugins`' folder.
+    /// Starts watching `plugins`' folder; a change is loaded once its file has been
+    /// quiet for `debounce`.
     pub fn start(plugins: Arc<Plugins>, debounce: Duration) -> notify::Result<Self> {
         let (changes, mut changed) = mpsc::unbounded_channel::<()>();
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-                Ok(event) => {
-                    let relevant = !matches!(
-                        event.kind,
-                        EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_))
-                    ) && event.paths.iter().any(|path| is_wasm(path));
-                    if relevant {
-                        let _ = changes.send(());
+        let mut debouncer =
+            new_debouncer(
+                debounce,
+                None,
+                move |result: DebounceEventResult| match result {
+                    Ok(events) => {
+                        let relevant = events.iter().any(|event| {
+                            !matches!(
+                                event.kind,
+                                EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_))
+                            ) && event.paths.iter().any(|path| is_wasm(path))
+                        });
+                        if relevant {
+                            let _ = changes.send(());
+                        }
                     }
-                }
-                Err(error) => tracing::warn!(%error, "plugin folder watch error"),
-            })?;
-        watcher.watch(plugins.dir(), RecursiveMode::NonRecursive)?;
+                    Err(errors) => {
+                        for error in errors {
+                            tracing::warn!(%error, "plugin folder watch error");
+                        }
+                    }
+                },
+            )?;
+        debouncer.watch(plugins.dir(), RecursiveMode::NonRecursive)?;
         let cancel = CancellationToken::new();
         let stop = cancel.clone();
         let task = tokio::spawn(async move {
@@ -53,8 +65,8 @@ impl PluginWatcher {
                     got = changed.recv() => if got.is_none() { break },
                     () = stop.cancelled() => break,
                 }
-                // Wait for quiet: every further change restarts the wait.
-                while let Ok(Some(())) = tokio::time::timeout(debounce, changed.recv()).await {}
+                // Batches that arrived during the last reload are covered by this one.
+                while changed.try_recv().is_ok() {}
                 match plugins.reload().await {
                     Ok(0) => {}
                     Ok(files) => tracing::info!(files, "plugins reloaded"),
@@ -63,7 +75,7 @@ impl PluginWatcher {
             }
         });
         Ok(PluginWatcher {
-            _watcher: watcher,
+            _debouncer: debouncer,
             cancel,
             task,
         })

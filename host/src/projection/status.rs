@@ -36,7 +36,8 @@ pub(super) struct Status {
     pub events_applied: u64,
     /// True once setup has committed: the database exists and can be read.
     pub ready: bool,
-    /// Events parked by this worker since it started.
+    /// Events parked and not yet retried or dropped (counted from the database when
+    /// the worker opens it).
     pub parked: u64,
     /// Halted at a failed event (policy `stop`) until a fix or a resume.
     pub halted: bool,
@@ -104,6 +105,8 @@ pub struct ProjectionStatus {
     pub progress: Progress,
     /// Events this worker applied since it started.
     pub events_applied: u64,
+    /// Events parked (policy `skip`) and not yet retried or dropped.
+    pub parked: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -168,6 +171,7 @@ impl ProjectionStatus {
                     .then(|| (to_go as f64 / status.rate * 10.0).round() / 10.0),
             },
             events_applied: status.events_applied,
+            parked: status.parked,
             error: status.error.clone(),
             failed_at: status.failed_at,
             halted: status.halted,

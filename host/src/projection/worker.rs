@@ -227,13 +227,17 @@ impl Run {
             let opened = tokio::task::spawn_blocking(move || {
                 let db = ProjectionDb::open(&path, check, bounds)?;
                 let (at, setup) = db.state()?;
-                Ok::<_, ReadStoreError>((db, at, setup))
+                let parked = db.parked()?.len() as u64;
+                Ok::<_, ReadStoreError>((db, at, setup, parked))
             })
             .await;
             match opened {
-                Ok(Ok((db, at, setup_done))) => {
+                Ok(Ok((db, at, setup_done, parked))) => {
                     self.checkpoint.send_replace(at);
-                    self.update(|s| s.ready = setup_done);
+                    self.update(|s| {
+                        s.ready = setup_done;
+                        s.parked = parked;
+                    });
                     return Some(Position {
                         db: Some(db),
                         at,
@@ -355,6 +359,8 @@ impl Run {
         position.setup_done = true;
         position.backoff = FIRST_BACKOFF;
         self.checkpoint.send_replace(covered);
+        let key = self.spec.key;
+        crate::metrics::projection_applied(&self.spec.name, key.version, key.generation, applied);
         self.update(|s| {
             s.events_applied += applied;
             s.ready = true;
@@ -375,6 +381,8 @@ impl Run {
         batch: &[RecordedEvent],
     ) -> bool {
         tracing::warn!(projection = %self.spec.name, version = %self.spec.key, %error, "projection batch failed");
+        let key = self.spec.key;
+        crate::metrics::projection_failed(&self.spec.name, key.version, key.generation);
         let Some(failed_at) = error.position() else {
             self.failed(error.to_string(), None);
             return pause(&self.cancel, &mut position.backoff).await;

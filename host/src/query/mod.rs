@@ -172,13 +172,17 @@ impl Queries {
             // (Another caller waiting on the same answer then makes the call itself.)
             let abandoned = crate::plugin::Abandon::default();
             let flag = abandoned.flag();
-            let answer =
-                tokio::task::spawn_blocking(move || handler.call(&query, &params, reads, flag))
-                    .await
-                    .map_err(|e| CallError::Trapped {
-                        plugin,
-                        reason: format!("host task failed: {e}"),
-                    })??;
+            // The plugin's log lines name the request that made the call.
+            let span = tracing::Span::current();
+            let answer = tokio::task::spawn_blocking(move || {
+                let _request = span.enter();
+                handler.call(&query, &params, reads, flag)
+            })
+            .await
+            .map_err(|e| CallError::Trapped {
+                plugin,
+                reason: format!("host task failed: {e}"),
+            })??;
             drop(abandoned);
             answer
                 .map(Arc::<RawValue>::from)

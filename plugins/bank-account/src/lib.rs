@@ -1,7 +1,9 @@
 //! Example command handler: a bank account.
 //!
 //! Rules: an account is opened once, by an owner; deposits and withdrawals need an
-//! open account and a positive whole amount; a withdrawal never overdraws.
+//! open account and a positive whole amount; a withdrawal never overdraws, and when
+//! the caller is known (a principal), only the owner, or a verified `teller`, may
+//! withdraw (`not_owner`).
 
 use serde::{Deserialize, Serialize};
 use tessera_sdk::{Aggregate, Metadata, Refusal};
@@ -40,7 +42,7 @@ impl Aggregate for Account {
         }
     }
 
-    fn handle(&self, command: Command, _metadata: &Metadata) -> Result<Vec<Event>, Refusal> {
+    fn handle(&self, command: Command, metadata: &Metadata) -> Result<Vec<Event>, Refusal> {
         match command {
             Command::OpenAccount { owner } => {
                 if owner.trim().is_empty() {
@@ -62,6 +64,18 @@ impl Aggregate for Account {
             Command::Withdraw { amount } => {
                 positive(amount)?;
                 self.require_open()?;
+                // Only the owner takes money out, or a caller whose verified claims
+                // carry the `teller` role. An anonymous caller (a host that does not
+                // authenticate, and no principal named) is not checked.
+                if let Some(principal) = &metadata.principal
+                    && self.owner.as_deref() != Some(principal.as_str())
+                    && !metadata.has_role("teller")
+                {
+                    return Err(Refusal::rejected(
+                        "not_owner",
+                        format!("{principal} does not own this account"),
+                    ));
+                }
                 if amount > self.balance {
                     return Err(Refusal::rejected(
                         "insufficient_funds",
@@ -94,3 +108,6 @@ fn positive(amount: u64) -> Result<(), Refusal> {
 }
 
 tessera_sdk::command_handler!(Account);
+
+#[cfg(test)]
+mod tests;

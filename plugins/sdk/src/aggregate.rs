@@ -19,6 +19,40 @@ pub struct Metadata {
     pub principal: Option<String>,
     /// When the host accepted the command, RFC 3339 in UTC.
     pub timestamp: String,
+    /// The caller's verified claims as JSON object text (`{"sub": ..., "roles": [...]}`)
+    /// when the host authenticates callers; `principal` is then their `sub`. None for
+    /// an anonymous caller. Read them with [`Metadata::claims`] or [`Metadata::roles`].
+    pub claims: Option<String>,
+}
+
+impl Metadata {
+    /// The verified claims as `T` (a struct of the claims you need, or
+    /// `serde_json::Map`); none for an anonymous caller, an error if they do not fit `T`.
+    pub fn claims<T: DeserializeOwned>(&self) -> Option<Result<T, serde_json::Error>> {
+        self.claims.as_deref().map(serde_json::from_str)
+    }
+
+    /// The strings of the verified `roles` claim; empty for an anonymous caller.
+    pub fn roles(&self) -> Vec<String> {
+        #[derive(serde::Deserialize)]
+        struct Roles {
+            #[serde(default)]
+            roles: Vec<Value>,
+        }
+        match self.claims::<Roles>() {
+            Some(Ok(claims)) => claims
+                .roles
+                .into_iter()
+                .filter_map(|role| role.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether the verified caller carries `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles().iter().any(|r| r == role)
+    }
 }
 
 impl From<wit::Metadata> for Metadata {
@@ -29,6 +63,7 @@ impl From<wit::Metadata> for Metadata {
             causation_id: m.causation_id,
             principal: m.principal,
             timestamp: m.timestamp,
+            claims: m.claims,
         }
     }
 }
@@ -73,7 +108,7 @@ pub fn describe<A: Aggregate>(name: &str, version: &str) -> wit::PluginInfo {
     }
 }
 
-fn load<A: Aggregate>(state: Option<String>) -> A {
+pub(crate) fn load<A: Aggregate>(state: Option<String>) -> A {
     match state {
         None => A::default(),
         // The host only hands back what `fold` returned, so a state that does not
@@ -98,14 +133,22 @@ pub fn fold<A: Aggregate>(state: Option<String>, events: Vec<wit::Event>) -> Str
 fn typed_event<A: Aggregate>(event: wit::Event) -> A::Event {
     let data: Value = serde_json::from_str(&event.data)
         .unwrap_or_else(|e| panic!("event {} carries invalid JSON: {e}", event.position));
-    let mut tagged = Map::new();
-    tagged.insert(event.event_type.clone(), data);
-    serde_json::from_value(Value::Object(tagged)).unwrap_or_else(|e| {
+    event_from_parts::<A::Event>(&event.event_type, data).unwrap_or_else(|e| {
         panic!(
             "event {} of type {} does not deserialize: {e}",
             event.position, event.event_type
         )
     })
+}
+
+/// An event from its stored form, its type and its data: the inverse of
+/// [`event_parts`].
+pub(crate) fn event_from_parts<E: DeserializeOwned>(
+    event_type: &str,
+    data: Value,
+) -> Result<E, serde_json::Error> {
+    let tagged = Value::Object(Map::from_iter([(event_type.to_string(), data)]));
+    serde_json::from_value(tagged)
 }
 
 pub fn handle<A: Aggregate>(
@@ -115,23 +158,36 @@ pub fn handle<A: Aggregate>(
     let aggregate = load::<A>(state);
     let payload: Value = serde_json::from_str(&command.payload)
         .map_err(|e| Refusal::invalid("payload", format!("not JSON: {e}")))?;
-    let tagged = Value::Object(Map::from_iter([(command.name, payload)]));
-    // The first path segment is the command name itself; fields start below it.
-    let typed: A::Command =
-        serde_path_to_error::deserialize(tagged).map_err(|e| Refusal::from_serde(e, 1))?;
+    let typed = decode_command::<A>(command.name, payload)?;
     let events = aggregate.handle(typed, &command.metadata.into())?;
     Ok(events.iter().map(to_new_event).collect())
 }
 
+/// A command as the aggregate's own type, from its name and JSON payload; a payload
+/// that does not fit is refused as invalid, naming the offending field.
+pub(crate) fn decode_command<A: Aggregate>(
+    name: String,
+    payload: Value,
+) -> Result<A::Command, Refusal> {
+    let tagged = Value::Object(Map::from_iter([(name, payload)]));
+    // The first path segment is the command name itself; fields start below it.
+    serde_path_to_error::deserialize(tagged).map_err(|e| Refusal::from_serde(e, 1))
+}
+
 fn to_new_event<E: Serialize>(event: &E) -> wit_aggregate::NewEvent {
-    let (event_type, data) = match serde_json::to_value(event).expect("event serializes to JSON") {
+    let (event_type, data) = event_parts(event);
+    wit_aggregate::NewEvent {
+        event_type,
+        data: data.to_string(),
+    }
+}
+
+/// An event's stored form: its type (the variant name) and its data.
+pub(crate) fn event_parts<E: Serialize>(event: &E) -> (String, Value) {
+    match serde_json::to_value(event).expect("event serializes to JSON") {
         // A unit variant serializes as its bare name.
         Value::String(name) => (name, Value::Null),
         Value::Object(map) if map.len() == 1 => map.into_iter().next().expect("one entry"),
         other => panic!("events must be an externally tagged enum, got {other}"),
-    };
-    wit_aggregate::NewEvent {
-        event_type,
-        data: data.to_string(),
     }
 }

@@ -48,6 +48,9 @@ mod variants;
 
 pub mod log;
 pub mod sql;
+/// Given/when/then for aggregates, run natively by a plugin's own `cargo test`.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 
 pub use aggregate::{Aggregate, Metadata};
 pub use projection::{Db, Envelope, Mode, Projection};
@@ -134,6 +137,8 @@ macro_rules! command_handler {
         );
     };
     ($aggregate:ty, name = $name:expr, version = $version:expr) => {
+        // Natively (a plugin's own tests) nothing is exported, so the type is unused.
+        #[allow(dead_code)]
         struct __TesseraCommandHandler;
 
         impl $crate::__bindings::command::exports::tessera::plugin0_2_0::aggregate::Guest
@@ -161,6 +166,9 @@ macro_rules! command_handler {
             }
         }
 
+        // Only a component exports: natively the export symbols would clash between
+        // two plugin crates linked into one binary (a benchmark, a test).
+        #[cfg(target_arch = "wasm32")]
         $crate::__bindings::command::export_command_handler!(__TesseraCommandHandler);
     };
 }
@@ -184,6 +192,8 @@ macro_rules! projection {
         );
     };
     ($projection:ty, name = $name:expr, version = $version:expr) => {
+        // Natively (a plugin's own tests) nothing is exported, so the type is unused.
+        #[allow(dead_code)]
         struct __TesseraProjection;
 
         impl $crate::__bindings::projection::exports::tessera::plugin0_2_0::projector::Guest
@@ -207,6 +217,9 @@ macro_rules! projection {
             }
         }
 
+        // Only a component exports: natively the export symbols would clash between
+        // two plugin crates linked into one binary (a benchmark, a test).
+        #[cfg(target_arch = "wasm32")]
         $crate::__bindings::projection::export_projection!(__TesseraProjection);
     };
 }
@@ -226,6 +239,8 @@ macro_rules! query_handler {
         $crate::query_handler!($handler, name = $name, version = env!("CARGO_PKG_VERSION"));
     };
     ($handler:ty, name = $name:expr, version = $version:expr) => {
+        // Natively (a plugin's own tests) nothing is exported, so the type is unused.
+        #[allow(dead_code)]
         struct __TesseraQueryHandler;
 
         impl $crate::__bindings::query::exports::tessera::plugin0_2_0::querier::Guest
@@ -244,6 +259,9 @@ macro_rules! query_handler {
             }
         }
 
+        // Only a component exports: natively the export symbols would clash between
+        // two plugin crates linked into one binary (a benchmark, a test).
+        #[cfg(target_arch = "wasm32")]
         $crate::__bindings::query::export_query_handler!(__TesseraQueryHandler);
     };
 }

@@ -40,14 +40,25 @@ pub struct Db;
 impl Db {
     /// Runs a statement that returns no rows; returns how many rows it changed.
     pub fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, String> {
+        if cfg!(not(target_arch = "wasm32")) {
+            return Err(NO_HOST.to_string());
+        }
         projection_store::execute(sql, &to_wit(params))
     }
 
     /// Runs a statement and returns its rows.
     pub fn query(&self, sql: &str, params: &[Value]) -> Result<Rows, String> {
+        if cfg!(not(target_arch = "wasm32")) {
+            return Err(NO_HOST.to_string());
+        }
         projection_store::query(sql, &to_wit(params)).map(from_wit)
     }
 }
+
+/// Natively the SQL imports do not exist (the generated bindings would panic): a
+/// projection's SQL runs only inside a host.
+pub(crate) const NO_HOST: &str =
+    "SQL runs only inside a Tessera host: test projections and queries against one";
 
 /// A projection: a versioned read model built from the events it consumes.
 pub trait Projection {

@@ -16,6 +16,9 @@ use crate::sql::{Rows, Value, from_wit, to_wit};
 /// be one of those the handler declared in [`QueryHandler::READS`]. The host refuses
 /// anything that writes.
 pub fn read(projection: &str, sql: &str, params: &[Value]) -> Result<Rows, Refusal> {
+    if cfg!(not(target_arch = "wasm32")) {
+        return Err(Refusal::rejected("read_failed", crate::projection::NO_HOST));
+    }
     read_store::query(projection, sql, &to_wit(params))
         .map(from_wit)
         .map_err(|e| Refusal::rejected("read_failed", e))

@@ -17,6 +17,11 @@
 //!   `grow` or `note`).
 //! - `probe {ports}`: tries files, environment and network; the `Probed` event's
 //!   `report` says what each attempt got.
+//! - `say {text}`: behaves, and logs `text` through the host's log (for tests of what
+//!   the host adds to a plugin's log lines).
+//! - `count {}`: behaves; its `Counted` event says how many `count` commands this
+//!   instance has handled, itself included (a global survives while the host reuses
+//!   the instance, so tests can see reuse).
 //!
 //! The size-sensitive commands are handled before the SDK sees them, so that the guest
 //! holds a huge output once rather than in several copies; everything else goes
@@ -57,6 +62,8 @@ pub enum Command {
     LongType {},
     FeedProjection { what: String },
     Probe { ports: Vec<u16> },
+    Say { text: String },
+    Count {},
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -71,6 +78,7 @@ pub enum Event {
     ProjectionGrow {},
     ProjectionNote {},
     Probed { report: Value },
+    Counted { calls: u64 },
 }
 
 impl Aggregate for Rogue {
@@ -89,6 +97,15 @@ impl Aggregate for Rogue {
     fn handle(&self, command: Command, _metadata: &Metadata) -> Result<Vec<Event>, Refusal> {
         match command {
             Command::Ping {} => Ok(vec![Event::Pinged]),
+            Command::Count {} => {
+                static COUNTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let calls = COUNTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                Ok(vec![Event::Counted { calls }])
+            }
+            Command::Say { text } => {
+                tessera_sdk::log::warn(&text);
+                Ok(vec![Event::Pinged])
+            }
             Command::Spin {} => kit::spin_forever(),
             Command::SpinFor { ms } => Ok(vec![Event::SpunFor {
                 ms,

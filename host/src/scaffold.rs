@@ -1,0 +1,514 @@
+//! `tessera new`: writes a new plugin crate, a small working plugin of one kind
+//! (command handler, projection or query handler) with a README, from the templates
+//! in `scaffold/` (embedded in the binary).
+//!
+//! What it guarantees: it never overwrites anything (the crate's folder must not
+//! exist), it accepts only kebab-case names that make valid crate, plugin and Rust
+//! type names, and the crate it writes builds for `wasm32-wasip2` as written:
+//! - in a plugins workspace (a folder whose `Cargo.toml` is a workspace defining the
+//!   `tessera-sdk` workspace dependency, such as Tessera's `plugins/`, the default),
+//!   the crate uses the workspace's dependencies and is added to its `members` (as
+//!   `cargo new` does), so `tessera dev` builds and serves it;
+//! - anywhere else, the crate is a workspace of its own and finds the SDK by path
+//!   (`--sdk`, by default the SDK of the checkout this binary was built from).
+//!
+//! The three templates fit together: a projection made `--from` a command handler
+//! consumes its events, and a query handler made `--from` that projection reads its
+//! table.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use toml_edit::DocumentMut;
+
+/// The kinds of plugin `tessera new` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    CommandHandler,
+    Projection,
+    QueryHandler,
+}
+
+/// What to write, and where.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub kind: Kind,
+    /// The crate's and the plugin's name, in kebab-case.
+    pub name: String,
+    /// The folder the crate's folder is made in.
+    pub dir: PathBuf,
+    /// For a projection, the command handler whose events it consumes; for a query
+    /// handler, the projection it reads. By default the plugin's own name.
+    pub from: Option<String>,
+    /// The `tessera-sdk` crate, for a crate outside a plugins workspace.
+    pub sdk: Option<PathBuf>,
+}
+
+/// Why nothing (or not everything) was written; each message says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ScaffoldError {
+    /// The name is not usable; the caller picks another.
+    #[error("{name:?} cannot be a plugin's name: {reason}")]
+    InvalidName { name: String, reason: String },
+    /// The crate's folder exists; the caller picks another name or folder.
+    #[error("{} already exists; nothing was written", .0.display())]
+    Exists(PathBuf),
+    /// `--from` was given to a kind that reads nothing.
+    #[error("--from applies to projections and query handlers only")]
+    FromNotAllowed,
+    /// Outside a plugins workspace, the SDK must be found; the caller passes `--sdk`.
+    #[error(
+        "{} is not a plugins workspace and no tessera-sdk was found{}; pass --sdk PATH \
+         (the `plugins/sdk` folder of Tessera's repository) or make the crate inside \
+         Tessera's plugins/ folder",
+        .dir.display(),
+        .tried.as_ref().map(|p| format!(" at {}", p.display())).unwrap_or_default()
+    )]
+    NoSdk {
+        dir: PathBuf,
+        tried: Option<PathBuf>,
+    },
+    /// The workspace manifest cannot be read or changed; the message says why.
+    #[error("cannot use the workspace manifest {}: {message}", .path.display())]
+    Manifest { path: PathBuf, message: String },
+    /// A file could not be written; the caller fixes the folder and tries again.
+    #[error("cannot write {}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What was written.
+#[derive(Debug, Clone)]
+pub struct Scaffolded {
+    pub kind: Kind,
+    pub name: String,
+    /// The new crate's folder.
+    pub path: PathBuf,
+    /// The files written, in the crate's folder.
+    pub files: Vec<PathBuf>,
+    /// The workspace manifest the crate was added to, if it was.
+    pub joined: Option<PathBuf>,
+}
+
+impl fmt::Display for Scaffolded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            Kind::CommandHandler => "command handler",
+            Kind::Projection => "projection",
+            Kind::QueryHandler => "query handler",
+        };
+        writeln!(
+            f,
+            "created the {kind} {} in {}",
+            self.name,
+            self.path.display()
+        )?;
+        for file in &self.files {
+            writeln!(f, "  {}", file.display())?;
+        }
+        if let Some(manifest) = &self.joined {
+            writeln!(
+                f,
+                "added it to the workspace members in {}",
+                manifest.display()
+            )?;
+            writeln!(
+                f,
+                "`make dev` (tessera dev) builds and serves it with the others."
+            )?;
+        }
+        if self.kind == Kind::CommandHandler {
+            writeln!(
+                f,
+                "test it natively: cargo test --manifest-path {}/Cargo.toml",
+                self.path.display()
+            )?;
+        }
+        write!(
+            f,
+            "build it: cargo build --manifest-path {}/Cargo.toml --target wasm32-wasip2 --release",
+            self.path.display()
+        )
+    }
+}
+
+/// Writes the crate `request` asks for.
+pub fn new(request: &Request) -> Result<Scaffolded, ScaffoldError> {
+    check_name(&request.name)?;
+    let from = match (request.kind, &request.from) {
+        (Kind::CommandHandler, Some(_)) => return Err(ScaffoldError::FromNotAllowed),
+        (_, Some(from)) => {
+            check_name(from)?;
+            from.clone()
+        }
+        (_, None) => request.name.clone(),
+    };
+    let path = request.dir.join(&request.name);
+    if path.symlink_metadata().is_ok() {
+        return Err(ScaffoldError::Exists(path));
+    }
+
+    // Everything that can be refused is decided before anything is written.
+    let workspace = PluginsWorkspace::find(&request.dir)?;
+    let manifest = match &workspace {
+        Some(_) => fill(
+            MANIFEST_IN_WORKSPACE,
+            &request.name,
+            &from,
+            request.kind,
+            None,
+        ),
+        None => {
+            let sdk = find_sdk(&request.dir, request.sdk.as_deref())?;
+            fill(
+                MANIFEST_STANDALONE,
+                &request.name,
+                &from,
+                request.kind,
+                Some(&sdk),
+            )
+        }
+    };
+    let mut files = vec![(PathBuf::from("Cargo.toml"), manifest)];
+    for (file, template) in templates(request.kind) {
+        files.push((
+            PathBuf::from(file),
+            fill(template, &request.name, &from, request.kind, None),
+        ));
+    }
+
+    // `create_dir` (not `create_dir_all`) for the crate itself: if the folder appeared
+    // since the check above, this fails rather than writes into it.
+    std::fs::create_dir_all(&request.dir).map_err(|source| io(&request.dir, source))?;
+    std::fs::create_dir(&path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::AlreadyExists => ScaffoldError::Exists(path.clone()),
+        _ => io(&path, source),
+    })?;
+    std::fs::create_dir(path.join("src")).map_err(|source| io(&path.join("src"), source))?;
+    for (file, text) in &files {
+        let target = path.join(file);
+        std::fs::write(&target, text).map_err(|source| io(&target, source))?;
+    }
+    format_sources(&path);
+
+    let joined = match workspace {
+        Some(workspace) => {
+            let manifest = workspace.manifest.clone();
+            workspace.join(&request.name)?;
+            Some(manifest)
+        }
+        None => None,
+    };
+    Ok(Scaffolded {
+        kind: request.kind,
+        name: request.name.clone(),
+        path,
+        files: files.into_iter().map(|(file, _)| file).collect(),
+        joined,
+    })
+}
+
+const MANIFEST_IN_WORKSPACE: &str = include_str!("scaffold/Cargo.workspace.toml.tmpl");
+const MANIFEST_STANDALONE: &str = include_str!("scaffold/Cargo.standalone.toml.tmpl");
+
+/// The files of each kind besides `Cargo.toml`, by path in the crate.
+fn templates(kind: Kind) -> &'static [(&'static str, &'static str)] {
+    match kind {
+        Kind::CommandHandler => &[
+            (
+                "src/lib.rs",
+                include_str!("scaffold/command-handler/lib.rs.tmpl"),
+            ),
+            (
+                "src/tests.rs",
+                include_str!("scaffold/command-handler/tests.rs.tmpl"),
+            ),
+            (
+                "README.md",
+                include_str!("scaffold/command-handler/README.md.tmpl"),
+            ),
+        ],
+        Kind::Projection => &[
+            (
+                "src/lib.rs",
+                include_str!("scaffold/projection/lib.rs.tmpl"),
+            ),
+            (
+                "README.md",
+                include_str!("scaffold/projection/README.md.tmpl"),
+            ),
+        ],
+        Kind::QueryHandler => &[
+            (
+                "src/lib.rs",
+                include_str!("scaffold/query-handler/lib.rs.tmpl"),
+            ),
+            (
+                "README.md",
+                include_str!("scaffold/query-handler/README.md.tmpl"),
+            ),
+        ],
+    }
+}
+
+/// A template with its placeholders filled in.
+fn fill(template: &str, name: &str, from: &str, kind: Kind, sdk: Option<&Path>) -> String {
+    let description = match kind {
+        Kind::CommandHandler => format!("The {name} command handler"),
+        Kind::Projection => format!("The {name} projection, of {from}'s events"),
+        Kind::QueryHandler => format!("The {name} query handler, reading {from}"),
+    };
+    let sdk = sdk
+        .map(|path| path.display().to_string())
+        .unwrap_or_default();
+    // TOML basic strings: the only characters a path could need escaped.
+    let sdk = sdk.replace('\\', "\\\\").replace('"', "\\\"");
+    template
+        .replace("{{description}}", &description)
+        .replace("{{sdk_path}}", &sdk)
+        .replace("{{FromType}}", &type_name(from))
+        .replace("{{from}}", from)
+        .replace("{{Type}}", &type_name(name))
+        .replace("{{crate}}", &name.replace('-', "_"))
+        .replace("{{name}}", name)
+}
+
+/// `gift-card` as a Rust type: `GiftCard`.
+fn type_name(name: &str) -> String {
+    name.split('-')
+        .map(|part| {
+            let mut chars = part.chars();
+            chars.next().map_or(String::new(), |first| {
+                first.to_ascii_uppercase().to_string() + chars.as_str()
+            })
+        })
+        .collect()
+}
+
+/// Names cargo refuses for a package, or that would shadow a crate every plugin uses.
+const RESERVED: &[&str] = &[
+    "alloc",
+    "core",
+    "proc-macro",
+    "sdk",
+    "serde",
+    "serde-json",
+    "std",
+    "target",
+    "test",
+    "tessera-sdk",
+    "testing",
+];
+
+/// Rust's keywords, reserved ones included: a crate cannot be named after one.
+const KEYWORDS: &[&str] = &[
+    "abstract", "as", "async", "await", "become", "box", "break", "const", "continue", "crate",
+    "do", "dyn", "else", "enum", "extern", "false", "final", "fn", "for", "gen", "if", "impl",
+    "in", "let", "loop", "macro", "match", "mod", "move", "mut", "override", "priv", "pub", "ref",
+    "return", "self", "static", "struct", "super", "trait", "true", "try", "type", "typeof",
+    "unsafe", "unsized", "use", "virtual", "where", "while", "yield",
+];
+
+/// The longest name accepted: it is also a file name, a stream prefix and a type name.
+const MAX_NAME: usize = 64;
+
+/// Checks that `name` is kebab-case (`[a-z][a-z0-9]*` parts joined by single hyphens)
+/// and free to use as a crate's name.
+pub fn check_name(name: &str) -> Result<(), ScaffoldError> {
+    let invalid = |reason: &str| ScaffoldError::InvalidName {
+        name: name.to_string(),
+        reason: reason.to_string(),
+    };
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err(invalid(&format!("use 1 to {MAX_NAME} characters")));
+    }
+    let kebab = name.split('-').all(|part| {
+        part.starts_with(|c: char| c.is_ascii_lowercase())
+            && part
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    });
+    if !kebab {
+        return Err(invalid(
+            "use kebab-case: lowercase letters and digits in parts that start with a \
+             letter, joined by single hyphens (gift-card)",
+        ));
+    }
+    if RESERVED.contains(&name) || KEYWORDS.contains(&name) {
+        return Err(invalid("the name is reserved"));
+    }
+    Ok(())
+}
+
+/// A plugins workspace: a `Cargo.toml` that is a workspace and defines `tessera-sdk`
+/// as a workspace dependency.
+struct PluginsWorkspace {
+    manifest: PathBuf,
+    document: DocumentMut,
+}
+
+impl PluginsWorkspace {
+    /// The plugins workspace whose root is `dir`, if it is one.
+    fn find(dir: &Path) -> Result<Option<Self>, ScaffoldError> {
+        let manifest = dir.join("Cargo.toml");
+        let text = match std::fs::read_to_string(&manifest) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => {
+                return Err(ScaffoldError::Manifest {
+                    path: manifest,
+                    message: error.to_string(),
+                });
+            }
+        };
+        let document: DocumentMut = text.parse().map_err(|error| ScaffoldError::Manifest {
+            path: manifest.clone(),
+            message: format!("not TOML: {error}"),
+        })?;
+        let has_sdk = document
+            .get("workspace")
+            .and_then(|workspace| workspace.get("dependencies"))
+            .and_then(|dependencies| dependencies.get("tessera-sdk"))
+            .is_some();
+        Ok(has_sdk.then_some(PluginsWorkspace { manifest, document }))
+    }
+
+    /// Adds the crate folder `name` to the members, unless they already cover it.
+    fn join(mut self, name: &str) -> Result<(), ScaffoldError> {
+        let manifest = self.manifest.clone();
+        let refuse = |message: &str| ScaffoldError::Manifest {
+            path: manifest.clone(),
+            message: format!(
+                "{message}; the crate was written: add \"{name}\" to [workspace] members by hand"
+            ),
+        };
+        let members = self
+            .document
+            .get_mut("workspace")
+            .and_then(|workspace| workspace.get_mut("members"));
+        let members = match members {
+            None => {
+                self.document["workspace"]["members"] = toml_edit::value(toml_edit::Array::new());
+                self.document["workspace"]["members"]
+                    .as_array_mut()
+                    .expect("just made an array")
+            }
+            Some(item) => item
+                .as_array_mut()
+                .ok_or_else(|| refuse("[workspace] members is not an array"))?,
+        };
+        let covered = members
+            .iter()
+            .filter_map(|member| member.as_str())
+            .any(|member| member == name || member == "*");
+        if !covered {
+            members.push(name);
+        }
+        let partial = manifest.with_extension("toml.partial");
+        std::fs::write(&partial, self.document.to_string())
+            .and_then(|()| std::fs::rename(&partial, &manifest))
+            .map_err(|error| refuse(&error.to_string()))
+    }
+}
+
+/// The SDK for a crate outside a plugins workspace: `--sdk`, or the SDK of the
+/// checkout this binary was built from, if it is still there.
+fn find_sdk(dir: &Path, given: Option<&Path>) -> Result<PathBuf, ScaffoldError> {
+    let candidate = match given {
+        Some(path) => path.to_path_buf(),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk"),
+    };
+    match candidate.join("Cargo.toml").canonicalize() {
+        Ok(manifest) => Ok(manifest
+            .parent()
+            .expect("a manifest is in a folder")
+            .to_path_buf()),
+        Err(_) => Err(ScaffoldError::NoSdk {
+            dir: dir.to_path_buf(),
+            tried: Some(candidate),
+        }),
+    }
+}
+
+/// Formats the written sources with rustfmt, if it is installed, so that the new
+/// crate passes `cargo fmt --check` whatever the length of its name. Best effort: the
+/// templates are valid Rust unformatted.
+fn format_sources(path: &Path) {
+    let sources: Vec<PathBuf> = ["src/lib.rs", "src/tests.rs"]
+        .iter()
+        .map(|file| path.join(file))
+        .filter(|file| file.exists())
+        .collect();
+    let _ = std::process::Command::new("rustfmt")
+        .args(["--edition", "2024"])
+        .args(&sources)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+fn io(path: &Path, source: std::io::Error) -> ScaffoldError {
+    ScaffoldError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_kebab_case() {
+        for good in ["tally", "gift-card", "v2-orders", "a1"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "Tally",
+            "gift_card",
+            "gift--card",
+            "-tally",
+            "tally-",
+            "2fa",
+            "gift-2",
+            "ä",
+            "type",
+            "sdk",
+            "testing",
+            &"a".repeat(65),
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn every_placeholder_is_filled() {
+        let sdk = Path::new("/opt/tessera/plugins/sdk");
+        for kind in [Kind::CommandHandler, Kind::Projection, Kind::QueryHandler] {
+            let manifests = [MANIFEST_IN_WORKSPACE, MANIFEST_STANDALONE];
+            let all = templates(kind)
+                .iter()
+                .map(|(_, template)| *template)
+                .chain(manifests);
+            for template in all {
+                let text = fill(template, "gift-card", "shop", kind, Some(sdk));
+                assert!(!text.contains("{{"), "{kind:?}: {text}");
+            }
+        }
+        let lib = fill(
+            templates(Kind::Projection)[0].1,
+            "card-totals",
+            "gift-card",
+            Kind::Projection,
+            None,
+        );
+        assert!(
+            lib.contains("GiftCardRecorded") && lib.contains("\"gift-card-\""),
+            "{lib}"
+        );
+        assert!(lib.contains("pub struct CardTotals;"), "{lib}");
+    }
+}

@@ -1,0 +1,157 @@
+//! Command handler instances are reused, within the rules: an instance serves several
+//! commands of its own plugin version only, a failed instance is never called again,
+//! and a plugin can be made to get a fresh instance for every command.
+//!
+//! The test plugin's `count` command reports a global counter of the instance it ran
+//! in: 1 means a fresh instance, n means the instance's n-th `count`.
+
+mod common;
+
+use anyhow::Result;
+use common::lifecycle::new_dir;
+use common::{TestHost, plugins};
+use serde_json::{Value, json};
+use tessera::plugin::PluginLimits;
+
+const ROGUE: &str = "test-rogue-commands";
+
+async fn count(host: &TestHost, id: &str) -> u64 {
+    let (status, body) = host.command("count", id, json!({})).await.expect("count");
+    assert_eq!(status, 200, "{body}");
+    body["events"][0]["data"]["calls"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no count in {body}"))
+}
+
+async fn start(configure: impl FnOnce(&mut tessera::Config)) -> Result<TestHost> {
+    let dir = new_dir(&[plugins::TEST_ROGUE_COMMANDS])?;
+    TestHost::start_configured(dir, configure).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_serves_several_commands_and_a_failed_one_is_never_called_again() -> Result<()>
+{
+    let host = start(|_| {}).await?;
+    // One command at a time: each finds the instance the last one left.
+    assert_eq!(count(&host, "a").await, 1);
+    assert_eq!(count(&host, "b").await, 2);
+    assert_eq!(count(&host, "c").await, 3);
+
+    // A trap in that instance: it is dropped, and the next command gets a fresh one.
+    let (status, body) = host.command("panic", "d", json!({})).await?;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(
+        count(&host, "e").await,
+        1,
+        "the trapped instance served again"
+    );
+    assert_eq!(count(&host, "f").await, 2);
+
+    // A deadline is a failure too.
+    let (status, body) = host.command("spin", "g", json!({})).await?;
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(
+        count(&host, "h").await,
+        1,
+        "the timed-out instance served again"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_of_a_plugin_never_gets_the_old_versions_instances() -> Result<()> {
+    let mut host = start(|_| {}).await?;
+    assert_eq!(count(&host, "a").await, 1);
+    assert_eq!(count(&host, "b").await, 2);
+
+    // The same code with other bytes (a custom section appended) is another version.
+    let mut bytes = std::fs::read(plugins::TEST_ROGUE_COMMANDS)?;
+    bytes.extend(custom_section("tessera-test", b"version two"));
+    let reply = common::deploy::deploy(&host.client, &host.url, ROGUE, bytes, None).await?;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        count(&host, "c").await,
+        1,
+        "the new version ran in an old instance"
+    );
+    assert_eq!(count(&host, "d").await, 2);
+
+    // And after a restart, nothing is carried over either.
+    host = host.restart().await?;
+    assert_eq!(count(&host, "e").await, 1);
+    host.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reuse_can_be_turned_off_for_one_plugin_or_bounded() -> Result<()> {
+    let fresh = start(|config| {
+        config.limits.per_plugin.insert(
+            ROGUE.into(),
+            PluginLimits {
+                reuse: Some(0),
+                ..PluginLimits::default()
+            },
+        );
+    })
+    .await?;
+    for id in ["a", "b", "c"] {
+        assert_eq!(count(&fresh, id).await, 1, "reuse=0 reused an instance");
+    }
+
+    // At most three commands per instance.
+    let bounded = start(|config| config.limits.instance_reuse = 3).await?;
+    let counts: Vec<u64> = {
+        let mut counts = Vec::new();
+        for n in 0..7 {
+            counts.push(count(&bounded, &format!("n{n}")).await);
+        }
+        counts
+    };
+    assert_eq!(counts, vec![1, 2, 3, 1, 2, 3, 1]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_instance_keeps_its_memory_bound() -> Result<()> {
+    let host = start(|config| config.limits.max_memory = 32 << 20).await?;
+    assert_eq!(count(&host, "a").await, 1);
+    // Within the bound, twice on the same instance...
+    for id in ["b", "c"] {
+        let (status, body) = host.command("allocate", id, json!({"mb": 8})).await?;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(count(&host, "d").await, 2, "the instance was not reused");
+    // ...and past it, on that instance, the call still fails.
+    let (status, body): (u16, Value) = host.command("allocate", "e", json!({"mb": 48})).await?;
+    assert!(
+        status >= 500,
+        "48 MiB in a 32 MiB instance: {status} {body}"
+    );
+    assert_eq!(count(&host, "f").await, 1);
+    Ok(())
+}
+
+/// A component custom section (id 0) named `name`.
+fn custom_section(name: &str, payload: &[u8]) -> Vec<u8> {
+    let mut content = leb128(name.len());
+    content.extend(name.as_bytes());
+    content.extend(payload);
+    let mut section = vec![0u8];
+    section.extend(leb128(content.len()));
+    section.extend(content);
+    section
+}
+
+fn leb128(mut n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}

@@ -1,0 +1,231 @@
+//! `tessera new`, end to end: the real binary scaffolds a command handler, a projection
+//! of its events and a query handler reading that projection into a copy of the
+//! plugins workspace; cargo builds the three for wasm32-wasip2 and runs the command
+//! handler's native given/when/then tests; a running host takes the three as deploys
+//! and serves them: a command is accepted, the projection catches up, and the query
+//! answers with what it projected.
+//!
+//! The copy keeps the real workspace untouched (the other tests build it) while
+//! exercising the default case, a crate made inside a plugins workspace. Builds share
+//! `target/wasm-plugins` with the other plugin builds, so only the new crates and the
+//! copied SDK compile.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use anyhow::{Context, Result, ensure};
+use serde_json::{Value, json};
+
+use common::deploy::{self, eventually};
+use common::{TestHost, plugins};
+
+const HANDLER: &str = "scaffold-tally";
+const PROJECTION: &str = "scaffold-tally-totals";
+const QUERIES: &str = "scaffold-tally-queries";
+
+/// The repository's root (this crate is `host/`).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ is in the repository")
+        .to_path_buf()
+}
+
+/// Copies `from` into `to`, leaving out build output.
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_name() == "target" {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            copy_tree(&path, &to.join(entry.file_name()))?;
+        } else {
+            std::fs::copy(&path, to.join(entry.file_name()))
+                .with_context(|| format!("copy {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs the real `tessera` binary.
+fn tessera(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run tessera")
+}
+
+/// A cargo command with the outer build's settings removed, as the plugins' own
+/// build (`tests/support/build.rs`) does: they are not the plugins' business.
+fn cargo(args: &[&str]) -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.args(args);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CARGO_") && key != "CARGO_HOME" || key == "RUSTFLAGS" {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+#[track_caller]
+fn assert_success(what: &str, output: &Output) {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scaffolded_plugins_build_test_deploy_and_answer() -> Result<()> {
+    let dir = tempfile::TempDir::new()?;
+    copy_tree(&root().join("wit"), &dir.path().join("wit"))?;
+    copy_tree(&root().join("plugins"), &dir.path().join("plugins"))?;
+    let plugins = dir.path().join("plugins");
+    let workspace = plugins.to_str().context("a UTF-8 path")?;
+
+    for args in [
+        vec!["new", "command-handler", HANDLER],
+        vec!["new", "projection", PROJECTION, "--from", HANDLER],
+        vec!["new", "query-handler", QUERIES, "--from", PROJECTION],
+    ] {
+        let mut args = args;
+        args.extend(["--dir", workspace]);
+        assert_success(&args.join(" "), &tessera(&args));
+    }
+    for name in [HANDLER, PROJECTION, QUERIES] {
+        assert!(
+            plugins.join(name).join("README.md").is_file(),
+            "{name} has no README"
+        );
+    }
+
+    // It never overwrites, and it takes only kebab-case names.
+    let lib = plugins.join(HANDLER).join("src/lib.rs");
+    let written = std::fs::read_to_string(&lib)?;
+    let again = tessera(&["new", "projection", HANDLER, "--dir", workspace]);
+    assert!(
+        !again.status.success(),
+        "a second crate {HANDLER} was written"
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    assert_eq!(std::fs::read_to_string(&lib)?, written);
+    let bad = tessera(&["new", "command-handler", "Tally_2", "--dir", workspace]);
+    assert!(
+        !bad.status.success(),
+        "a name that is not kebab-case was taken"
+    );
+    assert!(!plugins.join("Tally_2").exists());
+
+    // The crates joined the workspace, and `tessera dev` would build them with the
+    // examples (and neither the SDK nor the test plugins).
+    let members = std::fs::read_to_string(plugins.join("Cargo.toml"))?;
+    for name in [HANDLER, PROJECTION, QUERIES] {
+        assert!(
+            members.contains(&format!("\"{name}\"")),
+            "{name} not a member"
+        );
+    }
+    let served = tessera::dev::plugin_crates(&plugins);
+    let mut expected = vec![
+        "account-balance",
+        "bank-account",
+        "bank-queries",
+        "bank-totals",
+        HANDLER,
+        PROJECTION,
+        QUERIES,
+    ];
+    expected.sort_unstable();
+    assert_eq!(served, expected);
+
+    // They build for wasm32-wasip2, and the command handler's tests run natively.
+    let manifest = plugins.join("Cargo.toml");
+    let manifest = manifest.to_str().context("a UTF-8 path")?;
+    let target_dir = root().join("target/wasm-plugins");
+    let target_dir = target_dir.to_str().context("a UTF-8 path")?;
+    let build = cargo(&[
+        "build",
+        "--manifest-path",
+        manifest,
+        "--target",
+        "wasm32-wasip2",
+        "--profile",
+        "dev-plugin",
+        "--target-dir",
+        target_dir,
+        "-p",
+        HANDLER,
+        "-p",
+        PROJECTION,
+        "-p",
+        QUERIES,
+    ])
+    .output()?;
+    assert_success("building the scaffolded plugins", &build);
+    let test = cargo(&[
+        "test",
+        "--manifest-path",
+        manifest,
+        "--target-dir",
+        target_dir,
+        "-p",
+        HANDLER,
+    ])
+    .output()?;
+    assert_success("the command handler's native tests", &test);
+    let report = String::from_utf8_lossy(&test.stdout);
+    assert!(report.contains("test result: ok. 4 passed"), "{report}");
+
+    // A running host takes them as deploys and serves them, beside an example.
+    let host = TestHost::start(&[plugins::BANK_ACCOUNT]).await?;
+    let built = root().join("target/wasm-plugins/wasm32-wasip2/dev-plugin");
+    for name in [HANDLER, PROJECTION, QUERIES] {
+        let file = built.join(format!("{}.wasm", name.replace('-', "_")));
+        let bytes = std::fs::read(&file).with_context(|| format!("read {}", file.display()))?;
+        let reply = deploy::deploy(&host.client, &host.url, name, bytes, None).await?;
+        ensure!(reply.status == 200, "deploy {name}: {reply:?}");
+    }
+
+    let command = format!("record-{HANDLER}");
+    let (status, first) = host.command(&command, "1", json!({ "amount": 5 })).await?;
+    assert_eq!(status, 200, "{first}");
+    let (status, second) = host.command(&command, "1", json!({ "amount": 7 })).await?;
+    assert_eq!(status, 200, "{second}");
+    let (status, refused) = host.command(&command, "1", json!({ "amount": 0 })).await?;
+    common::assert_error(status, &refused, 422, "validation_failed");
+    let position = second["position"].as_u64().context("a position")?;
+
+    // The projection is async: the query waits for the command's position, and the
+    // answer is polled too, in case the projection was still being set up.
+    let answer = eventually("the query to answer with the projected total", async || {
+        let response = host
+            .client
+            .get(format!("{}/queries/{QUERIES}?id=1", host.url))
+            .header("tessera-min-position", position.to_string())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.map_err(|e| e.to_string())?;
+        match (status, body["total"].as_u64()) {
+            (200, Some(12)) => Ok(body),
+            _ => Err(format!("{status} {body}")),
+        }
+    })
+    .await;
+    assert_eq!(answer["id"], "1");
+    assert_eq!(answer["recorded"], 2);
+    let (status, missing) = host.get(&format!("/queries/{QUERIES}?id=2")).await?;
+    common::assert_error(status, &missing, 404, "not_found");
+    Ok(())
+}
