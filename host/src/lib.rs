@@ -28,6 +28,7 @@ pub mod projection;
 pub mod query;
 pub mod read_store;
 pub mod remote;
+pub mod request_id;
 pub mod retention;
 pub mod scaffold;
 

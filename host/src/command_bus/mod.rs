@@ -305,40 +305,41 @@ impl CommandBus {
         let command = command.clone();
         let store = self.store.clone();
         let stream_name = stream.to_string();
-        // The request's span goes along, so the plugin's log lines name the request.
-        let span = tracing::Span::current();
+        // The request's id goes along, so the plugin's log lines name the request.
+        let request_id = crate::request_id::current();
         // One blocking hop for the whole decision: read what the cached state lacks,
         // fold it and decide, on the same thread.
         let (folded, decision) = tokio::task::spawn_blocking(move || {
-            let _request = span.enter();
-            let (cached, newer) =
-                unfolded(store.as_ref(), &stream_name, cached).map_err(Decide::Store)?;
-            let mut session = handler.session()?;
-            // One guest call for all of them (0.2.0 handlers; 0.1.0 ones fold per event).
-            let state = session.fold(cached.state, &newer)?;
-            let version = newer.last().map_or(cached.version, |event| event.version);
-            let mut snapshot = cached.snapshot;
-            if let Some(folded) = &state
-                && version >= snapshot + SNAPSHOT_EVERY
-            {
-                store.save_snapshot(Snapshot {
-                    stream: stream_name,
-                    digest: cached.digest.clone(),
-                    version,
-                    state: folded.to_string(),
-                });
-                snapshot = version;
-            }
-            let decision = session.handle(state.as_deref(), &command)?;
-            Ok::<_, Decide>((
-                CachedState {
-                    digest: cached.digest,
-                    version,
-                    state,
-                    snapshot,
-                },
-                decision,
-            ))
+            crate::request_id::carry(request_id, || {
+                let (cached, newer) =
+                    unfolded(store.as_ref(), &stream_name, cached).map_err(Decide::Store)?;
+                let mut session = handler.session()?;
+                // One guest call for all of them (0.2.0 handlers; 0.1.0 ones fold per event).
+                let state = session.fold(cached.state, &newer)?;
+                let version = newer.last().map_or(cached.version, |event| event.version);
+                let mut snapshot = cached.snapshot;
+                if let Some(folded) = &state
+                    && version >= snapshot + SNAPSHOT_EVERY
+                {
+                    store.save_snapshot(Snapshot {
+                        stream: stream_name,
+                        digest: cached.digest.clone(),
+                        version,
+                        state: folded.to_string(),
+                    });
+                    snapshot = version;
+                }
+                let decision = session.handle(state.as_deref(), &command)?;
+                Ok::<_, Decide>((
+                    CachedState {
+                        digest: cached.digest,
+                        version,
+                        state,
+                        snapshot,
+                    },
+                    decision,
+                ))
+            })
         })
         .await
         .map_err(|e| CallError::Trapped {

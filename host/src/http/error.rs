@@ -12,12 +12,6 @@ use crate::event_store::StoreError;
 use crate::plugin::{CallError, Refusal};
 use crate::query::QueryError;
 
-tokio::task_local! {
-    /// The id of the request being served, set by the request-id middleware so that
-    /// error bodies and logs can name it.
-    pub(super) static REQUEST_ID: String;
-}
-
 /// The body of every error response (for the OpenAPI description).
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
@@ -98,9 +92,7 @@ impl ApiError {
 }
 
 pub(super) fn current_request_id() -> String {
-    REQUEST_ID
-        .try_with(Clone::clone)
-        .unwrap_or_else(|_| "unknown".to_string())
+    crate::request_id::current().map_or_else(|| "unknown".to_string(), |id| id.to_string())
 }
 
 impl IntoResponse for ApiError {

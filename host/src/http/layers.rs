@@ -19,7 +19,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use super::error::{REQUEST_ID, current_request_id};
+use super::error::current_request_id;
 
 /// The longest request id accepted from a client.
 const MAX_CLIENT_ID: usize = 128;
@@ -72,8 +72,10 @@ fn request_id_of(request: &Request) -> String {
         .to_string()
 }
 
+/// At debug level: the request id reaches log lines through [`crate::request_id`],
+/// so no span needs to be built per request at the default level.
 fn span_for(request: &Request) -> tracing::Span {
-    tracing::info_span!(
+    tracing::debug_span!(
         "request",
         request_id = %request_id_of(request),
         method = %request.method(),
@@ -85,7 +87,7 @@ fn span_for(request: &Request) -> tracing::Span {
 /// command bus); it is the same id the response carries in `x-request-id`.
 async fn scope_id(request: Request, next: Next) -> axum::response::Response {
     let id = request_id_of(&request);
-    REQUEST_ID.scope(id, next.run(request)).await
+    crate::request_id::scope(std::sync::Arc::from(id), next.run(request)).await
 }
 
 /// A handler that panicked: a host bug. The client gets the JSON error body with the

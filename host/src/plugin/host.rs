@@ -139,12 +139,15 @@ impl log::Host for HostState {
         }
         let plugin = &*self.plugin;
         let message = clip(&message);
+        // The request the call serves, if it serves one (a projection's batch does not).
+        let request = crate::request_id::current();
+        let request_id = request.as_deref();
         match level {
-            log::Level::Trace => tracing::trace!(target: "plugin", plugin, "{message}"),
-            log::Level::Debug => tracing::debug!(target: "plugin", plugin, "{message}"),
-            log::Level::Info => tracing::info!(target: "plugin", plugin, "{message}"),
-            log::Level::Warn => tracing::warn!(target: "plugin", plugin, "{message}"),
-            log::Level::Error => tracing::error!(target: "plugin", plugin, "{message}"),
+            log::Level::Trace => tracing::trace!(target: "plugin", plugin, request_id, "{message}"),
+            log::Level::Debug => tracing::debug!(target: "plugin", plugin, request_id, "{message}"),
+            log::Level::Info => tracing::info!(target: "plugin", plugin, request_id, "{message}"),
+            log::Level::Warn => tracing::warn!(target: "plugin", plugin, request_id, "{message}"),
+            log::Level::Error => tracing::error!(target: "plugin", plugin, request_id, "{message}"),
         }
         Ok(())
     }
@@ -491,7 +494,14 @@ impl GuestOutput {
             return;
         }
         let line = String::from_utf8_lossy(line);
-        tracing::info!(target: "plugin", plugin = &*self.log.plugin, stream = self.stream, "{line}");
+        let request = crate::request_id::current();
+        tracing::info!(
+            target: "plugin",
+            plugin = &*self.log.plugin,
+            stream = self.stream,
+            request_id = request.as_deref(),
+            "{line}"
+        );
     }
 }
 

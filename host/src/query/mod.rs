@@ -173,10 +173,9 @@ impl Queries {
             let abandoned = crate::plugin::Abandon::default();
             let flag = abandoned.flag();
             // The plugin's log lines name the request that made the call.
-            let span = tracing::Span::current();
+            let request_id = crate::request_id::current();
             let answer = tokio::task::spawn_blocking(move || {
-                let _request = span.enter();
-                handler.call(&query, &params, reads, flag)
+                crate::request_id::carry(request_id, || handler.call(&query, &params, reads, flag))
             })
             .await
             .map_err(|e| CallError::Trapped {
