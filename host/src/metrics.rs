@@ -283,13 +283,37 @@ const COMMAND_OUTCOMES: [&str; 9] = [
     "store_error",
 ];
 
-struct CommandSeries {
+/// One command's or query's series: its counters by outcome and its latency.
+struct Series<const N: usize> {
     name: Arc<str>,
-    outcomes: ByOutcome<9>,
+    outcomes: ByOutcome<N>,
     duration: Histogram,
 }
 
-static COMMAND_SERIES: Handles<String, CommandSeries> = Handles::new();
+impl<const N: usize> Series<N> {
+    /// The series of `name`, its histogram `duration` labelled `label = name`.
+    fn of(
+        handles: &Handles<String, Self>,
+        name: &str,
+        duration: &'static str,
+        label: &'static str,
+    ) -> Arc<Self> {
+        handles.get(name, || {
+            let name_label: Arc<str> = Arc::from(name);
+            let duration = metrics::histogram!(duration, label => name_label.clone());
+            (
+                name.to_string(),
+                Series {
+                    name: name_label,
+                    outcomes: ByOutcome::new(),
+                    duration,
+                },
+            )
+        })
+    }
+}
+
+static COMMAND_SERIES: Handles<String, Series<9>> = Handles::new();
 
 /// The outcome label of a command's result (an index into [`COMMAND_OUTCOMES`]).
 fn command_outcome(result: &Result<CommandOutcome, CommandError>) -> usize {
@@ -324,18 +348,7 @@ pub fn command(
         Err(CommandError::BadAggregateId(_)) if !deployed(name) => UNKNOWN,
         _ => name,
     };
-    let series = COMMAND_SERIES.get(name, || {
-        let label: Arc<str> = Arc::from(name);
-        let duration = metrics::histogram!(COMMAND_DURATION, "command" => label.clone());
-        (
-            name.to_string(),
-            CommandSeries {
-                name: label,
-                outcomes: ByOutcome::new(),
-                duration,
-            },
-        )
-    });
+    let series = Series::of(&COMMAND_SERIES, name, COMMAND_DURATION, "command");
     series
         .outcomes
         .get(outcome, || {
@@ -352,13 +365,7 @@ pub fn command(
 /// `(outcome, cache)` pairs, in index order.
 const QUERY_OUTCOMES: [(&str, &str); 3] = [("ok", "hit"), ("ok", "miss"), ("error", "miss")];
 
-struct QuerySeries {
-    name: Arc<str>,
-    outcomes: ByOutcome<3>,
-    duration: Histogram,
-}
-
-static QUERY_SERIES: Handles<String, QuerySeries> = Handles::new();
+static QUERY_SERIES: Handles<String, Series<3>> = Handles::new();
 
 /// Records a query's outcome, cache use and time. An error is a miss: no cached
 /// answer was served.
@@ -375,18 +382,7 @@ pub fn query(started: Started, name: &str, result: &Result<Answer, QueryError>) 
         Err(QueryError::UnknownQuery(_)) => UNKNOWN,
         _ => name,
     };
-    let series = QUERY_SERIES.get(name, || {
-        let label: Arc<str> = Arc::from(name);
-        let duration = metrics::histogram!(QUERY_DURATION, "query" => label.clone());
-        (
-            name.to_string(),
-            QuerySeries {
-                name: label,
-                outcomes: ByOutcome::new(),
-                duration,
-            },
-        )
-    });
+    let series = Series::of(&QUERY_SERIES, name, QUERY_DURATION, "query");
     series
         .outcomes
         .get(outcome, || {
