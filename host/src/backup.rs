@@ -220,7 +220,7 @@ fn copy_all(
         if let Some(parent) = target.parent() {
             create_dir(parent)?;
         }
-        let Some(checkpoint) = copy_database(&source, &target, CHECKPOINT)? else {
+        let Some(checkpoint) = copy_database(&source, &target, checkpoint)? else {
             // Deleted meanwhile (a retired version): nothing to copy.
             continue;
         };
@@ -253,7 +253,7 @@ fn copy_all(
     // The log last.
     let events = data_dir.join("events.db");
     let events_out = data_out.join("events.db");
-    let position = copy_database(&events, &events_out, HEAD)?.ok_or_else(|| BackupError::Io {
+    let position = copy_database(&events, &events_out, head)?.ok_or_else(|| BackupError::Io {
         path: events.clone(),
         source: std::io::Error::new(std::io::ErrorKind::NotFound, "no event log"),
     })?;
@@ -271,11 +271,34 @@ fn copy_all(
     Ok(position)
 }
 
-/// The position a read model has applied up to (the host's own table in it).
-const CHECKPOINT: &str =
-    "SELECT COALESCE((SELECT position FROM main._tessera_checkpoint WHERE id = 1), 0)";
+/// The position a read model has applied up to (the host's own table in it). A
+/// database the host is still creating (the file is there, its tables not yet) has
+/// applied nothing: its copy is set up and caught up by a host started on it, as
+/// after a crash at that moment.
+fn checkpoint(conn: &Connection) -> rusqlite::Result<i64> {
+    let set_up: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM main.sqlite_schema WHERE type = 'table' AND name = '_tessera_checkpoint')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !set_up {
+        return Ok(0);
+    }
+    conn.query_row(
+        "SELECT COALESCE((SELECT position FROM main._tessera_checkpoint WHERE id = 1), 0)",
+        [],
+        |r| r.get(0),
+    )
+}
+
 /// The last position of the log.
-const HEAD: &str = "SELECT COALESCE(MAX(position), 0) FROM main.events";
+fn head(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT COALESCE(MAX(position), 0) FROM main.events",
+        [],
+        |r| r.get(0),
+    )
+}
 
 /// Every read-model database: `<root>/<projection>/<version>.db`, with its path
 /// relative to `root`.
@@ -303,7 +326,11 @@ fn projection_databases(root: &Path) -> Result<Vec<(PathBuf, PathBuf)>, BackupEr
 /// Copies the database at `source` into a new file `target` from one snapshot, and
 /// answers `query` (a single integer) from that same snapshot. None if `source` does
 /// not exist.
-fn copy_database(source: &Path, target: &Path, query: &str) -> Result<Option<u64>, BackupError> {
+fn copy_database(
+    source: &Path,
+    target: &Path,
+    query: fn(&Connection) -> rusqlite::Result<i64>,
+) -> Result<Option<u64>, BackupError> {
     if !source.exists() {
         return Ok(None);
     }
@@ -329,7 +356,7 @@ fn copy_database(source: &Path, target: &Path, query: &str) -> Result<Option<u64
     // snapshot, and commits made meanwhile (by the host's own connections) neither
     // restart the copy nor wait for it.
     from.execute_batch("BEGIN DEFERRED").map_err(failed)?;
-    let answer: i64 = from.query_row(query, [], |r| r.get(0)).map_err(failed)?;
+    let answer = query(&from).map_err(failed)?;
     let mut to = Connection::open(target).map_err(|error| BackupError::Database {
         path: target.to_path_buf(),
         source: error,
@@ -453,4 +480,36 @@ pub async fn request(url: &str, token: Option<&str>, dest: &Path) -> anyhow::Res
         body["data_dir"].as_str().unwrap_or("?"),
         body["plugins_dir"].as_str().unwrap_or("?"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read model the host is still creating (its file there, its tables not yet)
+    /// is copied as one that has applied nothing, not a failed backup.
+    #[test]
+    fn a_read_model_still_being_created_is_copied_at_position_zero() {
+        let source = tempfile::TempDir::new().unwrap();
+        let data = source.path().join("data");
+        let projection = data.join("projections").join("balances");
+        std::fs::create_dir_all(&projection).unwrap();
+        let log = Connection::open(data.join("events.db")).unwrap();
+        log.execute_batch("CREATE TABLE events (position INTEGER PRIMARY KEY); INSERT INTO events VALUES (1), (2);")
+            .unwrap();
+        drop(log);
+        std::fs::write(projection.join("v1.g1.db"), b"").unwrap();
+        let plugins = source.path().join("plugins");
+        std::fs::create_dir_all(&plugins).unwrap();
+
+        let dest = tempfile::TempDir::new().unwrap();
+        let report = run(&data, &plugins, dest.path()).unwrap();
+        assert_eq!(report.position, 2);
+        let copied = report
+            .files
+            .iter()
+            .find(|file| file.path.ends_with("v1.g1.db"))
+            .expect("the read model is copied");
+        assert_eq!(copied.checkpoint, Some(0));
+    }
 }

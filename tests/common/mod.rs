@@ -28,6 +28,21 @@ pub struct TestHost {
     task: Option<JoinHandle<()>>,
 }
 
+/// Sends the logs of the hosts this test process runs in-process to the test's own
+/// output (warnings and errors, or what `RUST_LOG` asks for), so that a failed test
+/// shows why the host answered as it did: a 500's cause is logged, not returned.
+fn show_host_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(filter)
+            .try_init();
+    });
+}
+
 impl TestHost {
     /// Starts a host serving the given plugin files.
     pub async fn start(plugins: &[&str]) -> Result<TestHost> {
@@ -58,6 +73,7 @@ impl TestHost {
         dir: Arc<TempDir>,
         configure: impl FnOnce(&mut tessera::Config),
     ) -> Result<TestHost> {
+        show_host_logs();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let mut config = tessera::Config::new(dir.path().join("data"), dir.path().join("plugins"));
