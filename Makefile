@@ -31,6 +31,45 @@ plugins: setup
 		cp $(WASM_DIR)/$(WASM_TARGET)/release/$${plugin//-/_}.wasm target/plugins/$$plugin.wasm; \
 	done
 
+# The TypeScript plugins (the SDK in plugins/sdk-ts, docs/plugins/typescript.md), built
+# with Node 20+ and npm into target/plugins-ts. `npm ci` runs only when a lockfile is
+# newer than the install (node_modules/.package-lock.json); the tests build the same
+# files themselves (tests/support/build.rs).
+TS_PLUGINS := bank-account-ts
+.PHONY: plugins-ts
+plugins-ts:
+	for dir in plugins/sdk-ts $(addprefix plugins/,$(TS_PLUGINS)); do \
+		if [ ! -f $$dir/node_modules/.package-lock.json ] || \
+			[ $$dir/package-lock.json -nt $$dir/node_modules/.package-lock.json ]; then \
+			(cd $$dir && npm ci --no-audit --no-fund) || exit 1; \
+		fi; \
+	done
+	mkdir -p target/plugins-ts
+	for plugin in $(TS_PLUGINS); do \
+		(cd plugins/$$plugin && npm run --silent build -- --out ../../target/plugins-ts/$$plugin.wasm) || exit 1; \
+	done
+
+# The Python plugins (the SDK in plugins/sdk-py, docs/plugins/python.md), built with
+# componentize-py into target/plugins-py. componentize-py is installed from the pinned
+# plugins/sdk-py/requirements.txt into target/py-venv, which is reused while it was made
+# from that very file (its copy inside says so); the tests build the same files
+# themselves (tests/support/build.rs). Then the SDK's own tests, natively.
+PY_PLUGINS := bank-totals-py bank-queries-py
+PY_VENV := target/py-venv
+.PHONY: plugins-py
+plugins-py:
+	if ! cmp -s plugins/sdk-py/requirements.txt $(PY_VENV)/requirements.txt; then \
+		rm -rf $(PY_VENV) && python3 -m venv $(PY_VENV) && \
+		$(PY_VENV)/bin/pip install --quiet --disable-pip-version-check -r plugins/sdk-py/requirements.txt && \
+		cp plugins/sdk-py/requirements.txt $(PY_VENV)/requirements.txt || exit 1; \
+	fi
+	mkdir -p target/plugins-py
+	for plugin in $(PY_PLUGINS); do \
+		$(PY_VENV)/bin/python plugins/sdk-py/bin/tessera-build-py plugins/$$plugin \
+			--out target/plugins-py/$$plugin.wasm || exit 1; \
+	done
+	PYTHONDONTWRITEBYTECODE=1 $(PY_VENV)/bin/python -m unittest discover -s plugins/sdk-py/tests
+
 run: plugins
 	$(CARGO) run -p tessera -- serve --data $(DATA) --plugins target/plugins --listen $(LISTEN)
 
@@ -51,8 +90,30 @@ test: setup browser
 	else \
 		$(CARGO) test --workspace; \
 	fi
+	$(MAKE) schemathesis
 	$(CARGO) test --manifest-path plugins/Cargo.toml --target-dir target/native-plugins \
 		-p tessera-sdk -p bank-account
+
+# The OpenAPI description against the real host (tests/schemathesis/run.sh):
+# schemathesis, pinned in tests/schemathesis/requirements.txt and installed in
+# target/schemathesis-venv (reused while the pins are unchanged), sends generated
+# requests, valid and invalid, to the debug host serving the example plugins, and fails
+# on any answer the description does not state (`--checks all`).
+.PHONY: schemathesis
+schemathesis: plugins
+	$(CARGO) build -p tessera --bin tessera
+	TESSERA_BIN=target/debug/tessera bash tests/schemathesis/run.sh
+
+# The soak (tests/soak.rs, an ignored test, so `make test` skips it): the host binary
+# with the example plugins under a mixed load (commands, queries, deploys, rebuilds) for
+# TESSERA_SOAK_SECONDS (600), SIGKILLed at least TESSERA_SOAK_KILLS times (100) at moments
+# drawn from TESSERA_SOAK_SEED (printed), then every invariant checked: PASS or FAIL each,
+# and the summary in target/soak/summary.json (docs/soak.md). It runs the dev-profile
+# host (target/debug/tessera), whose dependencies are optimised: it restarts in well
+# under a second, so a release build (~10 minutes here) buys nothing for 100 kills.
+.PHONY: soak
+soak: setup
+	$(CARGO) test -p tessera --test soak -- --ignored --nocapture
 
 # Benchmarks print figures; they assert nothing. The suite (host/benches/suite.rs) runs
 # the release binary with the release plugins over real HTTP, prints a table against the

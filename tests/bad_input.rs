@@ -343,13 +343,17 @@ async fn unknown_fields_are_400() {
 async fn bad_headers_are_400() {
     let host = bank_host().await;
     let long_key = "k".repeat(256);
-    let commands: [(&str, &str); 9] = [
+    let commands: [(&str, &str); 12] = [
         ("if-match", "abc"),
         ("if-match", "-1"),
         ("if-match", "\"1"),
         ("if-match", "W/\"1\""),
         ("if-match", "1.5"),
         ("if-match", "99999999999999999999999"),
+        // The description's pattern: 1 to 19 digits, bare or quoted, nothing else.
+        ("if-match", "+3"),
+        ("if-match", "00000000000000000001"),
+        ("if-match", "\"\""),
         ("idempotency-key", ""),
         ("idempotency-key", &long_key),
         ("tessera-principal", "caf\u{e9}"),
@@ -403,6 +407,76 @@ async fn send_raw_header(host: &TestHost, path: &str, name: &str, value: &str) -
     Reply::read(response).await.expect("a body")
 }
 
+/// If-Match is 1 to 19 digits, bare or in quotes (the description's pattern): such a
+/// version is compared (409 when it is not the stream's), never refused as malformed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn if_match_takes_up_to_19_digits_bare_or_quoted() {
+    let host = bank_host().await;
+    for value in ["9999999999999999999", "\"0000000000000000001\"", "7"] {
+        let reply = deposit_with(&host, &[("if-match", value)]).await;
+        reply.assert_error(409, "conflict");
+    }
+    let reply = deposit_with(&host, &[("if-match", "\"2\"")]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
+/// `max_attempts` is a whole number as JSON Schema's `integer` reads it: `5.0` is 5,
+/// `5.5` and 0 are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn max_attempts_is_a_whole_number_however_written() {
+    let host = bank_host().await;
+    let admin = format!("Bearer {ADMIN_TOKEN}");
+    let put = async |body: &str| {
+        send(
+            &host,
+            Method::PUT,
+            "/projections/bank-totals/policy",
+            &[
+                ("authorization", &admin),
+                ("content-type", "application/json"),
+            ],
+            Some(body.as_bytes().to_vec()),
+        )
+        .await
+    };
+    let reply = put(r#"{"max_attempts": 7.0}"#).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["max_attempts"], 7);
+    for body in [
+        r#"{"max_attempts": 5.5}"#,
+        r#"{"max_attempts": 0}"#,
+        r#"{"max_attempts": -1}"#,
+        r#"{"max_attempts": 4294967296}"#,
+        r#"{"max_attempts": "5"}"#,
+    ] {
+        put(body).await.assert_error(400, "bad_request");
+    }
+}
+
+/// Spaces and tabs around the event types of a stream's filter are ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spaces_around_event_types_are_ignored() {
+    let host = bank_host().await;
+    let response = host
+        .client
+        .get(format!(
+            "{}/events/stream?after=0&event_type=%20Deposited%09,%20Withdrawn",
+            host.url
+        ))
+        .send()
+        .await
+        .expect("a response");
+    // The stream does not end; its status and first event are enough.
+    assert_eq!(response.status(), 200);
+    let mut response = response;
+    let mut text = String::new();
+    while !text.contains("\n\n") {
+        let chunk = response.chunk().await.expect("a chunk").expect("more");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.contains("\"type\":\"Deposited\""), "{text}");
+}
+
 // --- Query strings and paths ---------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -423,6 +497,10 @@ async fn bad_query_strings_are_400() {
         "/streams/account-a1?limit=0",
         "/streams/account-a1?page=2",
         "/streams/%FF%FE",
+        // Only spaces and tabs around an event type are ignored (the description's
+        // pattern); other whitespace makes it no event type.
+        "/events/stream?event_type=%C2%A0Deposited",
+        "/events/stream?event_type=Deposited%0A",
     ] {
         let reply = send(&host, Method::GET, path, &[], None).await;
         assert_eq!(reply.status, 400, "{path}: {}", reply.body);

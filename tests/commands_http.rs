@@ -295,6 +295,18 @@ async fn malformed_bodies_are_400_bad_request() {
     }
     // None of them appended anything.
     assert_eq!(log_length(&host).await, 0);
+    // The bound counts characters, as the description's maxLength does: 256 of them
+    // that take two bytes each are one id.
+    let wide_id = "é".repeat(256);
+    let reply = host
+        .post_raw(
+            "/commands/open-account",
+            Some("application/json"),
+            command(&wide_id, json!({"owner": "ada"})).to_string(),
+        )
+        .await
+        .unwrap();
+    reply.ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

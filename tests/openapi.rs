@@ -327,3 +327,52 @@ async fn every_served_route_is_described() {
     assert_eq!(status, 200);
     assert!(!described.iter().any(|(_, path)| path == "/openapi.json"));
 }
+
+/// What a request must be is in the description, in a form a client (or a generator of
+/// requests such as schemathesis, `make schemathesis`) can check: no parameter is
+/// described as possibly null, as a header or query parameter never is; an operation
+/// with a path parameter lists the 400 a malformed one gets, and one with a JSON body
+/// the 400, 413 and 415 its body can get; every error response has the error body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_refusal_is_described() {
+    let host = host().await;
+    let description = description(&host).await;
+    let mut wrong = Vec::new();
+    for (method, path, operation) in operations(&description) {
+        let name = format!("{} {path}", method.to_uppercase());
+        let responses = operation["responses"].as_object().expect("responses");
+        for parameter in operation["parameters"].as_array().into_iter().flatten() {
+            let types = &parameter["schema"]["type"];
+            let nullable = types == "null"
+                || types
+                    .as_array()
+                    .is_some_and(|types| types.iter().any(|t| t == "null"));
+            if nullable {
+                wrong.push(format!("{name}: {} may be null", parameter["name"]));
+            }
+        }
+        let mut needed = Vec::new();
+        if !placeholders(&path).is_empty() {
+            needed.push("400");
+        }
+        if operation["requestBody"]["content"]
+            .get("application/json")
+            .is_some()
+        {
+            needed.extend(["400", "413", "415"]);
+        }
+        for status in needed {
+            if !responses.contains_key(status) {
+                wrong.push(format!("{name} does not list {status}"));
+            }
+        }
+        for (status, response) in responses {
+            let error = status.starts_with('4') || status.starts_with('5');
+            let schema = &response["content"]["application/json"]["schema"]["$ref"];
+            if error && schema != "#/components/schemas/ErrorBody" {
+                wrong.push(format!("{name} {status} has no ErrorBody"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

@@ -42,7 +42,7 @@ const STATE_CACHE_BYTES: usize = 64 << 20;
 /// A stream's state is kept as a snapshot once this many events were folded since its
 /// last one: a command after a restart then folds fewer than this many.
 const SNAPSHOT_EVERY: u64 = 50;
-/// The longest an aggregate id may be.
+/// The longest an aggregate id may be, in characters.
 const MAX_AGGREGATE_ID: usize = 256;
 
 /// A command as a client sent it.
@@ -408,8 +408,12 @@ fn check_aggregate_id(id: &str) -> Result<(), CommandError> {
     if id.is_empty() {
         return Err(CommandError::BadAggregateId("must not be empty"));
     }
-    if id.len() > MAX_AGGREGATE_ID {
-        return Err(CommandError::BadAggregateId("must be at most 256 bytes"));
+    // Characters, not bytes: what JSON Schema's maxLength counts, so the OpenAPI
+    // description states the bound exactly.
+    if id.chars().count() > MAX_AGGREGATE_ID {
+        return Err(CommandError::BadAggregateId(
+            "must be at most 256 characters",
+        ));
     }
     if id.chars().any(char::is_control) {
         return Err(CommandError::BadAggregateId(

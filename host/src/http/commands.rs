@@ -23,12 +23,26 @@ const MAX_PAYLOAD_DEPTH: usize = crate::json::MAX_DEPTH;
 /// The longest idempotency key accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
+/// The most digits an `If-Match` version has: every such number fits a `u64`, so the
+/// header's pattern in the description says exactly what is accepted (no stream comes
+/// near 10^19 versions).
+const MAX_VERSION_DIGITS: usize = 19;
+
 /// A command: which aggregate it is for, and its payload.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandBody {
+    /// The aggregate's id: 1 to 256 characters with no control characters (the
+    /// stream is `<aggregate type>-<id>`).
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$"
+    )]
     aggregate_id: String,
-    /// The command's fields, as the handler defines them.
+    /// The command's fields, as the handler defines them: a JSON object nesting at most
+    /// 64 levels deep. Fields the handler does not accept are refused by it with 422
+    /// `validation_failed`.
     #[schema(value_type = Object)]
     payload: Box<RawValue>,
     #[serde(default)]
@@ -63,24 +77,29 @@ pub struct CommandResponse {
     tag = "commands",
     params(
         ("command" = String, Path, description = "The command's name"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Sent again with the same key, the command returns its first result and appends nothing"),
-        ("If-Match" = Option<String>, Header, description = "The stream version the client expects, e.g. \"3\"; a mismatch is 409"),
-        ("Tessera-Principal" = Option<String>, Header, description = "The caller's identity, as an authenticating proxy vouches for it; only when the host does not authenticate callers (with authentication on, it is refused with 400)"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = r"^[!-~](?:[\t -~]{0,253}[!-~])?$", description = "1 to 255 visible ASCII characters (spaces and tabs only inside). Sent again with the same key, the command returns its first result and appends nothing"),
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(?:[0-9]{1,19}|"[0-9]{1,19}")$"#, description = "The stream version the client expects, 1 to 19 digits, bare or in double quotes as the ETag gives it, e.g. \"3\"; a mismatch is 409"),
+        ("Tessera-Principal" = Option<String>, Header, nullable = false, pattern = r"^(?:[!-~](?:[\t -~]*[!-~])?)?$", description = "The caller's identity (visible ASCII), as an authenticating proxy vouches for it; only when the host does not authenticate callers (with authentication on, it is refused with 400)"),
     ),
     request_body = CommandBody,
     responses(
-        (status = 200, description = "Appended (or replayed); headers ETag, Tessera-Position", body = CommandResponse),
-        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 200, description = "Appended (or replayed)", body = CommandResponse, headers(
+            ("ETag" = StreamVersionTag, description = "The stream's version after the command, quoted: send it back as If-Match"),
+            ("Tessera-Position" = u64, description = "The global position of the last event appended: send it as Tessera-Min-Position to read this write"),
+            ("Idempotent-Replayed" = Replayed, description = "Present when the answer is the first result of an earlier command with the same Idempotency-Key"),
+            ("Tessera-Inline" = InlineLagging, description = "Present when the inline projections did not apply the events before the response went out"),
+        )),
+        (status = 400, description = "Malformed request (bad_request): the body is not JSON of the CommandBody shape, the payload is not an object or nests deeper than 64 levels, the aggregate id is empty, longer than 256 characters or holds control characters, or a header does not have its format; or, with authentication on, Tessera-Principal is sent", body = ErrorBody),
         (status = 401, description = "Authentication is on and the bearer token is missing, malformed, expired, for another audience or issuer, or does not verify (unauthorized; details.reason says which); WWW-Authenticate: Bearer", body = ErrorBody),
         (status = 403, description = "The caller is verified but lacks the required role (forbidden)", body = ErrorBody),
-        (status = 404, description = "No handler for the command (unknown_command), or the handler says the target does not exist", body = ErrorBody),
-        (status = 409, description = "If-Match names another version (conflict)", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 422, description = "validation_failed, rejected, or idempotency_mismatch", body = ErrorBody),
-        (status = 500, description = "The plugin failed (plugin_failed)", body = ErrorBody),
-        (status = 503, description = "Too contended, or shutting down", body = ErrorBody),
-        (status = 504, description = "The plugin ran past its deadline", body = ErrorBody),
+        (status = 404, description = "No handler for the command (unknown_command), or the handler says the target does not exist (not_found)", body = ErrorBody),
+        (status = 409, description = "If-Match names another version (conflict; details: stream, expected, actual)", body = ErrorBody),
+        (status = 413, description = "The body is over 1 MiB (payload_too_large)", body = ErrorBody),
+        (status = 415, description = "The body is not declared as JSON (unsupported_media_type)", body = ErrorBody),
+        (status = 422, description = "The handler refused the payload (validation_failed, details per field) or the command (rejected, details.reason), or the Idempotency-Key was used for another command (idempotency_mismatch)", body = ErrorBody),
+        (status = 500, description = "The plugin failed (plugin_failed) or the event store did (store_failed)", body = ErrorBody),
+        (status = 503, description = "Too contended to append after retries (contended), or the host is shutting down (shutting_down)", body = ErrorBody),
+        (status = 504, description = "The plugin ran past its deadline (deadline_exceeded)", body = ErrorBody),
     ),
     security((), ("caller" = []))
 )]
@@ -138,32 +157,38 @@ pub async fn execute(
     })
     .into_response();
     let headers = response.headers_mut();
-    headers.insert("etag", HeaderValue::from(commit.stream_version).to_quoted());
+    headers.insert("etag", StreamVersionTag(commit.stream_version).header());
     headers.insert("tessera-position", HeaderValue::from(commit.position));
     if replayed {
-        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+        headers.insert("idempotent-replayed", Replayed::True.header());
     }
     if !inline_current {
-        headers.insert("tessera-inline", HeaderValue::from_static("lagging"));
+        headers.insert("tessera-inline", InlineLagging::Lagging.header());
     }
     Ok(response)
 }
 
-/// `If-Match: "<version>"` (quotes optional): the stream version the client expects.
+/// `If-Match: "<version>"` (quotes optional): the stream version the client expects,
+/// 1 to [`MAX_VERSION_DIGITS`] digits, exactly as the description's pattern says.
 fn expected_version(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(value) = text_header(headers, "if-match")? else {
         return Ok(None);
     };
-    let trimmed = value.trim();
-    let unquoted = trimmed
+    let digits = value
         .strip_prefix('"')
         .and_then(|v| v.strip_suffix('"'))
-        .unwrap_or(trimmed);
-    unquoted.parse::<u64>().map(Some).map_err(|_| {
-        ApiError::bad_request(format!(
-            "If-Match must be a stream version such as \"3\", not {value:?}"
-        ))
-    })
+        .unwrap_or(&value);
+    let well_formed = (1..=MAX_VERSION_DIGITS).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit());
+    well_formed
+        .then(|| digits.parse::<u64>().ok())
+        .flatten()
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "If-Match must be a stream version such as \"3\" (1 to {MAX_VERSION_DIGITS} digits), not {value:?}"
+            ))
+        })
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -190,13 +215,45 @@ fn text_header(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiErr
         .transpose()
 }
 
-trait Quoted {
-    fn to_quoted(self) -> HeaderValue;
+/// The `ETag` of a command's response: the stream's version in double quotes, which
+/// `If-Match` takes back.
+#[derive(Debug, Clone, Copy, utoipa::ToSchema)]
+#[schema(value_type = String, pattern = r#"^"[0-9]+"$"#)]
+pub struct StreamVersionTag(u64);
+
+impl StreamVersionTag {
+    fn header(self) -> HeaderValue {
+        HeaderValue::from_str(&format!("\"{}\"", self.0))
+            .expect("digits in quotes are a valid header value")
+    }
 }
 
-impl Quoted for HeaderValue {
-    fn to_quoted(self) -> HeaderValue {
-        let text = format!("\"{}\"", self.to_str().unwrap_or_default());
-        HeaderValue::from_str(&text).unwrap_or(self)
+/// The one value of `Idempotent-Replayed`.
+#[derive(Debug, Clone, Copy, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum Replayed {
+    True,
+}
+
+impl Replayed {
+    fn header(self) -> HeaderValue {
+        match self {
+            Replayed::True => HeaderValue::from_static("true"),
+        }
+    }
+}
+
+/// The one value of `Tessera-Inline`.
+#[derive(Debug, Clone, Copy, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum InlineLagging {
+    Lagging,
+}
+
+impl InlineLagging {
+    fn header(self) -> HeaderValue {
+        match self {
+            InlineLagging::Lagging => HeaderValue::from_static("lagging"),
+        }
     }
 }

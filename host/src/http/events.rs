@@ -20,8 +20,10 @@ const MAX_LIMIT: usize = 1000;
 pub struct StreamQuery {
     /// Read events with a version above this one.
     #[serde(default)]
+    #[param(format = "uint64", maximum = 18446744073709551615_u64)]
     after_version: u64,
     /// At most this many events (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -44,10 +46,12 @@ pub struct StreamPage {
     params(("stream" = String, Path, description = "e.g. account-42"), StreamQuery),
     responses(
         (status = 200, description = "A page of events", body = StreamPage),
-        (status = 400, description = "Bad paging parameters", body = ErrorBody),
+        (status = 400, description = "Bad parameters (bad_request): the stream name is not UTF-8, after_version or limit is not a whole number in its range, or a parameter is repeated or unknown", body = ErrorBody),
         (status = 401, description = "Authentication is on and the bearer token is missing or invalid (unauthorized)", body = ErrorBody),
         (status = 403, description = "The caller lacks the required role (forbidden)", body = ErrorBody),
         (status = 404, description = "The stream has no events (unknown_stream)", body = ErrorBody),
+        (status = 500, description = "The event store failed (store_failed)", body = ErrorBody),
+        (status = 503, description = "The host is shutting down (shutting_down)", body = ErrorBody),
     ),
     security((), ("caller" = []))
 )]
@@ -83,8 +87,10 @@ pub async fn stream(
 pub struct LogQuery {
     /// Read events at positions above this one.
     #[serde(default)]
+    #[param(format = "uint64", maximum = 18446744073709551615_u64)]
     after: u64,
     /// At most this many events (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -107,9 +113,11 @@ pub struct LogPage {
     params(LogQuery),
     responses(
         (status = 200, description = "A page of the log", body = LogPage),
-        (status = 400, description = "Bad paging parameters", body = ErrorBody),
+        (status = 400, description = "Bad parameters (bad_request): after or limit is not a whole number in its range, or a parameter is repeated or unknown", body = ErrorBody),
         (status = 401, description = "Authentication is on and the bearer token is missing or invalid (unauthorized)", body = ErrorBody),
         (status = 403, description = "The caller lacks the required role (forbidden)", body = ErrorBody),
+        (status = 500, description = "The event store failed (store_failed)", body = ErrorBody),
+        (status = 503, description = "The host is shutting down (shutting_down)", body = ErrorBody),
     ),
     security((), ("caller" = []))
 )]

@@ -139,6 +139,15 @@ fn api(state: AppState) -> OpenApiRouter<AppState> {
         description = "A CQRS host whose business logic runs as sandboxed WebAssembly components. Every error is a JSON body {\"error\": {\"code\", \"message\", \"details\"?}, \"request_id\"}."
     ),
     modifiers(&AdminToken, &CallerToken),
+    // The schemas of response headers and of the event stream's events: the routes'
+    // registrations collect only the schemas that derive them.
+    components(schemas(
+        commands::StreamVersionTag,
+        commands::Replayed,
+        commands::InlineLagging,
+        queries::CacheOutcome,
+        stream::StreamedEvent,
+    )),
     tags(
         (name = "commands", description = "The write side"),
         (name = "events", description = "The log"),

@@ -31,7 +31,9 @@ const READY_LAG: u64 = 1000;
     tag = "health",
     responses(
         (status = 200, description = "{\"status\": \"ready\"}"),
-        (status = 503, description = "Not ready (not_ready): `details.projections` lists each active projection version that is not caught up (starting, catching up, failed, halted or stopped) with its status and lag", body = ErrorBody),
+        (status = 503, description = "Not ready (not_ready): `details.projections` lists each active projection version that is not caught up (starting, catching up, failed, halted or stopped) with its status and lag", body = ErrorBody, headers(
+            ("Retry-After" = u64, description = "Seconds after which to ask again"),
+        )),
     )
 )]
 pub async fn ready(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
@@ -102,8 +104,11 @@ static RUNNING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     responses(
         (status = 200, description = "Written: the copied log's position and every file; serve it with `tessera serve --data <data_dir> --plugins <plugins_dir>`", body = BackupReport),
         (status = 400, description = "dest is missing, relative, a file, or a folder that is not empty (bad_destination), or the body is malformed (bad_request)", body = ErrorBody),
-        (status = 401, description = "The admin token is missing or wrong", body = ErrorBody),
+        (status = 401, description = "The admin token is missing or wrong (unauthorized)", body = ErrorBody),
         (status = 409, description = "Another backup is running (backup_running)", body = ErrorBody),
+        (status = 413, description = "The body is over 1 MiB (payload_too_large)", body = ErrorBody),
+        (status = 415, description = "The body is not declared as JSON (unsupported_media_type)", body = ErrorBody),
+        (status = 500, description = "Reading the data or writing the copy failed (backup_failed)", body = ErrorBody),
     ),
     security(("admin" = []))
 )]

@@ -33,10 +33,12 @@ pub async fn list(State(state): State<AppState>) -> impl IntoResponse {
     request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component"),
     responses(
         (status = 200, description = "Served; the listing entry"),
-        (status = 401, description = "The admin token is missing or wrong", body = ErrorBody),
-        (status = 409, description = "It claims a command or query another plugin serves (plugin_conflict)", body = ErrorBody),
+        (status = 400, description = "The name is not UTF-8, or the body could not be read (bad_request)", body = ErrorBody),
+        (status = 401, description = "The admin token is missing or wrong (unauthorized)", body = ErrorBody),
+        (status = 409, description = "It claims a command or query another plugin serves (plugin_conflict), or it loaded but is not served (not_served)", body = ErrorBody),
         (status = 413, description = "The component is larger than 64 MiB (payload_too_large)", body = ErrorBody),
-        (status = 422, description = "Not a plugin this host can serve (invalid_plugin)", body = ErrorBody),
+        (status = 422, description = "Not a plugin this host can serve, or its describe names another plugin (invalid_plugin)", body = ErrorBody),
+        (status = 500, description = "The plugins folder could not be written (deploy_failed)", body = ErrorBody),
     ),
     security(("admin" = []))
 )]
@@ -55,11 +57,13 @@ pub async fn deploy(
     delete,
     path = "/plugins/{name}",
     tag = "plugins",
-    params(("name" = String, Path, description = "The plugin's name")),
+    params(("name" = String, Path, example = "bank-account", description = "The plugin's name, as GET /plugins lists it")),
     responses(
         (status = 204, description = "Removed"),
-        (status = 401, description = "The admin token is missing or wrong", body = ErrorBody),
+        (status = 400, description = "The name is not UTF-8 (bad_request)", body = ErrorBody),
+        (status = 401, description = "The admin token is missing or wrong (unauthorized)", body = ErrorBody),
         (status = 404, description = "No such plugin (unknown_plugin)", body = ErrorBody),
+        (status = 500, description = "Its file could not be removed (deploy_failed)", body = ErrorBody),
     ),
     security(("admin" = []))
 )]
@@ -80,9 +84,12 @@ pub async fn remove(
     params(("name" = String, Path, description = "The plugin's name")),
     responses(
         (status = 200, description = "Rolled back; the listing entry"),
-        (status = 401, description = "The admin token is missing or wrong", body = ErrorBody),
-        (status = 404, description = "No such plugin", body = ErrorBody),
-        (status = 409, description = "No earlier version (no_previous_version)", body = ErrorBody),
+        (status = 400, description = "The name is not UTF-8 (bad_request)", body = ErrorBody),
+        (status = 401, description = "The admin token is missing or wrong (unauthorized)", body = ErrorBody),
+        (status = 404, description = "No such plugin (unknown_plugin)", body = ErrorBody),
+        (status = 409, description = "No earlier version (no_previous_version), it claims a command or query another plugin now serves (plugin_conflict), or it loaded but is not served (not_served)", body = ErrorBody),
+        (status = 422, description = "The earlier version no longer loads in this host (invalid_plugin)", body = ErrorBody),
+        (status = 500, description = "The plugins folder could not be written (deploy_failed)", body = ErrorBody),
     ),
     security(("admin" = []))
 )]

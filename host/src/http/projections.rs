@@ -18,9 +18,12 @@ pub async fn list(State(state): State<AppState>) -> impl IntoResponse {
     axum::Json(json!({ "projections": state.projections.status() }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PromoteQuery {
+    /// The schema version to make active (default: the one being built).
+    #[param(format = "uint32", maximum = 4294967295_u32)]
     version: Option<u32>,
 }
 
@@ -29,12 +32,13 @@ pub struct PromoteQuery {
     post,
     path = "/projections/{name}/promote",
     tag = "projections",
-    params(("name" = String, Path, description = "The projection's name"), ("version" = Option<u32>, Query, description = "The schema version")),
+    params(("name" = String, Path, description = "The projection's name"), PromoteQuery),
     responses(
         (status = 200, description = "The active version"),
-        (status = 409, description = "Nothing to promote", body = ErrorBody),
-        (status = 401, description = "The admin token is missing or wrong", body = ErrorBody),
-        (status = 404, description = "No such projection or version", body = ErrorBody),
+        (status = 400, description = "The projection's name is not UTF-8, or version is not a whole number in its range or another parameter is given (bad_request)", body = ErrorBody),
+        (status = 401, description = "The admin token is missing or wrong (unauthorized)", body = ErrorBody),
+        (status = 404, description = "No such projection (unknown_projection) or version (unknown_version)", body = ErrorBody),
+        (status = 409, description = "No version given and none is being built (not_possible)", body = ErrorBody),
     ),
     security(("admin" = []))
 )]
@@ -55,9 +59,10 @@ pub async fn promote(
     params(("name" = String, Path, description = "The projection's name")),
     responses(
         (status = 200, description = "The active version"),
-        (status = 409, description = "No previous version", body = ErrorBody),
-        (status = 401, description = "The admin token is missing or wrong", body = ErrorBody),
-        (status = 404, description = "No such projection or version", body = ErrorBody),
+        (status = 400, description = "The projection's name is not UTF-8 (bad_request)", body = ErrorBody),
+        (status = 401, description = "The admin token is missing or wrong (unauthorized)", body = ErrorBody),
+        (status = 404, description = "No such projection (unknown_projection)", body = ErrorBody),
+        (status = 409, description = "No previously active version (no_previous_version)", body = ErrorBody),
     ),
     security(("admin" = []))
 )]
@@ -74,12 +79,14 @@ pub async fn rollback(
     delete,
     path = "/projections/{name}/versions/{version}",
     tag = "projections",
-    params(("name" = String, Path, description = "The projection's name"), ("version" = u32, Path, description = "The schema version")),
+    params(("name" = String, Path, description = "The projection's name"), ("version" = u32, Path, format = "uint32", maximum = 4294967295_u32, description = "The schema version")),
     responses(
         (status = 204, description = "Retired"),
+        (status = 400, description = "The projection's name is not UTF-8, or version is not a whole number in its range (bad_request)", body = ErrorBody),
+        (status = 401, description = "The admin token is missing or wrong (unauthorized)", body = ErrorBody),
+        (status = 404, description = "No such projection (unknown_projection) or version (unknown_version)", body = ErrorBody),
         (status = 409, description = "The version is active (active_version)", body = ErrorBody),
-        (status = 401, description = "The admin token is missing or wrong", body = ErrorBody),
-        (status = 404, description = "No such projection or version", body = ErrorBody),
+        (status = 500, description = "Its storage could not be deleted (lifecycle_failed)", body = ErrorBody),
     ),
     security(("admin" = []))
 )]
@@ -99,8 +106,11 @@ pub async fn retire(
     params(("name" = String, Path, description = "The projection's name")),
     responses(
         (status = 202, description = "Building"),
-        (status = 401, description = "The admin token is missing or wrong", body = ErrorBody),
-        (status = 404, description = "No such projection or version", body = ErrorBody),
+        (status = 400, description = "The projection's name is not UTF-8 (bad_request)", body = ErrorBody),
+        (status = 401, description = "The admin token is missing or wrong (unauthorized)", body = ErrorBody),
+        (status = 404, description = "No such projection (unknown_projection)", body = ErrorBody),
+        (status = 409, description = "It has no active version to rebuild, or its code is no longer at hand (not_possible)", body = ErrorBody),
+        (status = 500, description = "The fresh storage could not be prepared (lifecycle_failed)", body = ErrorBody),
     ),
     security(("admin" = []))
 )]
@@ -125,8 +135,10 @@ pub async fn rebuild(
     params(("name" = String, Path, description = "The projection's name")),
     responses(
         (status = 204, description = "Resumed"),
-        (status = 401, description = "The admin token is missing or wrong", body = ErrorBody),
-        (status = 404, description = "No such projection or version", body = ErrorBody),
+        (status = 400, description = "The projection's name is not UTF-8 (bad_request)", body = ErrorBody),
+        (status = 401, description = "The admin token is missing or wrong (unauthorized)", body = ErrorBody),
+        (status = 404, description = "No such projection (unknown_projection)", body = ErrorBody),
+        (status = 409, description = "A worker of it stopped meanwhile (not_possible)", body = ErrorBody),
     ),
     security(("admin" = []))
 )]
@@ -145,8 +157,9 @@ pub async fn resume(
     tag = "projections",
     params(("name" = String, Path, description = "The projection's name")),
     responses(
-        (status = 200, description = "cutover, on_failure, max_attempts"),
-        (status = 404, description = "No such projection or version", body = ErrorBody),
+        (status = 200, description = "The policies", body = Policy),
+        (status = 400, description = "The projection's name is not UTF-8 (bad_request)", body = ErrorBody),
+        (status = 404, description = "No such projection (unknown_projection)", body = ErrorBody),
     ),
 )]
 pub async fn get_policy(
@@ -156,13 +169,44 @@ pub async fn get_policy(
     Ok(axum::Json(state.projections.policy(&name)?).into_response())
 }
 
-/// A policy change: fields left out keep their value.
-#[derive(Debug, Deserialize)]
+/// A policy change: fields left out (or null) keep their value.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyChange {
     cutover: Option<Cutover>,
     on_failure: Option<OnFailure>,
+    /// Attempts at one event before `on_failure` applies.
+    #[schema(minimum = 1, format = "uint32", maximum = 4294967295_u32)]
+    #[serde(default, deserialize_with = "whole_number")]
     max_attempts: Option<u32>,
+}
+
+/// A whole number as JSON Schema reads `integer`: `5` and `5.0` alike, since JSON says
+/// they are the same number; `5.5` and numbers out of range are refused.
+fn whole_number<'de, D>(deserializer: D) -> Result<Option<u32>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let whole = match number.as_u64() {
+        Some(value) => Some(value),
+        None => number
+            .as_f64()
+            .filter(|value| value.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(value))
+            .map(|value| value as u64),
+    };
+    whole
+        .and_then(|value| u32::try_from(value).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            D::Error::custom(format!(
+                "max_attempts must be a whole number from 1 to {}, not {number}",
+                u32::MAX
+            ))
+        })
 }
 
 /// Changes the projection's policies; fields left out keep their value.
@@ -171,12 +215,14 @@ pub struct PolicyChange {
     path = "/projections/{name}/policy",
     tag = "projections",
     params(("name" = String, Path, description = "The projection's name")),
-    request_body(content = Object, description = "cutover (auto|manual), on_failure (stop|skip), max_attempts"),
+    request_body = PolicyChange,
     responses(
-        (status = 200, description = "The new policies"),
-        (status = 400, description = "Bad policy", body = ErrorBody),
-        (status = 401, description = "The admin token is missing or wrong", body = ErrorBody),
-        (status = 404, description = "No such projection or version", body = ErrorBody),
+        (status = 200, description = "The new policies", body = Policy),
+        (status = 400, description = "The body is not JSON of the PolicyChange shape, or the projection's name is not UTF-8 (bad_request)", body = ErrorBody),
+        (status = 401, description = "The admin token is missing or wrong (unauthorized)", body = ErrorBody),
+        (status = 404, description = "No such projection (unknown_projection)", body = ErrorBody),
+        (status = 413, description = "The body is over 1 MiB (payload_too_large)", body = ErrorBody),
+        (status = 415, description = "The body is not declared as JSON (unsupported_media_type)", body = ErrorBody),
     ),
     security(("admin" = []))
 )]
@@ -206,9 +252,11 @@ pub async fn set_policy(
     params(("name" = String, Path, description = "The projection's name")),
     responses(
         (status = 200, description = "The parked events"),
+        (status = 400, description = "The projection's name is not UTF-8 (bad_request)", body = ErrorBody),
         (status = 401, description = "Authentication is on and the bearer token is missing or invalid (unauthorized)", body = ErrorBody),
         (status = 403, description = "The caller lacks the required role (forbidden)", body = ErrorBody),
-        (status = 404, description = "No such projection or version", body = ErrorBody),
+        (status = 404, description = "No such projection (unknown_projection)", body = ErrorBody),
+        (status = 409, description = "It has no active version that can be read (not_possible)", body = ErrorBody),
     ),
     security((), ("caller" = []))
 )]
@@ -225,12 +273,13 @@ pub async fn parked(
     post,
     path = "/projections/{name}/parked/{position}/retry",
     tag = "projections",
-    params(("name" = String, Path, description = "The projection's name"), ("position" = u64, Path, description = "The event's log position")),
+    params(("name" = String, Path, description = "The projection's name"), ("position" = u64, Path, format = "uint64", maximum = 18446744073709551615_u64, description = "The event's log position")),
     responses(
         (status = 204, description = "Applied"),
-        (status = 409, description = "It failed again, or is not parked", body = ErrorBody),
-        (status = 401, description = "The admin token is missing or wrong", body = ErrorBody),
-        (status = 404, description = "No such projection or version", body = ErrorBody),
+        (status = 400, description = "The projection's name is not UTF-8, or position is not a whole number in its range (bad_request)", body = ErrorBody),
+        (status = 401, description = "The admin token is missing or wrong (unauthorized)", body = ErrorBody),
+        (status = 404, description = "No such projection (unknown_projection)", body = ErrorBody),
+        (status = 409, description = "It failed again, is not parked, or the projection has no running active version (not_possible)", body = ErrorBody),
     ),
     security(("admin" = []))
 )]
@@ -247,11 +296,13 @@ pub async fn retry_parked(
     delete,
     path = "/projections/{name}/parked/{position}",
     tag = "projections",
-    params(("name" = String, Path, description = "The projection's name"), ("position" = u64, Path, description = "The event's log position")),
+    params(("name" = String, Path, description = "The projection's name"), ("position" = u64, Path, format = "uint64", maximum = 18446744073709551615_u64, description = "The event's log position")),
     responses(
         (status = 204, description = "Dropped"),
-        (status = 401, description = "The admin token is missing or wrong", body = ErrorBody),
-        (status = 404, description = "No such projection or version", body = ErrorBody),
+        (status = 400, description = "The projection's name is not UTF-8, or position is not a whole number in its range (bad_request)", body = ErrorBody),
+        (status = 401, description = "The admin token is missing or wrong (unauthorized)", body = ErrorBody),
+        (status = 404, description = "No such projection (unknown_projection), or no event parked at that position (unknown_parked_event)", body = ErrorBody),
+        (status = 409, description = "The projection has no running active version (not_possible)", body = ErrorBody),
     ),
     security(("admin" = []))
 )]

@@ -25,19 +25,25 @@ const LONGEST_MAX_WAIT: Duration = Duration::from_secs(60);
     tag = "queries",
     params(
         ("name" = String, Path, description = "The query's name"),
-        ("Tessera-Min-Position" = Option<u64>, Header, description = "Answer only once the read models reached this log position (from a command response)"),
-        ("Tessera-Max-Wait" = Option<u64>, Header, description = "How long to wait for Tessera-Min-Position, in milliseconds (default 5000, at most 60000)"),
+        ("Tessera-Min-Position" = Option<u64>, Header, nullable = false, format = "uint64", maximum = 18446744073709551615_u64, description = "A log position (a whole number, from a command response's Tessera-Position): answer only once the read models reached it"),
+        ("Tessera-Max-Wait" = Option<u64>, Header, nullable = false, format = "uint64", maximum = 18446744073709551615_u64, description = "How long to wait for Tessera-Min-Position, in milliseconds (a whole number; default 5000; more than 60000 waits 60000)"),
     ),
     responses(
-        (status = 200, description = "The handler's JSON answer; headers Tessera-Position, Tessera-Head, Tessera-Cache"),
-        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 200, description = "The handler's JSON answer", headers(
+            ("Tessera-Position" = u64, description = "The lowest log position the read models it read had reached"),
+            ("Tessera-Head" = u64, description = "The log's head when the query was answered"),
+            ("Tessera-Cache" = CacheOutcome, description = "Whether the answer came from the cache"),
+        )),
+        (status = 400, description = "Malformed request (bad_request): the query string does not decode, or a header does not have its format", body = ErrorBody),
         (status = 401, description = "Authentication is on and the bearer token is missing or invalid (unauthorized; details.reason says why); WWW-Authenticate: Bearer", body = ErrorBody),
         (status = 403, description = "The caller is verified but lacks the required role (forbidden)", body = ErrorBody),
-        (status = 404, description = "unknown_query, or not_found from the handler", body = ErrorBody),
-        (status = 422, description = "validation_failed or rejected", body = ErrorBody),
-        (status = 500, description = "The plugin failed", body = ErrorBody),
-        (status = 503, description = "stale (the read models did not reach Tessera-Min-Position in time) or projection_unavailable; see Retry-After", body = ErrorBody),
-        (status = 504, description = "The plugin ran past its deadline", body = ErrorBody),
+        (status = 404, description = "No such query (unknown_query), or the handler says the target does not exist (not_found)", body = ErrorBody),
+        (status = 422, description = "The handler refused the parameters (validation_failed, details per field) or the query (rejected, details.reason)", body = ErrorBody),
+        (status = 500, description = "The plugin failed (plugin_failed)", body = ErrorBody),
+        (status = 503, description = "The read models did not reach Tessera-Min-Position within Tessera-Max-Wait (stale; details: min_position, position), a projection it reads has no version that can answer yet (projection_unavailable), or the host is shutting down (shutting_down)", body = ErrorBody, headers(
+            ("Retry-After" = u64, description = "Seconds after which to try again (sent with stale, projection_unavailable, and shutting_down while plugin calls are being ended)"),
+        )),
+        (status = 504, description = "The plugin ran past its deadline (deadline_exceeded)", body = ErrorBody),
     ),
     security((), ("caller" = []))
 )]
@@ -61,20 +67,28 @@ pub async fn get(
     tag = "queries",
     params(
         ("name" = String, Path, description = "The query's name"),
-        ("Tessera-Min-Position" = Option<u64>, Header, description = "Answer only once the read models reached this log position (from a command response)"),
-        ("Tessera-Max-Wait" = Option<u64>, Header, description = "How long to wait for Tessera-Min-Position, in milliseconds (default 5000, at most 60000)"),
+        ("Tessera-Min-Position" = Option<u64>, Header, nullable = false, format = "uint64", maximum = 18446744073709551615_u64, description = "A log position (a whole number, from a command response's Tessera-Position): answer only once the read models reached it"),
+        ("Tessera-Max-Wait" = Option<u64>, Header, nullable = false, format = "uint64", maximum = 18446744073709551615_u64, description = "How long to wait for Tessera-Min-Position, in milliseconds (a whole number; default 5000; more than 60000 waits 60000)"),
     ),
-    request_body(content = Object, description = "The parameters"),
+    request_body(content = Object, description = "The parameters, as the handler defines them (a JSON object); parameters it does not accept are refused by it with 422 validation_failed"),
     responses(
-        (status = 200, description = "The handler's JSON answer; headers Tessera-Position, Tessera-Head, Tessera-Cache"),
-        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 200, description = "The handler's JSON answer", headers(
+            ("Tessera-Position" = u64, description = "The lowest log position the read models it read had reached"),
+            ("Tessera-Head" = u64, description = "The log's head when the query was answered"),
+            ("Tessera-Cache" = CacheOutcome, description = "Whether the answer came from the cache"),
+        )),
+        (status = 400, description = "Malformed request (bad_request): the body is not a JSON object, or a header does not have its format", body = ErrorBody),
         (status = 401, description = "Authentication is on and the bearer token is missing or invalid (unauthorized; details.reason says why); WWW-Authenticate: Bearer", body = ErrorBody),
         (status = 403, description = "The caller is verified but lacks the required role (forbidden)", body = ErrorBody),
-        (status = 404, description = "unknown_query, or not_found from the handler", body = ErrorBody),
-        (status = 422, description = "validation_failed or rejected", body = ErrorBody),
-        (status = 500, description = "The plugin failed", body = ErrorBody),
-        (status = 503, description = "stale (the read models did not reach Tessera-Min-Position in time) or projection_unavailable; see Retry-After", body = ErrorBody),
-        (status = 504, description = "The plugin ran past its deadline", body = ErrorBody),
+        (status = 404, description = "No such query (unknown_query), or the handler says the target does not exist (not_found)", body = ErrorBody),
+        (status = 413, description = "The body is over 1 MiB (payload_too_large)", body = ErrorBody),
+        (status = 415, description = "The body is not declared as JSON (unsupported_media_type)", body = ErrorBody),
+        (status = 422, description = "The handler refused the parameters (validation_failed, details per field) or the query (rejected, details.reason)", body = ErrorBody),
+        (status = 500, description = "The plugin failed (plugin_failed)", body = ErrorBody),
+        (status = 503, description = "The read models did not reach Tessera-Min-Position within Tessera-Max-Wait (stale; details: min_position, position), a projection it reads has no version that can answer yet (projection_unavailable), or the host is shutting down (shutting_down)", body = ErrorBody, headers(
+            ("Retry-After" = u64, description = "Seconds after which to try again (sent with stale, projection_unavailable, and shutting_down while plugin calls are being ended)"),
+        )),
+        (status = 504, description = "The plugin ran past its deadline (deadline_exceeded)", body = ErrorBody),
     ),
     security((), ("caller" = []))
 )]
@@ -123,7 +137,12 @@ fn answer_response(answer: Answer) -> Response {
     headers.insert("tessera-head", HeaderValue::from(answer.head));
     headers.insert(
         "tessera-cache",
-        HeaderValue::from_static(if answer.cached { "hit" } else { "miss" }),
+        if answer.cached {
+            CacheOutcome::Hit
+        } else {
+            CacheOutcome::Miss
+        }
+        .header(),
     );
     response
 }
@@ -141,6 +160,25 @@ fn number_header(headers: &HeaderMap, name: &str) -> Result<Option<u64>, ApiErro
                 })
         })
         .transpose()
+}
+
+/// The values of `Tessera-Cache`.
+#[derive(Debug, Clone, Copy, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum CacheOutcome {
+    /// Answered from the cache.
+    Hit,
+    /// Answered by the handler.
+    Miss,
+}
+
+impl CacheOutcome {
+    fn header(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Miss => "miss",
+        })
+    }
 }
 
 /// The queries served, with their cache hit and miss counts.

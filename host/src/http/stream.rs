@@ -68,12 +68,78 @@ impl Default for StreamLimits {
 pub struct StreamParams {
     /// Send events at positions above this one; by default the head at connect time
     /// (only new events). The `Last-Event-ID` header, when present, overrides it.
+    #[param(format = "uint64", maximum = 18446744073709551615_u64)]
     after: Option<u64>,
     /// Only events of streams whose name starts with this, e.g. `account-`.
     stream_prefix: Option<String>,
-    /// Only events of these types, comma-separated, e.g. `Deposited,Withdrawn`.
+    /// Only events of these types, comma-separated, e.g. `Deposited,Withdrawn`: 1 to 64
+    /// types, each 1 to 128 of `A-Z a-z 0-9 - _ . :` (spaces and tabs around them are
+    /// ignored).
+    #[param(
+        pattern = r"^[ \t]*[-A-Za-z0-9_.:]{1,128}[ \t]*(?:,[ \t]*[-A-Za-z0-9_.:]{1,128}[ \t]*){0,63}$"
+    )]
     event_type: Option<String>,
 }
+
+/// One server-sent event of the stream, for the description: as OpenAPI 3.2 reads an
+/// event stream, the schema describes each event (its `event`, `id` and `data` fields),
+/// and `data` holds JSON of the schema in `contentSchema`.
+pub struct StreamedEvent;
+
+impl utoipa::PartialSchema for StreamedEvent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let position = serde_json::json!({"type": "integer", "minimum": 0});
+        let schema = serde_json::json!({
+            "oneOf": [
+                {
+                    "description": "An event of the log: `id` is its position",
+                    "type": "object",
+                    "required": ["id", "data"],
+                    "properties": {
+                        "event": {"type": "string", "enum": ["message"]},
+                        "id": {"type": "string", "pattern": "^[0-9]+$"},
+                        "data": {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "contentSchema": {
+                                "type": "object",
+                                "required": ["position", "stream", "version", "type", "data", "metadata", "timestamp"],
+                                "properties": {
+                                    "position": position,
+                                    "stream": {"type": "string"},
+                                    "version": position,
+                                    "type": {"type": "string"},
+                                    "metadata": {"type": "object"},
+                                    "timestamp": {"type": "string"},
+                                },
+                            },
+                        },
+                    },
+                },
+                {
+                    "description": "The client fell too far behind; the stream ends after this",
+                    "type": "object",
+                    "required": ["event", "data"],
+                    "properties": {
+                        "event": {"type": "string", "enum": ["lagged"]},
+                        "data": {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "contentSchema": {
+                                "type": "object",
+                                "required": ["resume_after"],
+                                "properties": {"resume_after": position},
+                            },
+                        },
+                    },
+                },
+            ],
+        });
+        serde_json::from_value(schema).expect("the streamed event's schema is a schema")
+    }
+}
+
+impl utoipa::ToSchema for StreamedEvent {}
 
 /// Which events a client asked for.
 #[derive(Debug, Clone, Default)]
@@ -101,11 +167,11 @@ impl Filter {
     tag = "events",
     params(
         StreamParams,
-        ("Last-Event-ID" = Option<u64>, Header, description = "The last id received: resume after it (overrides `after`)"),
+        ("Last-Event-ID" = Option<u64>, Header, nullable = false, format = "uint64", maximum = 18446744073709551615_u64, description = "The last id received (a log position, a whole number): resume after it (overrides `after`)"),
     ),
     responses(
-        (status = 200, description = "Server-sent events: each `id: <position>` with `data: <the event as GET /events shows it>`; `event: lagged` with `data: {\"resume_after\": N}` ends the stream of a client too far behind (reconnect with Last-Event-ID); comments every 15 s as keep-alives", content_type = "text/event-stream", body = String),
-        (status = 400, description = "Bad parameters: `after` or `Last-Event-ID` not a position, an empty or malformed event type (bad_request)", body = ErrorBody),
+        (status = 200, description = "Server-sent events: each `id: <position>` with `data: <the event as GET /events shows it>`; `event: lagged` with `data: {\"resume_after\": N}` ends the stream of a client too far behind (reconnect with Last-Event-ID); comments every 15 s as keep-alives", content_type = "text/event-stream", body = StreamedEvent),
+        (status = 400, description = "Bad parameters (bad_request): `after` or `Last-Event-ID` not a position, an event type list that does not have its format, or a parameter repeated or unknown", body = ErrorBody),
         (status = 401, description = "Authentication is on and the bearer token is missing or invalid (unauthorized)", body = ErrorBody),
         (status = 403, description = "The caller lacks the required role (forbidden)", body = ErrorBody),
     ),
@@ -151,7 +217,12 @@ fn filter(stream_prefix: Option<String>, event_type: Option<String>) -> Result<F
     let event_types = match event_type {
         None => None,
         Some(list) => {
-            let types: Vec<String> = list.split(',').map(|t| t.trim().to_string()).collect();
+            // Only spaces and tabs around a type are ignored, as the description's
+            // pattern says.
+            let types: Vec<String> = list
+                .split(',')
+                .map(|t| t.trim_matches([' ', '\t']).to_string())
+                .collect();
             if types.len() > MAX_EVENT_TYPES {
                 return Err(ApiError::bad_request(format!(
                     "event_type lists at most {MAX_EVENT_TYPES} types"

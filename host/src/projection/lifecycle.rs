@@ -28,7 +28,7 @@ impl std::fmt::Display for VersionKey {
 }
 
 /// When a version that has caught up takes over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Cutover {
     /// As soon as it has caught up.
@@ -39,7 +39,7 @@ pub enum Cutover {
 }
 
 /// What happens to an event that still fails after the last attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OnFailure {
     /// The projection halts at the event until a fix is deployed or it is resumed.
@@ -50,7 +50,7 @@ pub enum OnFailure {
 }
 
 /// A projection's policies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Policy {
     #[serde(default)]
     pub cutover: Cutover,
