@@ -1,6 +1,7 @@
 //! Helpers for the deployment tests: a host with a custom configuration and named
 //! plugin files, the admin endpoints (`PUT`/`DELETE /plugins/{name}`, rollback), the
-//! plugin listing, changes to the plugins folder, and bounded waits.
+//! plugin listing, changes to the plugins folder, new versions of a plugin's code
+//! (a custom section appended), and bounded waits.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -89,6 +90,33 @@ pub async fn entry(host: &TestHost, file: &str) -> Result<Option<Value>> {
         .await?
         .into_iter()
         .find(|entry| entry["file"] == file))
+}
+
+/// A component's bytes with a custom section named `tessera-test` holding `tag`
+/// appended: the same code under another digest, which a host takes for a new
+/// version of the plugin.
+pub fn with_custom_section(bytes: &[u8], tag: &str) -> Vec<u8> {
+    fn leb128(mut value: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"tessera-test";
+    let mut contents = Vec::new();
+    leb128(name.len(), &mut contents);
+    contents.extend_from_slice(name);
+    contents.extend_from_slice(tag.as_bytes());
+    let mut out = bytes.to_vec();
+    out.push(0); // section id 0: a custom section
+    leb128(contents.len(), &mut out);
+    out.extend(contents);
+    out
 }
 
 /// Puts `bytes` at `dir/file` the safe way: written under a name the host ignores,

@@ -132,10 +132,36 @@ impl Prng {
     }
 }
 
+/// The resident set size of process `pid` (`VmRSS` in `/proc/<pid>/status`), in KiB;
+/// `None` once the process is gone, or where `/proc` does not say.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
+}
+
+/// The program [`Binary::start`] runs, once [`pin_binary`] has set it.
+static PINNED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Copies the built `tessera` binary into `dir` and makes every later
+/// [`Binary::start`] of this test process run the copy. A test that restarts the
+/// binary for minutes (the soak) pins it, so that a rebuild of the shared `target/`
+/// meanwhile cannot change the code under test halfway. Returns the copy's path.
+pub fn pin_binary(dir: &Path) -> Result<PathBuf> {
+    let copy = dir.join("tessera");
+    std::fs::copy(env!("CARGO_BIN_EXE_tessera"), &copy).context("cannot copy the binary")?;
+    let pinned = PINNED.get_or_init(|| copy.clone());
+    anyhow::ensure!(
+        *pinned == copy,
+        "the binary was already pinned to {pinned:?}"
+    );
+    Ok(copy)
 }
 
 /// The real `tessera` binary (`tessera serve`) as a child process. Dropping it kills
@@ -162,7 +188,10 @@ impl Binary {
         for _ in 0..5 {
             let port = free_port()?;
             let output = File::options().create(true).append(true).open(log)?;
-            let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            let program = PINNED
+                .get()
+                .map_or(Path::new(env!("CARGO_BIN_EXE_tessera")), PathBuf::as_path);
+            let child = Command::new(program)
                 .arg("serve")
                 .arg("--data")
                 .arg(data)

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use tessera_test_support::plugins;
+pub mod crash;
 pub mod deploy;
 pub mod hardening;
 pub mod lifecycle;

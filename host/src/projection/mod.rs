@@ -9,10 +9,12 @@
 //!   Two workers never share a database (a replacement starts after the old one ended).
 //! - Workers wake when the write store's head moves (no polling delay).
 //! - A new schema version is built beside the active one, from position 0, and takes
-//!   over when it has caught up (or when promoted); queries read the active version
-//!   until the pointer moves, atomically. The old version keeps up to date for an
-//!   instant rollback. A rebuild builds a new generation of the active version the
-//!   same way and deletes the old generation after the swap.
+//!   over when it has caught up, never behind the active one (or when promoted);
+//!   queries read the active version until the pointer moves, atomically. The old
+//!   version keeps up to date for an instant rollback. A rebuild builds a new
+//!   generation of the active version the same way and deletes the old generation
+//!   after the swap. New code for a version replaces its worker without a gap for
+//!   readers: queries and inline waits hold on for the replacement.
 //! - A failing projection retries with backoff, then stops or parks the event per its
 //!   policy; it never stops commands or other projections. Catching-up workers take
 //!   turns so live ones are not starved.
@@ -94,6 +96,12 @@ pub struct Projections {
 struct Inner {
     lifecycle: Lifecycle,
     workers: BTreeMap<(String, VersionKey), Worker>,
+    /// Versions whose worker was stopped for new code and whose replacement has not
+    /// started yet, with the replaced worker's deadline (which bounds a command's wait
+    /// for the replacement). Readers wait for them as for a worker still opening:
+    /// without this, a query in that moment was refused (`projection_unavailable`),
+    /// and a command's response did not wait for an inline projection being replaced.
+    replacing: BTreeMap<(String, VersionKey), Duration>,
     policies: BTreeMap<String, watch::Sender<Policy>>,
 }
 
@@ -205,8 +213,10 @@ impl Projections {
                             record.mode = route.mode;
                             record.handles = route.handles.iter().cloned().collect();
                         }
-                        if let Some(worker) = inner.workers.remove(&(route.plugin.clone(), key)) {
+                        let id = (route.plugin.clone(), key);
+                        if let Some(worker) = inner.workers.remove(&id) {
                             worker.stop();
+                            inner.replacing.insert(id, worker.deadline);
                             replaced.push(worker);
                         }
                     }
@@ -253,6 +263,7 @@ impl Projections {
                     Ok(handler) => handler,
                     Err(error) => {
                         tracing::error!(projection = %name, version = %record.key, %error, "cannot run this version: its code is unavailable");
+                        self.lock().replacing.remove(&(name.clone(), record.key));
                         continue;
                     }
                 },
@@ -271,6 +282,7 @@ impl Projections {
     fn start(&self, name: &str, record: &VersionRecord, handler: Arc<ProjectionHandler>) {
         let mut inner = self.lock();
         let id = (name.to_string(), record.key);
+        inner.replacing.remove(&id);
         if inner.workers.contains_key(&id) {
             return;
         }
@@ -324,12 +336,22 @@ impl Projections {
         let mut inner = self.lock();
         let mut switches = Vec::new();
         for (name, state) in &inner.lifecycle.projections {
+            // Where the version queries read now stands: the one taking over must not be
+            // behind it, or queries would lose what they already saw, and an inline
+            // projection's acknowledged commands (a `200` promises the next read sees
+            // it) with them.
+            let active_at = state
+                .active
+                .and_then(|key| inner.workers.get(&(name.clone(), key)))
+                .map(|worker| *worker.checkpoint().borrow());
             for record in state.versions.iter().filter(|r| r.pending) {
                 let Some(worker) = inner.workers.get(&(name.clone(), record.key)) else {
                     continue;
                 };
+                let at = *worker.checkpoint().borrow();
                 let caught_up = worker.ready()
-                    && *worker.checkpoint().borrow() + CUTOVER_LAG >= head
+                    && at + CUTOVER_LAG >= head
+                    && active_at.is_none_or(|active| at >= active)
                     && worker.status.lock().expect("status lock").state != State::Failed;
                 let allowed = record.rebuild_of.is_some()
                     || (state.policy.cutover == Cutover::Auto && !state.held);
@@ -737,18 +759,23 @@ impl Projections {
             .collect()
     }
 
-    /// Whether `name` (or `name@N`) has a running active version that is not readable
-    /// yet: its database is being opened or set up.
+    /// Whether `name` (or `name@N`) has an active version that is not readable yet:
+    /// its database is being opened or set up, or its worker is being replaced by one
+    /// running new code.
     pub fn starting(&self, name: &str) -> bool {
         let name = name.split_once('@').map_or(name, |(name, _)| name);
         let inner = self.lock();
-        inner
+        let Some(key) = inner
             .lifecycle
             .projections
             .get(name)
             .and_then(|state| state.active)
-            .and_then(|key| inner.workers.get(&(name.to_string(), key)))
-            .is_some_and(|worker| !worker.ready())
+        else {
+            return false;
+        };
+        let id = (name.to_string(), key);
+        inner.replacing.contains_key(&id)
+            || inner.workers.get(&id).is_some_and(|worker| !worker.ready())
     }
 
     /// Waits until every active inline projection has applied the log up to
@@ -762,6 +789,17 @@ impl Projections {
         // The active versions can change while waiting (a cutover): the answer is only
         // complete once the versions active at the end hold the position too.
         loop {
+            // An inline projection whose worker is being replaced by new code has no
+            // checkpoint to wait on for a moment; its successor starts from the
+            // checkpoint, so wait for it within the same bound rather than answer
+            // without it.
+            if let Some(deadline) = self.inline_replacing() {
+                if tokio::time::Instant::now() >= started + (deadline + INLINE_SLACK).min(timeout) {
+                    return false;
+                }
+                tokio::time::sleep(REPLACING_POLL).await;
+                continue;
+            }
             let inline = self.active_inline();
             if inline
                 .iter()
@@ -786,6 +824,25 @@ impl Projections {
                 return true;
             }
         }
+    }
+
+    /// The longest deadline of the active inline versions whose worker is being
+    /// replaced, if any is.
+    fn inline_replacing(&self) -> Option<Duration> {
+        let inner = self.lock();
+        inner
+            .replacing
+            .iter()
+            .filter(|((name, key), _)| {
+                inner.lifecycle.projections.get(name).is_some_and(|state| {
+                    state.active == Some(*key)
+                        && state
+                            .record(*key)
+                            .is_some_and(|r| r.mode == ProjectionMode::Inline)
+                })
+            })
+            .map(|(_, deadline)| *deadline)
+            .max()
     }
 
     /// The active versions of inline projections, with their checkpoints.
@@ -813,6 +870,8 @@ impl Projections {
 /// What a command waits on beyond an inline projection's deadline: the time for its
 /// worker to notice the new events and commit.
 const INLINE_SLACK: Duration = Duration::from_millis(250);
+/// How often a command looks again for an inline projection's replacement worker.
+const REPLACING_POLL: Duration = Duration::from_millis(2);
 
 /// An active inline projection version, as a command's response waits for it.
 struct InlineVersion {
