@@ -39,7 +39,12 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
         let path = entry.path();
-        if entry.file_name() == "target" {
+        // Build output and the TypeScript/Python plugins' installed packages: not
+        // sources (node_modules also holds symlinks, which a copy need not follow).
+        if ["target", "node_modules", "dist", "__pycache__"]
+            .iter()
+            .any(|skip| entry.file_name() == *skip)
+        {
             continue;
         }
         if entry.file_type()?.is_dir() {

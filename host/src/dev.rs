@@ -205,7 +205,12 @@ fn modification_times(
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {
-                if !path.ends_with("target") {
+                // Build output and installed packages are not sources: walking a
+                // TypeScript plugin's node_modules would cost thousands of files a scan.
+                let skipped = ["target", "node_modules", "dist", "__pycache__"]
+                    .iter()
+                    .any(|name| path.ends_with(name));
+                if !skipped {
                     pending.push(path);
                 }
             } else {

@@ -310,6 +310,16 @@ pub enum LoadError {
     UnknownWorld { expected: String },
     #[error("the component does not fit the {kind} world: {reason}")]
     WrongWorld { kind: PluginKind, reason: String },
+    #[error(
+        "the component imports {import}, which the host does not offer: a plugin of the \
+         {kind} world may import only that world's tessera:plugin interfaces and WASI's \
+         io, clocks, random, cli, filesystem and sockets (which grant nothing). {hint}"
+    )]
+    UnofferedImport {
+        kind: PluginKind,
+        import: String,
+        hint: &'static str,
+    },
     #[error("describe failed: {0}")]
     DescribeFailed(#[from] CallError),
     #[error("describe returned an invalid description: {0}")]
@@ -697,9 +707,57 @@ fn pre_instantiate(
     component: &Component,
     kind: PluginKind,
 ) -> Result<wasmtime::component::InstancePre<HostState>, LoadError> {
-    linker
-        .instantiate_pre(component)
-        .map_err(|e| wrong_world(kind, e))
+    linker.instantiate_pre(component).map_err(|e| {
+        // wasmtime's message names what is missing in linker terms ("resource
+        // implementation is missing"); an import from outside what plugins get is said
+        // plainly, with how to build without it.
+        match unoffered_import(component) {
+            Some(import) => LoadError::UnofferedImport {
+                kind,
+                hint: build_hint(&import),
+                import,
+            },
+            None => wrong_world(kind, e),
+        }
+    })
+}
+
+/// The interface namespaces a plugin may import: the contract's own, and the WASI
+/// interfaces the host links (see [`linker`]); anything else is never offered.
+const OFFERED_IMPORTS: &[&str] = &[
+    "tessera:plugin/",
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:cli/",
+    "wasi:filesystem/",
+    "wasi:sockets/",
+];
+
+/// The first import of `component` outside [`OFFERED_IMPORTS`], by name.
+fn unoffered_import(component: &Component) -> Option<String> {
+    let engine = component.engine();
+    component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .find(|name| {
+            !OFFERED_IMPORTS
+                .iter()
+                .any(|offered| name.starts_with(offered))
+        })
+}
+
+/// How to build a component without `import`.
+fn build_hint(import: &str) -> &'static str {
+    if import.starts_with("wasi:http/") {
+        "componentize-js adds wasi:http for fetch() unless told not to: build with \
+         `jco componentize -d http -d fetch-event` (or `disableFeatures: [\"http\", \
+         \"fetch-event\"]`), as the TypeScript SDK's `npm run build` does \
+         (docs/plugins/typescript.md)."
+    } else {
+        "Build the component against its world in wit/tessera.wit, without that import."
+    }
 }
 
 fn wrong_world(kind: PluginKind, error: wasmtime::Error) -> LoadError {

@@ -3,10 +3,15 @@
 //! Rules: an account is opened once, by an owner; deposits and withdrawals need an
 //! open account and a positive whole amount; a withdrawal never overdraws, and when
 //! the caller is known (a principal), only the owner, or a verified `teller`, may
-//! withdraw (`not_owner`).
+//! withdraw (`not_owner`); a deposit never takes the balance past [`MAX_BALANCE`]
+//! (`balance_limit`).
 
 use serde::{Deserialize, Serialize};
 use tessera_sdk::{Aggregate, Metadata, Refusal};
+
+/// The most an account holds: the largest integer SQLite stores, so that every read
+/// model keeping a balance as an INTEGER can hold it.
+pub const MAX_BALANCE: u64 = i64::MAX as u64;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Account {
@@ -37,8 +42,10 @@ impl Aggregate for Account {
     fn apply(&mut self, event: Event) {
         match event {
             Event::AccountOpened { owner } => self.owner = Some(owner),
-            Event::Deposited { amount } => self.balance += amount,
-            Event::Withdrawn { amount } => self.balance -= amount,
+            // Saturating: `handle` never decides past the bounds, but a log written by
+            // other code must not wrap a balance around.
+            Event::Deposited { amount } => self.balance = self.balance.saturating_add(amount),
+            Event::Withdrawn { amount } => self.balance = self.balance.saturating_sub(amount),
         }
     }
 
@@ -59,6 +66,15 @@ impl Aggregate for Account {
             Command::Deposit { amount } => {
                 positive(amount)?;
                 self.require_open()?;
+                if amount > MAX_BALANCE - self.balance.min(MAX_BALANCE) {
+                    return Err(Refusal::rejected(
+                        "balance_limit",
+                        format!(
+                            "cannot deposit {amount}: the balance {} would pass {MAX_BALANCE}, the most an account holds",
+                            self.balance
+                        ),
+                    ));
+                }
                 Ok(vec![Event::Deposited { amount }])
             }
             Command::Withdraw { amount } => {

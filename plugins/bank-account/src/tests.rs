@@ -5,7 +5,7 @@ use tessera_sdk::Refusal;
 use tessera_sdk::json;
 use tessera_sdk::testing::AggregateTest;
 
-use super::{Account, Command, Event};
+use super::{Account, Command, Event, MAX_BALANCE};
 
 fn opened() -> Event {
     Event::AccountOpened {
@@ -86,6 +86,26 @@ fn a_withdrawal_never_overdraws() {
         .when(Command::Withdraw { amount: 10 })
         .then_expect_events(vec![Event::Withdrawn { amount: 10 }])
         .then_expect_state(|account| assert_eq!(account.balance, 0));
+}
+
+#[test]
+fn a_balance_stops_at_the_largest_amount_a_read_model_holds() {
+    AggregateTest::<Account>::given(vec![opened(), Event::Deposited { amount: 10 }])
+        .when(Command::Deposit {
+            amount: MAX_BALANCE - 10,
+        })
+        .then_expect_events(vec![Event::Deposited {
+            amount: MAX_BALANCE - 10,
+        }]);
+    AggregateTest::<Account>::given(vec![opened(), Event::Deposited { amount: 10 }])
+        .when(Command::Deposit {
+            amount: MAX_BALANCE - 9,
+        })
+        .then_refused_with("balance_limit");
+    // u64's largest does not wrap the balance around to something small.
+    AggregateTest::<Account>::given(vec![opened(), Event::Deposited { amount: 10 }])
+        .when(Command::Deposit { amount: u64::MAX })
+        .then_refused_with("balance_limit");
 }
 
 #[test]
