@@ -27,10 +27,10 @@ one() { # mode
   local pid=$!
   wait_ready "$port"
   python3 "$root/host/benches/metrics_cost/load.py" "$port" 200 "$c" warm >/dev/null
-  callgrind_control -i on $pid >/dev/null
+  callgrind_control -i on $pid >/dev/null 2>&1
   python3 "$root/host/benches/metrics_cost/load.py" "$port" "$n" "$c" run >/dev/null
-  callgrind_control -i off $pid >/dev/null
-  callgrind_control -d $pid >/dev/null
+  callgrind_control -i off $pid >/dev/null 2>&1
+  callgrind_control -d $pid >/dev/null 2>&1
   sleep 2; kill -TERM $pid; wait $pid || true
   local total=0 t
   for f in "$d"/cg.out*; do t=$(grep -E '^totals:' "$f" | head -1 | awk '{print $2}'); total=$((total + ${t:-0})); done
