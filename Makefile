@@ -101,7 +101,9 @@ test: setup browser
 # on any answer the description does not state (`--checks all`).
 .PHONY: schemathesis
 schemathesis: plugins
-	$(CARGO) build -p tessera --bin tessera
+	# The binary as the tests build it (`cargo build --bin` alone unifies dependency
+	# features differently and would rebuild most dependencies after the tests).
+	$(CARGO) test --workspace --no-run
 	TESSERA_BIN=target/debug/tessera bash tests/schemathesis/run.sh
 
 # The soak (tests/soak.rs, an ignored test, so `make test` skips it): the host binary
