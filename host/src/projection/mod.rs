@@ -793,14 +793,18 @@ impl Projections {
             // checkpoint to wait on for a moment; its successor starts from the
             // checkpoint, so wait for it within the same bound rather than answer
             // without it.
-            if let Some(deadline) = self.inline_replacing() {
-                if tokio::time::Instant::now() >= started + (deadline + INLINE_SLACK).min(timeout) {
-                    return false;
+            let inline = match self.active_inline() {
+                Ok(inline) => inline,
+                Err(Replacing(deadline)) => {
+                    if tokio::time::Instant::now()
+                        >= started + (deadline + INLINE_SLACK).min(timeout)
+                    {
+                        return false;
+                    }
+                    tokio::time::sleep(REPLACING_POLL).await;
+                    continue;
                 }
-                tokio::time::sleep(REPLACING_POLL).await;
-                continue;
-            }
-            let inline = self.active_inline();
+            };
             if inline
                 .iter()
                 .any(|v| v.failing && *v.checkpoint.borrow() < position)
@@ -819,53 +823,52 @@ impl Projections {
             if !wait_all(checkpoints, position, left).await {
                 return false;
             }
-            let now: Vec<_> = self.active_inline().into_iter().map(|v| v.key).collect();
-            if now == keys {
+            // A replacement begun meanwhile is waited for on the next round.
+            if let Ok(now) = self.active_inline()
+                && now.into_iter().map(|v| v.key).eq(keys)
+            {
                 return true;
             }
         }
     }
 
-    /// The longest deadline of the active inline versions whose worker is being
-    /// replaced, if any is.
-    fn inline_replacing(&self) -> Option<Duration> {
+    /// The active versions of inline projections, with their checkpoints; or, while
+    /// the worker of any of them is being replaced by new code, the longest deadline
+    /// of those being replaced.
+    fn active_inline(&self) -> Result<Vec<InlineVersion>, Replacing> {
         let inner = self.lock();
-        inner
-            .replacing
-            .iter()
-            .filter(|((name, key), _)| {
-                inner.lifecycle.projections.get(name).is_some_and(|state| {
-                    state.active == Some(*key)
-                        && state
-                            .record(*key)
-                            .is_some_and(|r| r.mode == ProjectionMode::Inline)
-                })
-            })
-            .map(|(_, deadline)| *deadline)
-            .max()
-    }
-
-    /// The active versions of inline projections, with their checkpoints.
-    fn active_inline(&self) -> Vec<InlineVersion> {
-        let inner = self.lock();
-        inner
-            .lifecycle
-            .projections
-            .iter()
-            .filter_map(|(name, state)| {
-                let key = state.active?;
-                let record = state.record(key)?;
-                let worker = inner.workers.get(&(name.clone(), key))?;
-                (record.mode == ProjectionMode::Inline).then(|| InlineVersion {
-                    key: (name.clone(), key),
+        let mut versions = Vec::new();
+        let mut replacing = None;
+        for (name, state) in &inner.lifecycle.projections {
+            let Some(key) = state.active else { continue };
+            if !state
+                .record(key)
+                .is_some_and(|r| r.mode == ProjectionMode::Inline)
+            {
+                continue;
+            }
+            let id = (name.clone(), key);
+            if let Some(deadline) = inner.replacing.get(&id) {
+                replacing = replacing.max(Some(*deadline));
+            } else if let Some(worker) = inner.workers.get(&id) {
+                versions.push(InlineVersion {
                     checkpoint: worker.checkpoint(),
                     failing: worker.failing(),
                     deadline: worker.deadline,
-                })
-            })
-            .collect()
+                    key: id,
+                });
+            }
+        }
+        match replacing {
+            Some(deadline) => Err(Replacing(deadline)),
+            None => Ok(versions),
+        }
     }
 }
+
+/// An active inline version's worker is being replaced; the longest deadline of those
+/// that are.
+struct Replacing(Duration);
 
 /// What a command waits on beyond an inline projection's deadline: the time for its
 /// worker to notice the new events and commit.
