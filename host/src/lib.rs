@@ -5,7 +5,10 @@
 //! arguments and calls it; tests call it on `127.0.0.1:0`.
 //!
 //! Modules, outermost first (see `ARCHITECTURE.md`):
-//! - [`http`]: the API, the dashboard and the error contract;
+//! - [`http`]: the API, the dashboard and the error contract (`http/error.rs` maps every
+//!   domain error to a status); [`request_id`]: the id each request's work carries;
+//! - [`auth`]: callers' identities (JWT and API keys), verified before the HTTP layer
+//!   lets a request through;
 //! - [`command_bus`]: commands to events; [`query`]: questions to answers;
 //!   [`projection`]: the scheduler and lifecycle of read-model versions;
 //! - [`plugin`]: everything Wasm; [`json`]: the JSON rules for input and guest output;
@@ -204,7 +207,7 @@ pub async fn serve(
     // Cancelled when shutdown starts: long-lived responses (event streams) end on it,
     // so that the graceful shutdown does not wait for them.
     let stopping = CancellationToken::new();
-    let app = http::router(http::AppState {
+    let app = http::router(http::AppState::new(http::Shared {
         store: event_store,
         bus,
         plugins,
@@ -215,7 +218,7 @@ pub async fn serve(
         data_dir: config.data_dir.clone(),
         shutdown: stopping.clone(),
         metrics,
-    });
+    }));
     if let Ok(address) = listener.local_addr() {
         tracing::info!(%address, "serving");
     }

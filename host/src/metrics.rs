@@ -33,7 +33,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 
 use crate::command_bus::{CommandError, CommandOutcome};
-use crate::plugin::CallError;
+use crate::plugin::{CallError, Refusal};
 use crate::projection::ProjectionStatus;
 use crate::query::{Answer, QueryError};
 
@@ -320,9 +320,11 @@ fn command_outcome(result: &Result<CommandOutcome, CommandError>) -> usize {
     match result {
         Ok(outcome) if outcome.replayed => 1,
         Ok(_) => 0,
-        Err(CommandError::Invalid(_) | CommandError::BadAggregateId(_)) => 2,
-        Err(CommandError::Rejected { .. } | CommandError::IdempotencyMismatch(_)) => 3,
-        Err(CommandError::NotFound(_)) => 4,
+        Err(CommandError::Refused(Refusal::Invalid(_)) | CommandError::BadAggregateId(_)) => 2,
+        Err(
+            CommandError::Refused(Refusal::Rejected { .. }) | CommandError::IdempotencyMismatch(_),
+        ) => 3,
+        Err(CommandError::Refused(Refusal::NotFound(_))) => 4,
         Err(CommandError::Conflict { .. } | CommandError::Contended { .. }) => 5,
         Err(CommandError::UnknownCommand(_)) => 6,
         Err(CommandError::Plugin(_)) => 7,

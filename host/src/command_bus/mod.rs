@@ -82,15 +82,11 @@ pub enum CommandError {
     /// The aggregate id is not acceptable; fix the request.
     #[error("aggregate_id {0}")]
     BadAggregateId(&'static str),
-    /// The handler found the input malformed: `(field, message)` pairs.
-    #[error("the command is invalid")]
-    Invalid(Vec<(String, String)>),
-    /// A business rule refused the command.
-    #[error("{message}")]
-    Rejected { code: String, message: String },
-    /// The handler says what the command refers to does not exist.
-    #[error("{0}")]
-    NotFound(String),
+    /// The handler refused the command: the input is malformed, a business rule said
+    /// no, or what it refers to does not exist. The caller's to fix; nothing was
+    /// appended.
+    #[error("{}", refusal_message(.0))]
+    Refused(Refusal),
     /// The stream is not at the version the caller expected: reload and decide again.
     #[error("stream {stream} is at version {actual}, not the expected {expected}")]
     Conflict {
@@ -110,6 +106,14 @@ pub enum CommandError {
     /// The store failed; nothing was appended.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What a refusal says, for logs and [`CommandError`]'s message.
+fn refusal_message(refusal: &Refusal) -> &str {
+    match refusal {
+        Refusal::Invalid(_) => "the command is invalid",
+        Refusal::Rejected { message, .. } | Refusal::NotFound(message) => message,
+    }
 }
 
 /// Routes commands to handlers and appends their events.
@@ -240,11 +244,7 @@ impl CommandBus {
             }
             let events = match decision {
                 Ok(events) => events,
-                Err(Refusal::Invalid(fields)) => return Err(CommandError::Invalid(fields)),
-                Err(Refusal::Rejected { code, message }) => {
-                    return Err(CommandError::Rejected { code, message });
-                }
-                Err(Refusal::NotFound(message)) => return Err(CommandError::NotFound(message)),
+                Err(refusal) => return Err(CommandError::Refused(refusal)),
             };
             let append = AppendRequest {
                 stream: stream.clone(),

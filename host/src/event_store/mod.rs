@@ -17,6 +17,8 @@
 
 mod sqlite;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::watch;
@@ -194,21 +196,41 @@ pub enum AppendError {
     Store(#[from] StoreError),
 }
 
-/// The store itself failed: I/O, corruption, or the store shutting down.
+/// The store itself failed: its database, I/O, corruption, or the store shutting down.
+/// Every variant is the server's failure, never the caller's: an HTTP caller gets a
+/// 5xx. The variants name no database crate, so that any store fits behind the trait.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database behind the store failed an operation (locked past its timeout, a
+    /// full disk, an I/O error); the operation changed nothing. Report it; retrying
+    /// later may help.
     #[error("event store database error: {0}")]
-    Database(#[from] rusqlite::Error),
-    /// A group commit failed as a whole; none of its appends were stored.
+    Database(#[source] BoxError),
+    /// A group commit failed as a whole; none of its appends were stored. Handle it as
+    /// [`StoreError::Database`]: every append of the group gets the same cause.
     #[error("commit failed: {0}")]
-    CommitFailed(String),
+    CommitFailed(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// Reading or writing the store's files failed outside the database. Report it.
     #[error("event store I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// What the store holds cannot be read back (what was found, and where). The store
+    /// needs an operator: restore it from a backup.
     #[error("stored event is corrupt: {0}")]
     Corrupt(String),
-    /// The store's writer has stopped (the host is shutting down).
+    /// The store's writer has stopped (the host is shutting down): retry on another
+    /// host or after the restart.
     #[error("the event store is shut down")]
     Closed,
+}
+
+/// A store implementation's own error, carried as the source of a [`StoreError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl StoreError {
+    /// The database behind the store failed with `error`.
+    pub fn database(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Database(Box::new(error))
+    }
 }
 
 /// The write store's interface. Implementations are shared between tasks.

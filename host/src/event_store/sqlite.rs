@@ -8,7 +8,7 @@
 //! never block the writer, nor it them.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
@@ -159,6 +159,13 @@ impl SqliteEventStore {
             readers.push(conn);
         }
         result
+    }
+}
+
+/// SQLite's errors become the store's, which name no database crate.
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        StoreError::database(error)
     }
 }
 
@@ -512,15 +519,11 @@ fn commit_group(
     snapshots: &[Snapshot],
 ) -> Vec<Result<AppendOutcome, AppendError>> {
     let fail_all = |error: rusqlite::Error| -> Vec<Result<AppendOutcome, AppendError>> {
-        let message = error.to_string();
-        tracing::error!(error = %message, appends = group.len(), "group commit failed");
+        tracing::error!(%error, appends = group.len(), "group commit failed");
+        let cause: Arc<dyn std::error::Error + Send + Sync> = Arc::new(error);
         group
             .iter()
-            .map(|_| {
-                Err(AppendError::Store(StoreError::CommitFailed(
-                    message.clone(),
-                )))
-            })
+            .map(|_| Err(AppendError::Store(StoreError::CommitFailed(cause.clone()))))
             .collect()
     };
     if let Err(error) = control(conn, "BEGIN IMMEDIATE") {

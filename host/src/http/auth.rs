@@ -13,10 +13,9 @@
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use super::AppState;
 use super::error::ApiError;
@@ -63,36 +62,10 @@ pub async fn require_caller(
     refusal
 }
 
-/// The 401 or 403 answer for `error`, with its challenge (RFC 6750).
+/// The 401 or 403 answer for `error` (its status and challenge are `http/error.rs`'s).
 fn refused(error: &AuthError) -> Response {
-    let (status, code, challenge) = if error.is_forbidden() {
-        (
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "Bearer realm=\"tessera\", error=\"insufficient_scope\"",
-        )
-    } else if matches!(error, AuthError::Missing) {
-        (
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Bearer realm=\"tessera\"",
-        )
-    } else {
-        (
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Bearer realm=\"tessera\", error=\"invalid_token\"",
-        )
-    };
     tracing::info!(reason = error.reason(), %error, "caller refused");
-    let mut response = ApiError::new(status, code, error.to_string())
-        .with_details(json!({ "reason": error.reason() }))
-        .into_response();
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static(challenge),
-    );
-    response
+    ApiError::from(error).into_response()
 }
 
 /// Who the caller of a command is: the verified principal and its claims when the host

@@ -7,9 +7,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::auth::AuthError;
+use crate::backup::BackupError;
 use crate::command_bus::CommandError;
 use crate::event_store::StoreError;
-use crate::plugin::{CallError, Refusal};
+use crate::plugin::{CallError, DeployError, Refusal};
 use crate::query::QueryError;
 
 /// The body of every error response (for the OpenAPI description).
@@ -38,6 +40,8 @@ pub struct ApiError {
     message: String,
     details: Option<Value>,
     retry_after: Option<u64>,
+    /// The `WWW-Authenticate` challenge of a 401 or 403.
+    challenge: Option<&'static str>,
 }
 
 impl ApiError {
@@ -48,6 +52,7 @@ impl ApiError {
             message: message.into(),
             details: None,
             retry_after: None,
+            challenge: None,
         }
     }
 
@@ -108,6 +113,12 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert("retry-after", axum::http::HeaderValue::from(seconds));
         }
+        if let Some(challenge) = self.challenge {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static(challenge),
+            );
+        }
         response
     }
 }
@@ -119,9 +130,7 @@ impl From<CommandError> for ApiError {
                 ApiError::not_found("unknown_command", error.to_string())
             }
             CommandError::BadAggregateId(_) => ApiError::bad_request(error.to_string()),
-            CommandError::NotFound(message) => Refusal::NotFound(message).into(),
-            CommandError::Invalid(fields) => Refusal::Invalid(fields).into(),
-            CommandError::Rejected { code, message } => Refusal::Rejected { code, message }.into(),
+            CommandError::Refused(refusal) => refusal.into(),
             CommandError::Conflict {
                 ref stream,
                 expected,
@@ -223,6 +232,71 @@ impl From<StoreError> for ApiError {
             ),
             error => ApiError::internal("store_failed", &error),
         }
+    }
+}
+
+impl From<BackupError> for ApiError {
+    fn from(error: BackupError) -> Self {
+        match error {
+            BackupError::Destination(_) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_destination",
+                error.to_string(),
+            ),
+            error => ApiError::internal("backup_failed", &error),
+        }
+    }
+}
+
+impl From<DeployError> for ApiError {
+    fn from(error: DeployError) -> Self {
+        match error {
+            DeployError::Invalid(_) | DeployError::NameMismatch { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_plugin",
+                error.to_string(),
+            ),
+            DeployError::NotFound(_) => ApiError::not_found("unknown_plugin", error.to_string()),
+            DeployError::Conflict(_) => {
+                ApiError::new(StatusCode::CONFLICT, "plugin_conflict", error.to_string())
+            }
+            DeployError::NoPreviousVersion(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "no_previous_version",
+                error.to_string(),
+            ),
+            DeployError::Io(error) => ApiError::internal("deploy_failed", &error),
+        }
+    }
+}
+
+impl From<&AuthError> for ApiError {
+    /// 401 `unauthorized` with a `Bearer` challenge (RFC 6750), or 403 `forbidden` for
+    /// a verified caller without the required role; the reason in `details.reason`.
+    fn from(error: &AuthError) -> Self {
+        let (status, code, challenge) = if error.is_forbidden() {
+            (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Bearer realm=\"tessera\", error=\"insufficient_scope\"",
+            )
+        } else if matches!(error, AuthError::Missing) {
+            (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Bearer realm=\"tessera\"",
+            )
+        } else {
+            (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Bearer realm=\"tessera\", error=\"invalid_token\"",
+            )
+        };
+        let mut api = ApiError::new(status, code, error.to_string())
+            .with_details(json!({ "reason": error.reason() }));
+        api.challenge = Some(challenge);
+        api
     }
 }
 

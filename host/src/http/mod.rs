@@ -40,9 +40,28 @@ pub use error::ApiError;
 /// The largest request body accepted.
 pub const MAX_BODY: usize = 1 << 20;
 
-/// What the handlers share.
+/// What the handlers share, behind one `Arc`: axum clones the state for every request,
+/// and one reference count costs less than one per service (and a copy of the path).
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The services and settings behind [`AppState`].
+#[derive(Debug)]
+pub struct Shared {
     pub store: Arc<dyn EventStore>,
     pub bus: Arc<CommandBus>,
     pub plugins: Arc<Plugins>,

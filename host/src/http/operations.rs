@@ -13,7 +13,7 @@ use serde_json::json;
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::Json;
-use crate::backup::{BackupError, BackupReport};
+use crate::backup::BackupReport;
 use crate::projection::State as ProjectionState;
 
 /// A live projection applying the newest events is behind the head by a group commit
@@ -140,15 +140,3 @@ pub async fn backup(
     Ok(axum::Json(report))
 }
 
-impl From<BackupError> for ApiError {
-    fn from(error: BackupError) -> Self {
-        match error {
-            BackupError::Destination(_) => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_destination",
-                error.to_string(),
-            ),
-            error => ApiError::internal("backup_failed", &error),
-        }
-    }
-}

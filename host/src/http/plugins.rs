@@ -12,7 +12,6 @@ use serde_json::json;
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Body, Path};
-use crate::plugin::DeployError;
 
 /// The largest `.wasm` accepted by a deploy. Components made by componentize-js or
 /// componentize-py weigh 10-20 MB.
@@ -116,28 +115,6 @@ async fn entry(state: &AppState, name: &str) -> Result<Response, ApiError> {
             )
         })?;
     Ok(axum::Json(entry).into_response())
-}
-
-impl From<DeployError> for ApiError {
-    fn from(error: DeployError) -> Self {
-        match error {
-            DeployError::Invalid(_) | DeployError::NameMismatch { .. } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_plugin",
-                error.to_string(),
-            ),
-            DeployError::NotFound(_) => ApiError::not_found("unknown_plugin", error.to_string()),
-            DeployError::Conflict(_) => {
-                ApiError::new(StatusCode::CONFLICT, "plugin_conflict", error.to_string())
-            }
-            DeployError::NoPreviousVersion(_) => ApiError::new(
-                StatusCode::CONFLICT,
-                "no_previous_version",
-                error.to_string(),
-            ),
-            DeployError::Io(error) => ApiError::internal("deploy_failed", &error),
-        }
-    }
 }
 
 /// Lets a request through to an admin endpoint only with the admin bearer token, or,
