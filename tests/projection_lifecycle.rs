@@ -956,7 +956,7 @@ async fn failing_events_are_parked_retried_after_the_fix_or_dropped() {
     call(&host, Method::POST, &retry, None, None)
         .await
         .expect("retry again")
-        .assert_error(409, "not_possible");
+        .assert_error(404, "unknown_parked_event");
 }
 
 /// A retried parked event changes the read model without moving the checkpoint: a

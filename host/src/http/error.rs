@@ -11,7 +11,8 @@ use crate::auth::AuthError;
 use crate::backup::BackupError;
 use crate::command_bus::CommandError;
 use crate::event_store::StoreError;
-use crate::plugin::{CallError, DeployError, Refusal};
+use crate::plugin::{BatchError, CallError, DeployError, Refusal};
+use crate::projection::{LifecycleError, ParkedError};
 use crate::query::QueryError;
 
 /// The body of every error response (for the OpenAPI description).
@@ -157,12 +158,7 @@ impl From<QueryError> for ApiError {
     fn from(error: QueryError) -> Self {
         match error {
             QueryError::UnknownQuery(_) => ApiError::not_found("unknown_query", error.to_string()),
-            QueryError::ProjectionUnavailable(_) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "projection_unavailable",
-                error.to_string(),
-            )
-            .retry_after(1),
+            QueryError::ProjectionUnavailable(_) => unavailable(error.to_string()),
             QueryError::Stale {
                 min_position,
                 position,
@@ -233,6 +229,59 @@ impl From<StoreError> for ApiError {
             error => ApiError::internal("store_failed", &error),
         }
     }
+}
+
+impl From<LifecycleError> for ApiError {
+    fn from(error: LifecycleError) -> Self {
+        let message = error.to_string();
+        let conflict = |code, message| ApiError::new(StatusCode::CONFLICT, code, message);
+        match error {
+            LifecycleError::UnknownProjection(_) => {
+                ApiError::not_found("unknown_projection", message)
+            }
+            LifecycleError::UnknownVersion { .. } => {
+                ApiError::not_found("unknown_version", message)
+            }
+            LifecycleError::ActiveVersion { .. } => conflict("active_version", message),
+            LifecycleError::NoPrevious(_) => conflict("no_previous_version", message),
+            LifecycleError::NothingBuilding(_) => conflict("nothing_building", message),
+            LifecycleError::NoActiveVersion(_) => conflict("no_active_version", message),
+            LifecycleError::CodeUnavailable { .. } => conflict("code_unavailable", message),
+            LifecycleError::NotRunning { .. } => unavailable(message),
+            LifecycleError::Parked(error) => error.into(),
+            LifecycleError::Io(error) => ApiError::internal("lifecycle_failed", &error),
+        }
+    }
+}
+
+impl From<ParkedError> for ApiError {
+    fn from(error: ParkedError) -> Self {
+        match error {
+            ParkedError::Busy => unavailable(error.to_string()),
+            ParkedError::NotParked(_) => {
+                ApiError::not_found("unknown_parked_event", error.to_string())
+            }
+            ParkedError::Failed(BatchError::Store(_)) | ParkedError::ReadStore(_) => {
+                ApiError::internal("read_store_failed", &error)
+            }
+            ParkedError::Failed(_) => {
+                ApiError::new(StatusCode::CONFLICT, "still_failing", error.to_string())
+            }
+            ParkedError::MissingEvent(_) => ApiError::internal("event_missing", &error),
+            ParkedError::Store(error) => error.into(),
+        }
+    }
+}
+
+/// A projection that cannot serve the request at this moment (starting, being
+/// replaced, busy): 503 `projection_unavailable`, to be tried again in a second.
+fn unavailable(message: String) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "projection_unavailable",
+        message,
+    )
+    .retry_after(1)
 }
 
 impl From<BackupError> for ApiError {

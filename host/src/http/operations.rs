@@ -139,4 +139,3 @@ pub async fn backup(
     );
     Ok(axum::Json(report))
 }
-

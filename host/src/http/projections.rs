@@ -10,7 +10,7 @@ use serde_json::json;
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path, Query};
-use crate::projection::{Cutover, LifecycleError, OnFailure, Policy};
+use crate::projection::{Cutover, OnFailure, Policy};
 
 /// Every projection version: role, status, checkpoint, head, lag, progress, errors.
 #[utoipa::path(get, path = "/projections", tag = "projections", responses((status = 200, description = "The projection versions")))]
@@ -38,7 +38,8 @@ pub struct PromoteQuery {
         (status = 400, description = "The projection's name is not UTF-8, or version is not a whole number in its range or another parameter is given (bad_request)", body = ErrorBody),
         (status = 401, description = "The admin token is missing or wrong (unauthorized)", body = ErrorBody),
         (status = 404, description = "No such projection (unknown_projection) or version (unknown_version)", body = ErrorBody),
-        (status = 409, description = "No version given and none is being built (not_possible)", body = ErrorBody),
+        (status = 409, description = "No version given and none is being built (nothing_building)", body = ErrorBody),
+        (status = 500, description = "The rebuilt generation it replaces could not be deleted (lifecycle_failed)", body = ErrorBody),
     ),
     security(("admin" = []))
 )]
@@ -47,7 +48,7 @@ pub async fn promote(
     Path(name): Path<String>,
     Query(query): Query<PromoteQuery>,
 ) -> Result<Response, ApiError> {
-    let key = state.projections.promote(&name, query.version)?;
+    let key = state.projections.promote(&name, query.version).await?;
     Ok(axum::Json(json!({ "name": name, "active": key })).into_response())
 }
 
@@ -70,7 +71,7 @@ pub async fn rollback(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let key = state.projections.rollback(&name)?;
+    let key = state.projections.rollback(&name).await?;
     Ok(axum::Json(json!({ "name": name, "active": key })).into_response())
 }
 
@@ -109,7 +110,7 @@ pub async fn retire(
         (status = 400, description = "The projection's name is not UTF-8 (bad_request)", body = ErrorBody),
         (status = 401, description = "The admin token is missing or wrong (unauthorized)", body = ErrorBody),
         (status = 404, description = "No such projection (unknown_projection)", body = ErrorBody),
-        (status = 409, description = "It has no active version to rebuild, or its code is no longer at hand (not_possible)", body = ErrorBody),
+        (status = 409, description = "It has no active version to rebuild (no_active_version), or its code is no longer at hand (code_unavailable)", body = ErrorBody),
         (status = 500, description = "The fresh storage could not be prepared (lifecycle_failed)", body = ErrorBody),
     ),
     security(("admin" = []))
@@ -138,7 +139,7 @@ pub async fn rebuild(
         (status = 400, description = "The projection's name is not UTF-8 (bad_request)", body = ErrorBody),
         (status = 401, description = "The admin token is missing or wrong (unauthorized)", body = ErrorBody),
         (status = 404, description = "No such projection (unknown_projection)", body = ErrorBody),
-        (status = 409, description = "A worker of it stopped meanwhile (not_possible)", body = ErrorBody),
+        (status = 503, description = "A worker of it stopped meanwhile (projection_unavailable)", body = ErrorBody),
     ),
     security(("admin" = []))
 )]
@@ -240,7 +241,7 @@ pub async fn set_policy(
     if policy.max_attempts == 0 {
         return Err(ApiError::bad_request("max_attempts must be at least 1"));
     }
-    state.projections.set_policy(&name, policy)?;
+    state.projections.set_policy(&name, policy).await?;
     Ok(axum::Json(policy).into_response())
 }
 
@@ -256,7 +257,9 @@ pub async fn set_policy(
         (status = 401, description = "Authentication is on and the bearer token is missing or invalid (unauthorized)", body = ErrorBody),
         (status = 403, description = "The caller lacks the required role (forbidden)", body = ErrorBody),
         (status = 404, description = "No such projection (unknown_projection)", body = ErrorBody),
-        (status = 409, description = "It has no active version that can be read (not_possible)", body = ErrorBody),
+        (status = 409, description = "It has no active version (no_active_version)", body = ErrorBody),
+        (status = 500, description = "Its database could not be read (read_store_failed)", body = ErrorBody),
+        (status = 503, description = "Its active version is not running yet, or is being replaced (projection_unavailable)", body = ErrorBody),
     ),
     security((), ("caller" = []))
 )]
@@ -278,8 +281,10 @@ pub async fn parked(
         (status = 204, description = "Applied"),
         (status = 400, description = "The projection's name is not UTF-8, or position is not a whole number in its range (bad_request)", body = ErrorBody),
         (status = 401, description = "The admin token is missing or wrong (unauthorized)", body = ErrorBody),
-        (status = 404, description = "No such projection (unknown_projection)", body = ErrorBody),
-        (status = 409, description = "It failed again, is not parked, or the projection has no running active version (not_possible)", body = ErrorBody),
+        (status = 404, description = "No such projection (unknown_projection), or no event parked at that position (unknown_parked_event)", body = ErrorBody),
+        (status = 409, description = "It failed again and stays parked (still_failing), or the projection has no active version (no_active_version)", body = ErrorBody),
+        (status = 500, description = "The projection's database or the log failed (read_store_failed, store_failed), or the log no longer holds the event (event_missing)", body = ErrorBody),
+        (status = 503, description = "The active version is not running right now, or its database is busy (projection_unavailable)", body = ErrorBody),
     ),
     security(("admin" = []))
 )]
@@ -302,7 +307,9 @@ pub async fn retry_parked(
         (status = 400, description = "The projection's name is not UTF-8, or position is not a whole number in its range (bad_request)", body = ErrorBody),
         (status = 401, description = "The admin token is missing or wrong (unauthorized)", body = ErrorBody),
         (status = 404, description = "No such projection (unknown_projection), or no event parked at that position (unknown_parked_event)", body = ErrorBody),
-        (status = 409, description = "The projection has no running active version (not_possible)", body = ErrorBody),
+        (status = 409, description = "The projection has no active version (no_active_version)", body = ErrorBody),
+        (status = 500, description = "The projection's database failed (read_store_failed)", body = ErrorBody),
+        (status = 503, description = "The active version is not running right now, or its database is busy (projection_unavailable)", body = ErrorBody),
     ),
     security(("admin" = []))
 )]
@@ -317,29 +324,4 @@ pub async fn drop_parked(
         ));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-impl From<LifecycleError> for ApiError {
-    fn from(error: LifecycleError) -> Self {
-        match error {
-            LifecycleError::UnknownProjection(_) => {
-                ApiError::not_found("unknown_projection", error.to_string())
-            }
-            LifecycleError::UnknownVersion { .. } => {
-                ApiError::not_found("unknown_version", error.to_string())
-            }
-            LifecycleError::ActiveVersion { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "active_version", error.to_string())
-            }
-            LifecycleError::NoPrevious(_) => ApiError::new(
-                StatusCode::CONFLICT,
-                "no_previous_version",
-                error.to_string(),
-            ),
-            LifecycleError::Worker(_) => {
-                ApiError::new(StatusCode::CONFLICT, "not_possible", error.to_string())
-            }
-            LifecycleError::Io(error) => ApiError::internal("lifecycle_failed", &error),
-        }
-    }
 }

@@ -76,7 +76,7 @@ impl Default for Policy {
 }
 
 /// One version's record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionRecord {
     pub key: VersionKey,
     /// The code that builds it: the plugin digest (found in the plugin archive when

@@ -2,6 +2,12 @@
 //! read models, and the lifecycle that lets versions replace each other without
 //! downtime.
 //!
+//! The lifecycle's rules are a pure state machine (`machine.rs`, unit-tested
+//! transition by transition); this module is its shell: it feeds the machine events
+//! (the catalog changed, workers made progress, an operator asked), keeps the state it
+//! returns, and runs the effects (stop and start workers, delete databases, persist).
+//! `access.rs` answers the read side: read access, and a command's inline wait.
+//!
 //! Guarantees:
 //! - Events reach a projection version in log order, each exactly once: a batch's
 //!   effects and its checkpoint commit in one transaction of the version's own
@@ -21,11 +27,13 @@
 //! - The lifecycle (active versions, versions being built, policies) survives restarts
 //!   (`lifecycle.json`); checkpoints and parked events live in each version's database.
 
+mod access;
 mod lifecycle;
+mod machine;
 mod status;
 mod worker;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,17 +42,18 @@ use tokio::sync::{Semaphore, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::event_store::EventStore;
-use crate::plugin::{Catalog, PluginCode, Plugins, ProjectionHandler, ProjectionMode};
+use crate::plugin::{Catalog, PluginCode, Plugins, ProjectionHandler};
 use crate::read_store::{Parked, ReadPool, projection_path, remove_projection_db};
 
+pub use access::wait_all;
 pub use lifecycle::{Cutover, OnFailure, Policy, VersionKey};
 pub use status::{ProjectionStatus, State};
+pub use worker::ParkedError;
 
-use lifecycle::{Lifecycle, LifecycleFile, ProjectionState, VersionRecord};
+use lifecycle::{Lifecycle, LifecycleFile, VersionRecord};
+use machine::{Change, Effect, Event, Progress, Served, VersionId};
 use worker::{Request, Spec, Worker};
 
-/// A building version within this many events of the head has caught up.
-const CUTOVER_LAG: u64 = 16;
 /// How often the lifecycle checks whether a building version can take over.
 const LIFECYCLE_TICK: Duration = Duration::from_millis(50);
 
@@ -61,21 +70,48 @@ pub struct ReadAccess {
     pub checkpoint: watch::Receiver<u64>,
 }
 
-/// Why a lifecycle request did nothing.
+/// Why a lifecycle request did nothing. The refusals (unknown names, a request the
+/// projection's state does not allow) are the caller's to fix; `NotRunning` passes
+/// with time; `Io`, and a `Parked` store failure, are the host's.
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
+    /// No projection by that name was ever served: check the name.
     #[error("no projection named {0:?}")]
     UnknownProjection(String),
+    /// The projection has no such schema version: check the version.
     #[error("projection {name:?} has no version {version}")]
     UnknownVersion { name: String, version: u32 },
     /// The active version cannot be retired; promote or roll back first.
     #[error("version {version} of {name:?} is active; promote another version first")]
     ActiveVersion { name: String, version: u32 },
+    /// Nothing to roll back to: no version was active before this one.
     #[error("projection {0:?} has no previous version to roll back to")]
     NoPrevious(String),
-    #[error("{0}")]
-    Worker(String),
-    #[error("cannot save the projections' lifecycle: {0}")]
+    /// A promotion named no version and none is being built: name one.
+    #[error("projection {0:?} has no version being built")]
+    NothingBuilding(String),
+    /// The projection has no active version (its first is not set up, or it was
+    /// never served with one): nothing to rebuild or to read parked events from.
+    #[error("projection {0:?} has no active version")]
+    NoActiveVersion(String),
+    /// The version's worker is not running at this moment: it is opening its database,
+    /// being replaced by new code, or stopping. Try again shortly.
+    #[error("projection {name:?} {key} is not running right now; try again")]
+    NotRunning { name: String, key: VersionKey },
+    /// The code that builds the version is neither served nor archived any more:
+    /// deploy it again.
+    #[error("the code of projection {name:?} ({digest}) is not at hand: {reason}")]
+    CodeUnavailable {
+        name: String,
+        digest: String,
+        reason: String,
+    },
+    /// A request about a parked event did nothing (see [`ParkedError`]).
+    #[error(transparent)]
+    Parked(#[from] ParkedError),
+    /// Saving the lifecycle or deleting a version's storage failed: the host's
+    /// failure, for an operator to look into.
+    #[error("projection storage: {0}")]
     Io(#[from] std::io::Error),
 }
 
@@ -95,13 +131,13 @@ pub struct Projections {
 #[derive(Debug, Default)]
 struct Inner {
     lifecycle: Lifecycle,
-    workers: BTreeMap<(String, VersionKey), Worker>,
+    workers: BTreeMap<VersionId, Worker>,
     /// Versions whose worker was stopped for new code and whose replacement has not
     /// started yet, with the replaced worker's deadline (which bounds a command's wait
     /// for the replacement). Readers wait for them as for a worker still opening:
     /// without this, a query in that moment was refused (`projection_unavailable`),
     /// and a command's response did not wait for an inline projection being replaced.
-    replacing: BTreeMap<(String, VersionKey), Duration>,
+    replacing: BTreeMap<VersionId, Duration>,
     policies: BTreeMap<String, watch::Sender<Policy>>,
 }
 
@@ -118,13 +154,16 @@ impl Inner {
             .or_insert_with(|| watch::channel(policy).0)
             .subscribe()
     }
+}
 
-    fn state(&mut self, name: &str) -> Result<&mut ProjectionState, LifecycleError> {
-        self.lifecycle
-            .projections
-            .get_mut(name)
-            .ok_or_else(|| LifecycleError::UnknownProjection(name.to_string()))
-    }
+/// What is left of a transition's effects once the lock is released: the stopped
+/// workers to wait for, then the databases to delete, then the workers to start.
+#[derive(Debug, Default)]
+#[must_use]
+struct Pending {
+    stopped: Vec<Worker>,
+    deletes: Vec<VersionId>,
+    starts: Vec<(String, VersionRecord)>,
 }
 
 impl Projections {
@@ -157,125 +196,147 @@ impl Projections {
         self.inner.lock().expect("projections lock")
     }
 
-    /// Makes the running versions match `catalog`: a new schema version starts
-    /// building beside the active one; new code for a known version replaces its
-    /// worker (which continues from the checkpoint); every recorded version of a served
-    /// projection runs (older ones with their archived code); projections no longer
-    /// served stop (their storage and lifecycle stay for a redeploy).
-    pub async fn sync(&self, catalog: &Catalog) {
-        let mut replaced = Vec::new();
-        let mut wanted = Vec::new();
-        {
-            let mut inner = self.lock();
-            let served: HashSet<&str> = catalog.projections().map(|r| r.plugin.as_str()).collect();
-            for route in catalog.projections() {
-                let state = inner
-                    .lifecycle
-                    .projections
-                    .entry(route.plugin.clone())
-                    .or_default();
-                let existing = state
-                    .latest_generation(route.schema_version)
-                    .map(|r| (r.key, r.digest.clone()));
-                let retired = state.retired.iter().any(|(version, digest)| {
-                    *version == route.schema_version && *digest == route.digest
-                });
-                match existing {
-                    None if retired => {}
-                    None => {
-                        state
-                            .retired
-                            .retain(|(version, _)| *version != route.schema_version);
-                        let key = VersionKey {
-                            version: route.schema_version,
-                            generation: 1,
-                        };
-                        let pending = state.active.is_some();
-                        state.versions.push(VersionRecord {
-                            key,
-                            digest: route.digest.clone(),
-                            mode: route.mode,
-                            handles: route.handles.iter().cloned().collect(),
-                            created_at: jiff::Timestamp::now().to_string(),
-                            pending,
-                            rebuild_of: None,
-                        });
-                        if pending {
-                            state.held = false;
-                            tracing::info!(projection = %route.plugin, version = %key, "building a new version beside the active one");
-                        } else {
-                            state.active = Some(key);
-                        }
-                    }
-                    Some((key, digest)) if digest != route.digest => {
-                        if let Some(record) = state.record_mut(key) {
-                            record.digest = route.digest.clone();
-                            record.mode = route.mode;
-                            record.handles = route.handles.iter().cloned().collect();
-                        }
-                        let id = (route.plugin.clone(), key);
-                        if let Some(worker) = inner.workers.remove(&id) {
-                            worker.stop();
+    /// Runs `event` through the lifecycle's state machine under the lock: keeps the new
+    /// state, stops the workers it stops, saves it, sends new policies, and returns the
+    /// rest of the effects for [`Projections::settle`], with the version an operator's
+    /// event was about.
+    fn transition(
+        &self,
+        inner: &mut Inner,
+        event: Event<'_>,
+    ) -> Result<(Pending, Option<VersionKey>), LifecycleError> {
+        let transition = machine::step(&inner.lifecycle, event)?;
+        let version = transition.version();
+        inner.lifecycle = transition.lifecycle;
+        let mut pending = Pending::default();
+        for effect in transition.effects {
+            match effect {
+                Effect::Stop { id, replaced } => {
+                    if let Some(worker) = inner.workers.remove(&id) {
+                        worker.stop();
+                        if replaced {
                             inner.replacing.insert(id, worker.deadline);
-                            replaced.push(worker);
                         }
+                        pending.stopped.push(worker);
                     }
-                    Some(_) => {}
                 }
-            }
-            let gone: Vec<_> = inner
-                .workers
-                .keys()
-                .filter(|(name, _)| !served.contains(name.as_str()))
-                .cloned()
-                .collect();
-            for key in gone {
-                if let Some(worker) = inner.workers.remove(&key) {
-                    worker.stop();
-                    replaced.push(worker);
+                Effect::Persist => {
+                    if let Err(error) = self.file.save(&inner.lifecycle) {
+                        tracing::error!(%error, "cannot save the projections' lifecycle");
+                    }
                 }
-            }
-            for (name, state) in &inner.lifecycle.projections {
-                if !served.contains(name.as_str()) {
-                    continue;
-                }
-                for record in &state.versions {
-                    if !inner.workers.contains_key(&(name.clone(), record.key)) {
-                        let handler = catalog
-                            .projections()
-                            .find(|r| r.plugin == *name && r.digest == record.digest)
-                            .map(|r| r.handler.clone());
-                        wanted.push((name.clone(), record.clone(), handler));
+                Effect::Delete(id) => pending.deletes.push(id),
+                Effect::Start { name, record } => pending.starts.push((name, record)),
+                Effect::Policy { name, policy } => {
+                    if let Some(sender) = inner.policies.get(&name) {
+                        sender.send_replace(policy);
                     }
                 }
             }
-            self.save(&inner);
         }
-        // A replacement must not start before the worker it replaces has ended, or two
-        // workers could apply the same events to one database.
-        for worker in replaced {
-            worker.join().await;
+        for change in &transition.changes {
+            match change {
+                Change::Building((name, key)) => {
+                    tracing::info!(projection = %name, version = %key, "building a new version beside the active one");
+                }
+                Change::CutOver((name, key)) => {
+                    tracing::info!(projection = %name, version = %key, "cut over: queries now read this version");
+                }
+                Change::Promoted((name, key)) => {
+                    tracing::info!(projection = %name, version = %key, "promoted");
+                }
+                Change::RolledBack((name, key)) => {
+                    tracing::info!(projection = %name, version = %key, "rolled back");
+                }
+                Change::Rebuilding((name, key)) => {
+                    tracing::info!(projection = %name, version = %key, "rebuilding");
+                }
+                Change::Retired { name, version } => {
+                    tracing::info!(projection = %name, version, "retired");
+                }
+                Change::PolicyChanged(_) => {}
+            }
         }
-        for (name, record, handler) in wanted {
-            let handler = match handler {
-                Some(handler) => handler,
-                None => match self.archived(&record.digest).await {
-                    Ok(handler) => handler,
-                    Err(error) => {
-                        tracing::error!(projection = %name, version = %record.key, %error, "cannot run this version: its code is unavailable");
-                        self.lock().replacing.remove(&(name.clone(), record.key));
-                        continue;
-                    }
-                },
-            };
-            self.start(&name, &record, handler);
-        }
+        Ok((pending, version))
     }
 
-    async fn archived(&self, digest: &str) -> Result<Arc<ProjectionHandler>, String> {
-        match self.plugins.load_archived(digest).await?.code {
+    /// Runs what a transition left, in order: waits for the stopped workers to end (a
+    /// replacement must not start before the worker it replaces has ended, or two
+    /// workers could apply the same events to one database), deletes databases, then
+    /// starts workers with their code from `catalog` or the archive. Does all it can
+    /// and returns the first failure; a version whose fresh storage could not be
+    /// prepared is not started.
+    async fn settle(
+        &self,
+        pending: Pending,
+        catalog: Option<&Catalog>,
+    ) -> Result<(), LifecycleError> {
+        let mut failure = None;
+        for worker in pending.stopped {
+            worker.join().await;
+        }
+        let mut undeleted = BTreeSet::new();
+        for id in pending.deletes {
+            let path = self.path(&id.0, id.1);
+            if let Err(error) = remove_projection_db(&path) {
+                tracing::warn!(file = %path.display(), %error, "cannot remove projection storage");
+                undeleted.insert(id);
+                failure.get_or_insert(LifecycleError::Io(error));
+            }
+        }
+        for (name, record) in pending.starts {
+            let id = (name.clone(), record.key);
+            let handler = if undeleted.contains(&id) {
+                None
+            } else {
+                match self.code(&name, &record.digest, catalog).await {
+                    Ok(handler) => Some(handler),
+                    Err(error) => {
+                        tracing::error!(projection = %name, version = %record.key, %error, "cannot run this version: its code is unavailable");
+                        failure.get_or_insert(error);
+                        None
+                    }
+                }
+            };
+            match handler {
+                Some(handler) => self.start(&name, &record, handler),
+                None => {
+                    self.lock().replacing.remove(&id);
+                }
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// The code with `digest`: the served plugin's, or the archived version.
+    async fn code(
+        &self,
+        name: &str,
+        digest: &str,
+        catalog: Option<&Catalog>,
+    ) -> Result<Arc<ProjectionHandler>, LifecycleError> {
+        if let Some(route) = catalog.and_then(|c| {
+            c.projections()
+                .find(|r| r.plugin == name && r.digest == digest)
+        }) {
+            return Ok(route.handler.clone());
+        }
+        let unavailable = |reason: String| LifecycleError::CodeUnavailable {
+            name: name.to_string(),
+            digest: digest.to_string(),
+            reason,
+        };
+        match self
+            .plugins
+            .load_archived(digest)
+            .await
+            .map_err(unavailable)?
+            .code
+        {
             PluginCode::Projection(handler) => Ok(handler),
-            _ => Err(format!("archived version {digest} is not a projection")),
+            _ => Err(unavailable(
+                "the archived version is not a projection".into(),
+            )),
         }
     }
 
@@ -306,10 +367,46 @@ impl Projections {
         projection_path(&self.root, name, key.version, key.generation)
     }
 
-    fn save(&self, inner: &Inner) {
-        if let Err(error) = self.file.save(&inner.lifecycle) {
-            tracing::error!(%error, "cannot save the projections' lifecycle");
-        }
+    /// Makes the running versions match `catalog`: a new schema version starts
+    /// building beside the active one; new code for a known version replaces its
+    /// worker (which continues from the checkpoint); every recorded version of a served
+    /// projection runs (older ones with their archived code); projections no longer
+    /// served stop (their storage and lifecycle stay for a redeploy).
+    pub async fn sync(&self, catalog: &Catalog) {
+        let mut served: Vec<Served> = catalog
+            .projections()
+            .map(|route| {
+                let mut handles: Vec<String> = route.handles.iter().cloned().collect();
+                handles.sort();
+                Served {
+                    name: route.plugin.clone(),
+                    schema_version: route.schema_version,
+                    digest: route.digest.clone(),
+                    mode: route.mode,
+                    handles,
+                }
+            })
+            .collect();
+        served.sort_by(|a, b| a.name.cmp(&b.name));
+        let now = jiff::Timestamp::now().to_string();
+        let pending = {
+            let mut inner = self.lock();
+            let running: BTreeSet<VersionId> = inner.workers.keys().cloned().collect();
+            let event = Event::Catalog {
+                served: &served,
+                running: &running,
+                now: &now,
+            };
+            match self.transition(&mut inner, event) {
+                Ok((pending, _)) => pending,
+                Err(error) => {
+                    tracing::error!(%error, "cannot follow the plugin catalog");
+                    return;
+                }
+            }
+        };
+        // Failures are logged where they happen; the versions that could start run.
+        let _ = self.settle(pending, Some(catalog)).await;
     }
 
     /// Moves the active pointer to versions that have caught up, until `stop`.
@@ -319,185 +416,82 @@ impl Projections {
                 () = tokio::time::sleep(LIFECYCLE_TICK) => {}
                 () = stop.cancelled() => break,
             }
-            let retired = self.cut_over();
-            for (path, worker) in retired {
-                worker.join().await;
-                if let Err(error) = remove_projection_db(&path) {
-                    tracing::warn!(file = %path.display(), %error, "cannot remove replaced projection storage");
-                }
+            if let Some(pending) = self.cut_over() {
+                // A failed deletion is logged; the replaced generation is out of the
+                // lifecycle either way.
+                let _ = self.settle(pending, None).await;
             }
         }
     }
 
-    /// Switches every projection whose building version has caught up (per policy).
-    /// Returns the replaced generations of rebuilds, to delete once stopped.
-    fn cut_over(&self) -> Vec<(PathBuf, Worker)> {
+    /// Lets every building version that has caught up take over (per policy).
+    fn cut_over(&self) -> Option<Pending> {
         let head = *self.store.head().borrow();
         let mut inner = self.lock();
-        let mut switches = Vec::new();
-        for (name, state) in &inner.lifecycle.projections {
-            // Where the version queries read now stands: the one taking over must not be
-            // behind it, or queries would lose what they already saw, and an inline
-            // projection's acknowledged commands (a `200` promises the next read sees
-            // it) with them.
-            let active_at = state
-                .active
-                .and_then(|key| inner.workers.get(&(name.clone(), key)))
-                .map(|worker| *worker.checkpoint().borrow());
-            for record in state.versions.iter().filter(|r| r.pending) {
-                let Some(worker) = inner.workers.get(&(name.clone(), record.key)) else {
-                    continue;
+        let building = inner
+            .lifecycle
+            .projections
+            .values()
+            .any(|state| state.versions.iter().any(|r| r.pending));
+        if !building {
+            return None;
+        }
+        let running: BTreeMap<VersionId, Progress> = inner
+            .workers
+            .iter()
+            .map(|(id, worker)| {
+                let status = worker.status.lock().expect("status lock");
+                let progress = Progress {
+                    checkpoint: *worker.checkpoint().borrow(),
+                    ready: status.ready,
+                    failed: status.state == State::Failed,
                 };
-                let at = *worker.checkpoint().borrow();
-                let caught_up = worker.ready()
-                    && at + CUTOVER_LAG >= head
-                    && active_at.is_none_or(|active| at >= active)
-                    && worker.status.lock().expect("status lock").state != State::Failed;
-                let allowed = record.rebuild_of.is_some()
-                    || (state.policy.cutover == Cutover::Auto && !state.held);
-                if caught_up && allowed {
-                    switches.push((name.clone(), record.key, record.rebuild_of));
-                }
-            }
-        }
-        let changed = !switches.is_empty();
-        let mut retired = Vec::new();
-        for (name, key, rebuild_of) in switches {
-            let Ok(state) = inner.state(&name) else {
-                continue;
-            };
-            if let Some(record) = state.record_mut(key) {
-                record.pending = false;
-                record.rebuild_of = None;
-            }
-            match rebuild_of {
-                Some(old) => {
-                    state.active = Some(key);
-                    state.versions.retain(|r| r.key != old);
-                    if state.previous == Some(old) {
-                        state.previous = None;
-                    }
-                    if let Some(worker) = inner.workers.remove(&(name.clone(), old)) {
-                        worker.stop();
-                        retired.push((self.path(&name, old), worker));
-                    }
-                }
-                None => {
-                    state.previous = state.active.replace(key);
-                }
-            }
-            tracing::info!(projection = %name, version = %key, "cut over: queries now read this version");
-        }
-        if changed {
-            self.save(&inner);
-        }
-        retired
+                (id.clone(), progress)
+            })
+            .collect();
+        let event = Event::Progress {
+            head,
+            running: &running,
+        };
+        self.transition(&mut inner, event)
+            .ok()
+            .map(|(pending, _)| pending)
     }
 
-    /// Makes `version` (or the version being built) active now.
-    pub fn promote(&self, name: &str, version: Option<u32>) -> Result<VersionKey, LifecycleError> {
-        let mut inner = self.lock();
-        let state = inner.state(name)?;
-        let key = match version {
-            Some(version) => {
-                state
-                    .latest_generation(version)
-                    .ok_or_else(|| LifecycleError::UnknownVersion {
-                        name: name.to_string(),
-                        version,
-                    })?
-                    .key
-            }
-            None => state
-                .versions
-                .iter()
-                .filter(|r| r.pending)
-                .map(|r| r.key)
-                .max()
-                .ok_or_else(|| {
-                    LifecycleError::Worker(format!("{name} has no version being built"))
-                })?,
+    /// Runs an operator's `event`, and what it leaves to do.
+    async fn operate(
+        &self,
+        event: Event<'_>,
+        catalog: Option<&Catalog>,
+    ) -> Result<Option<VersionKey>, LifecycleError> {
+        let (pending, version) = {
+            let mut inner = self.lock();
+            self.transition(&mut inner, event)?
         };
-        if state.active != Some(key) {
-            state.previous = state.active.replace(key);
-        }
-        let rebuild_of = state.record_mut(key).and_then(|r| {
-            r.pending = false;
-            r.rebuild_of.take()
-        });
-        if let Some(old) = rebuild_of {
-            state.versions.retain(|r| r.key != old);
-        }
-        state.held = true;
-        self.save(&inner);
-        tracing::info!(projection = %name, version = %key, "promoted");
-        Ok(key)
+        self.settle(pending, catalog).await?;
+        Ok(version)
+    }
+
+    /// Makes `version` (or the version being built) active now. Promoting a rebuild
+    /// retires the generation it replaces.
+    pub async fn promote(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<VersionKey, LifecycleError> {
+        let key = self.operate(Event::Promote { name, version }, None).await?;
+        Ok(key.expect("a promotion names the version it made active"))
     }
 
     /// Makes the previously active version active again.
-    pub fn rollback(&self, name: &str) -> Result<VersionKey, LifecycleError> {
-        let mut inner = self.lock();
-        let state = inner.state(name)?;
-        let previous = state
-            .previous
-            .ok_or_else(|| LifecycleError::NoPrevious(name.to_string()))?;
-        state.previous = state.active.replace(previous);
-        state.held = true;
-        self.save(&inner);
-        tracing::info!(projection = %name, version = %previous, "rolled back");
-        Ok(previous)
+    pub async fn rollback(&self, name: &str) -> Result<VersionKey, LifecycleError> {
+        let key = self.operate(Event::Rollback { name }, None).await?;
+        Ok(key.expect("a rollback names the version it made active"))
     }
 
     /// Stops a non-active version and deletes its storage.
     pub async fn retire(&self, name: &str, version: u32) -> Result<(), LifecycleError> {
-        let stopping = {
-            let mut inner = self.lock();
-            let state = inner.state(name)?;
-            if state.active.is_some_and(|k| k.version == version) {
-                return Err(LifecycleError::ActiveVersion {
-                    name: name.to_string(),
-                    version,
-                });
-            }
-            let keys: Vec<VersionKey> = state
-                .versions
-                .iter()
-                .filter(|r| r.key.version == version)
-                .map(|r| r.key)
-                .collect();
-            if keys.is_empty() {
-                return Err(LifecycleError::UnknownVersion {
-                    name: name.to_string(),
-                    version,
-                });
-            }
-            for record in state.versions.iter().filter(|r| r.key.version == version) {
-                state.retired.push((version, record.digest.clone()));
-            }
-            state.versions.retain(|r| r.key.version != version);
-            if state.previous.is_some_and(|k| k.version == version) {
-                state.previous = None;
-            }
-            let stopping: Vec<_> = keys
-                .into_iter()
-                .map(|key| {
-                    (
-                        self.path(name, key),
-                        inner.workers.remove(&(name.to_string(), key)),
-                    )
-                })
-                .collect();
-            self.save(&inner);
-            stopping
-        };
-        for (path, worker) in stopping {
-            if let Some(worker) = worker {
-                worker.stop();
-                worker.join().await;
-            }
-            remove_projection_db(&path)?;
-        }
-        tracing::info!(projection = %name, version, "retired");
+        self.operate(Event::Retire { name, version }, None).await?;
         Ok(())
     }
 
@@ -508,71 +502,27 @@ impl Projections {
         name: &str,
         catalog: &Catalog,
     ) -> Result<VersionKey, LifecycleError> {
-        let record = {
-            let mut inner = self.lock();
-            let state = inner.state(name)?;
-            let active = state
-                .active
-                .ok_or_else(|| LifecycleError::Worker(format!("{name} has no active version")))?;
-            let template = state
-                .record(active)
-                .cloned()
-                .ok_or_else(|| LifecycleError::Worker(format!("{name} lost its active record")))?;
-            let generation = state
-                .versions
-                .iter()
-                .filter(|r| r.key.version == active.version)
-                .map(|r| r.key.generation)
-                .max()
-                .unwrap_or(active.generation)
-                + 1;
-            // A rebuild already under way for this version is replaced by this one.
-            state
-                .versions
-                .retain(|r| !(r.pending && r.rebuild_of == Some(active)));
-            let record = VersionRecord {
-                key: VersionKey {
-                    version: active.version,
-                    generation,
-                },
-                created_at: jiff::Timestamp::now().to_string(),
-                pending: true,
-                rebuild_of: Some(active),
-                ..template
-            };
-            state.versions.push(record.clone());
-            self.save(&inner);
-            record
-        };
-        let handler = match catalog
-            .projections()
-            .find(|r| r.plugin == name && r.digest == record.digest)
-        {
-            Some(route) => route.handler.clone(),
-            None => self
-                .archived(&record.digest)
-                .await
-                .map_err(LifecycleError::Worker)?,
-        };
-        remove_projection_db(&self.path(name, record.key))?;
-        self.start(name, &record, handler);
-        tracing::info!(projection = %name, version = %record.key, "rebuilding");
-        Ok(record.key)
+        let now = jiff::Timestamp::now().to_string();
+        let key = self
+            .operate(Event::Rebuild { name, now: &now }, Some(catalog))
+            .await?;
+        Ok(key.expect("a rebuild names the generation it builds"))
     }
 
     /// Changes a projection's policies.
-    pub fn set_policy(&self, name: &str, policy: Policy) -> Result<(), LifecycleError> {
-        let mut inner = self.lock();
-        inner.state(name)?.policy = policy;
-        if let Some(sender) = inner.policies.get(name) {
-            sender.send_replace(policy);
-        }
-        self.save(&inner);
+    pub async fn set_policy(&self, name: &str, policy: Policy) -> Result<(), LifecycleError> {
+        self.operate(Event::SetPolicy { name, policy }, None)
+            .await?;
         Ok(())
     }
 
     pub fn policy(&self, name: &str) -> Result<Policy, LifecycleError> {
-        Ok(self.lock().state(name)?.policy)
+        self.lock()
+            .lifecycle
+            .projections
+            .get(name)
+            .map(|state| state.policy)
+            .ok_or_else(|| LifecycleError::UnknownProjection(name.to_string()))
     }
 
     /// Tells every worker of `name` halted at a failed event to try again.
@@ -586,14 +536,14 @@ impl Projections {
 
     /// The parked events of the active version of `name`.
     pub fn parked(&self, name: &str) -> Result<Vec<Parked>, LifecycleError> {
-        self.lock().state(name)?;
-        let access = self.read_access(&[name.to_string()]).map_err(|_| {
-            LifecycleError::Worker(format!("{name} has no readable active version"))
-        })?;
-        access[0]
-            .pool
-            .parked()
-            .map_err(|e| LifecycleError::Worker(e.to_string()))
+        let key = self.active(name)?;
+        let access =
+            self.read_access(&[name.to_string()])
+                .map_err(|_| LifecycleError::NotRunning {
+                    name: name.to_string(),
+                    key,
+                })?;
+        Ok(access[0].pool.parked().map_err(ParkedError::from)?)
     }
 
     /// Applies a parked event of the active version again.
@@ -602,10 +552,7 @@ impl Projections {
         let (reply, answer) = oneshot::channel();
         self.send(name, key, Request::RetryParked { position, reply })
             .await?;
-        answer
-            .await
-            .map_err(|_| LifecycleError::Worker("the projection worker stopped".into()))?
-            .map_err(LifecycleError::Worker)
+        Ok(answer.await.map_err(|_| not_running(name, key))??)
     }
 
     /// Forgets a parked event of the active version. Returns whether there was one.
@@ -614,22 +561,24 @@ impl Projections {
         let (reply, answer) = oneshot::channel();
         self.send(name, key, Request::DropParked { position, reply })
             .await?;
-        answer
-            .await
-            .map_err(|_| LifecycleError::Worker("the projection worker stopped".into()))?
-            .map_err(LifecycleError::Worker)
+        Ok(answer.await.map_err(|_| not_running(name, key))??)
     }
 
     fn active(&self, name: &str) -> Result<VersionKey, LifecycleError> {
         self.lock()
-            .state(name)?
+            .lifecycle
+            .projections
+            .get(name)
+            .ok_or_else(|| LifecycleError::UnknownProjection(name.to_string()))?
             .active
-            .ok_or_else(|| LifecycleError::Worker(format!("{name} has no active version")))
+            .ok_or_else(|| LifecycleError::NoActiveVersion(name.to_string()))
     }
 
     fn workers_of(&self, name: &str) -> Result<Vec<VersionKey>, LifecycleError> {
-        let mut inner = self.lock();
-        inner.state(name)?;
+        let inner = self.lock();
+        if !inner.lifecycle.projections.contains_key(name) {
+            return Err(LifecycleError::UnknownProjection(name.to_string()));
+        }
         Ok(inner
             .workers
             .keys()
@@ -649,13 +598,14 @@ impl Projections {
             let worker = inner
                 .workers
                 .get(&(name.to_string(), key))
-                .ok_or_else(|| LifecycleError::Worker(format!("{name} {key} is not running")))?;
+                .ok_or_else(|| not_running(name, key))?;
             worker.requester()
         };
+        // A closed channel: the worker stopped (replaced, or shutting down).
         sender
             .send(request)
             .await
-            .map_err(|_| LifecycleError::Worker("the projection worker stopped".into()))
+            .map_err(|_| not_running(name, key))
     }
 
     /// Stops every worker after its current batch and waits for them.
@@ -713,191 +663,11 @@ impl Projections {
         }
         all
     }
-
-    /// Read access to the named projections (`name` for the active version,
-    /// `name@N` to pin schema version N), or the first name that has none.
-    pub fn read_access(&self, names: &[String]) -> Result<Vec<ReadAccess>, String> {
-        let inner = self.lock();
-        names
-            .iter()
-            .map(|wanted| {
-                let (name, pinned) = match wanted.split_once('@') {
-                    Some((name, version)) => (name, version.parse::<u32>().ok()),
-                    None => (wanted.as_str(), None),
-                };
-                let state = inner
-                    .lifecycle
-                    .projections
-                    .get(name)
-                    .ok_or_else(|| wanted.clone())?;
-                let key = match pinned {
-                    Some(version) => match state.active {
-                        Some(active) if active.version == version => Some(active),
-                        _ => state
-                            .versions
-                            .iter()
-                            .filter(|r| r.key.version == version && r.rebuild_of.is_none())
-                            .map(|r| r.key)
-                            .max(),
-                    },
-                    None => state.active,
-                }
-                .ok_or_else(|| wanted.clone())?;
-                let worker = inner
-                    .workers
-                    .get(&(name.to_string(), key))
-                    .filter(|worker| worker.ready())
-                    .ok_or_else(|| wanted.clone())?;
-                Ok(ReadAccess {
-                    name: wanted.clone(),
-                    key,
-                    revision: worker.revision(),
-                    pool: worker.pool.clone(),
-                    checkpoint: worker.checkpoint(),
-                })
-            })
-            .collect()
-    }
-
-    /// Whether `name` (or `name@N`) has an active version that is not readable yet:
-    /// its database is being opened or set up, or its worker is being replaced by one
-    /// running new code.
-    pub fn starting(&self, name: &str) -> bool {
-        let name = name.split_once('@').map_or(name, |(name, _)| name);
-        let inner = self.lock();
-        let Some(key) = inner
-            .lifecycle
-            .projections
-            .get(name)
-            .and_then(|state| state.active)
-        else {
-            return false;
-        };
-        let id = (name.to_string(), key);
-        inner.replacing.contains_key(&id)
-            || inner.workers.get(&id).is_some_and(|worker| !worker.ready())
-    }
-
-    /// Waits until every active inline projection has applied the log up to
-    /// `position`, or `timeout` passes. Returns whether they all got there.
-    ///
-    /// A command never waits longer than about the slowest inline projection's
-    /// deadline (one batch's time), and not at all for one that is failing: a broken
-    /// or hung inline projection makes responses say `lagging`, not slow.
-    pub async fn wait_inline(&self, position: u64, timeout: Duration) -> bool {
-        let started = tokio::time::Instant::now();
-        // The active versions can change while waiting (a cutover): the answer is only
-        // complete once the versions active at the end hold the position too.
-        loop {
-            // An inline projection whose worker is being replaced by new code has no
-            // checkpoint to wait on for a moment; its successor starts from the
-            // checkpoint, so wait for it within the same bound rather than answer
-            // without it.
-            let inline = match self.active_inline() {
-                Ok(inline) => inline,
-                Err(Replacing(deadline)) => {
-                    if tokio::time::Instant::now()
-                        >= started + (deadline + INLINE_SLACK).min(timeout)
-                    {
-                        return false;
-                    }
-                    tokio::time::sleep(REPLACING_POLL).await;
-                    continue;
-                }
-            };
-            if inline
-                .iter()
-                .any(|v| v.failing && *v.checkpoint.borrow() < position)
-            {
-                return false;
-            }
-            let bound = inline
-                .iter()
-                .map(|v| v.deadline + INLINE_SLACK)
-                .max()
-                .unwrap_or_default()
-                .min(timeout);
-            let left = (started + bound).saturating_duration_since(tokio::time::Instant::now());
-            let keys: Vec<_> = inline.iter().map(|v| v.key.clone()).collect();
-            let checkpoints = inline.into_iter().map(|v| v.checkpoint).collect();
-            if !wait_all(checkpoints, position, left).await {
-                return false;
-            }
-            // A replacement begun meanwhile is waited for on the next round.
-            if let Ok(now) = self.active_inline()
-                && now.into_iter().map(|v| v.key).eq(keys)
-            {
-                return true;
-            }
-        }
-    }
-
-    /// The active versions of inline projections, with their checkpoints; or, while
-    /// the worker of any of them is being replaced by new code, the longest deadline
-    /// of those being replaced.
-    fn active_inline(&self) -> Result<Vec<InlineVersion>, Replacing> {
-        let inner = self.lock();
-        let mut versions = Vec::new();
-        let mut replacing = None;
-        for (name, state) in &inner.lifecycle.projections {
-            let Some(key) = state.active else { continue };
-            if !state
-                .record(key)
-                .is_some_and(|r| r.mode == ProjectionMode::Inline)
-            {
-                continue;
-            }
-            let id = (name.clone(), key);
-            if let Some(deadline) = inner.replacing.get(&id) {
-                replacing = replacing.max(Some(*deadline));
-            } else if let Some(worker) = inner.workers.get(&id) {
-                versions.push(InlineVersion {
-                    checkpoint: worker.checkpoint(),
-                    failing: worker.failing(),
-                    deadline: worker.deadline,
-                    key: id,
-                });
-            }
-        }
-        match replacing {
-            Some(deadline) => Err(Replacing(deadline)),
-            None => Ok(versions),
-        }
-    }
 }
 
-/// An active inline version's worker is being replaced; the longest deadline of those
-/// that are.
-struct Replacing(Duration);
-
-/// What a command waits on beyond an inline projection's deadline: the time for its
-/// worker to notice the new events and commit.
-const INLINE_SLACK: Duration = Duration::from_millis(250);
-/// How often a command looks again for an inline projection's replacement worker.
-const REPLACING_POLL: Duration = Duration::from_millis(2);
-
-/// An active inline projection version, as a command's response waits for it.
-struct InlineVersion {
-    key: (String, VersionKey),
-    checkpoint: watch::Receiver<u64>,
-    failing: bool,
-    deadline: Duration,
-}
-
-/// Waits until every checkpoint reaches `position`, or `timeout` passes.
-pub async fn wait_all(
-    checkpoints: Vec<watch::Receiver<u64>>,
-    position: u64,
-    timeout: Duration,
-) -> bool {
-    let all = async {
-        for mut checkpoint in checkpoints {
-            if checkpoint.wait_for(|at| *at >= position).await.is_err() {
-                // The worker stopped (replaced or shutting down): it will not get there.
-                return false;
-            }
-        }
-        true
-    };
-    tokio::time::timeout(timeout, all).await.unwrap_or(false)
+fn not_running(name: &str, key: VersionKey) -> LifecycleError {
+    LifecycleError::NotRunning {
+        name: name.to_string(),
+        key,
+    }
 }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::lifecycle::{OnFailure, Policy, VersionKey};
 use super::status::{State, Status};
-use crate::event_store::{EventStore, RecordedEvent};
+use crate::event_store::{EventStore, RecordedEvent, StoreError};
 use crate::plugin::{Batch, BatchError, ProjectionHandler};
 use crate::read_store::{Parked, ProjectionDb, ReadPool, ReadStoreError};
 
@@ -36,13 +36,39 @@ pub(super) enum Request {
     /// Apply a parked event again; it leaves the parked list if it succeeds.
     RetryParked {
         position: u64,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), ParkedError>>,
     },
     /// Forget a parked event.
     DropParked {
         position: u64,
-        reply: oneshot::Sender<Result<bool, String>>,
+        reply: oneshot::Sender<Result<bool, ParkedError>>,
     },
+}
+
+/// Why an operator's request about a parked event did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ParkedError {
+    /// The worker's database is in use by a batch that is being handed over; ask
+    /// again in a moment.
+    #[error("the projection's database is busy; try again")]
+    Busy,
+    /// No event is parked at that position: check the parked list.
+    #[error("no parked event at position {0}")]
+    NotParked(u64),
+    /// The parked event failed again: the projection's code still refuses it. It
+    /// stays parked; deploy a fix first.
+    #[error("it failed again: {0}")]
+    Failed(#[source] BatchError),
+    /// The log no longer holds the parked event: the write store is not the one the
+    /// projection was built from. An operator's matter.
+    #[error("event {0} is not in the log")]
+    MissingEvent(u64),
+    /// The projection's database failed.
+    #[error(transparent)]
+    ReadStore(#[from] ReadStoreError),
+    /// The write store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// What a worker needs to run.
@@ -465,10 +491,10 @@ impl Run {
                 reply,
             } => {
                 let result = match position.db.as_mut() {
-                    Some(db) => db.unpark(at).map_err(|e| e.to_string()),
-                    None => Err("the projection's database is busy".into()),
+                    Some(db) => db.unpark(at).map_err(ParkedError::from),
+                    None => Err(ParkedError::Busy),
                 };
-                if result == Ok(true) {
+                if matches!(result, Ok(true)) {
                     self.update(|s| s.parked = s.parked.saturating_sub(1));
                 }
                 let _ = reply.send(result);
@@ -478,25 +504,19 @@ impl Run {
 
     /// Applies a parked event again through the current code, keeping the checkpoint
     /// where it is. Note that the event lands after events that followed it in the log.
-    async fn retry_parked(&mut self, position: &mut Position, at: u64) -> Result<(), String> {
-        let parked = position
-            .db
-            .as_ref()
-            .ok_or("the projection's database is busy")?
-            .parked()
-            .map_err(|e| e.to_string())?;
+    async fn retry_parked(&mut self, position: &mut Position, at: u64) -> Result<(), ParkedError> {
+        let parked = position.db.as_ref().ok_or(ParkedError::Busy)?.parked()?;
         if !parked.iter().any(|p| p.position == at) {
-            return Err(format!("no parked event at position {at}"));
+            return Err(ParkedError::NotParked(at));
         }
         let event = self
             .spec
             .store
             .read_all(at - 1, 1)
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
             .into_iter()
             .find(|e| e.position == at)
-            .ok_or_else(|| format!("event {at} is not in the log"))?;
+            .ok_or(ParkedError::MissingEvent(at))?;
         let batch = Batch {
             run_setup: false,
             events: std::slice::from_ref(&event),
@@ -507,7 +527,7 @@ impl Run {
         let head = *self.spec.store.head().borrow();
         self.apply(position, batch, head)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(ParkedError::Failed)?;
         // (A batch of one event is never cut short.)
         self.revision
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
