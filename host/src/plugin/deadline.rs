@@ -85,3 +85,37 @@ impl Drop for Abandon {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_passed_deadline_is_looked_at_on_the_next_tick() {
+        assert_eq!(ticks_until(Instant::now()), 1);
+        assert_eq!(ticks_until(Instant::now() - Duration::from_secs(1)), 1);
+    }
+
+    #[test]
+    fn a_far_deadline_is_still_looked_at_every_few_ticks() {
+        assert_eq!(
+            ticks_until(Instant::now() + Duration::from_secs(60)),
+            CHECK_TICKS
+        );
+    }
+
+    #[test]
+    fn a_near_deadline_is_rounded_up_to_whole_ticks() {
+        // Time passes between the two instants, so only a bound holds exactly.
+        let ticks = ticks_until(Instant::now() + EPOCH_TICK * 3);
+        assert!((1..=3).contains(&ticks), "{ticks}");
+    }
+
+    #[test]
+    fn dropping_an_abandon_sets_its_flag() {
+        let abandon = Abandon::default();
+        let flag = abandon.flag();
+        assert!(!flag.load(Ordering::Relaxed));
+        drop(abandon);
+        assert!(flag.load(Ordering::Relaxed));
+    }
+}

@@ -166,3 +166,148 @@ fn is_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command_handler(name: &str, handles: &[&str]) -> wit::PluginInfo {
+        wit::PluginInfo {
+            name: name.into(),
+            version: "1.0.0".into(),
+            handles: handles.iter().map(|h| h.to_string()).collect(),
+            details: wit::PluginDetails::CommandHandler(wit::CommandHandlerDetails {
+                aggregate_type: "account".into(),
+            }),
+        }
+    }
+
+    fn query_handler(reads: &[&str]) -> wit::PluginInfo {
+        wit::PluginInfo {
+            name: "bank-queries".into(),
+            version: "1.0.0".into(),
+            handles: vec!["balance".into()],
+            details: wit::PluginDetails::QueryHandler(wit::QueryHandlerDetails {
+                reads: reads.iter().map(|r| r.to_string()).collect(),
+            }),
+        }
+    }
+
+    fn refusal(result: Result<Description, LoadError>) -> String {
+        match result {
+            Err(LoadError::BadDescription(reason)) => reason,
+            other => panic!("expected BadDescription, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_good_command_handler_is_described_as_it_said() {
+        let description = check(
+            command_handler("bank", &["open", "deposit"]),
+            PluginKind::CommandHandler,
+            Contract::V0_2,
+        )
+        .unwrap();
+        assert_eq!(description.name, "bank");
+        assert_eq!(description.kind, PluginKind::CommandHandler);
+        assert_eq!(description.contract, Contract::V0_2);
+        assert_eq!(description.handles, ["open", "deposit"]);
+        assert_eq!(description.aggregate_type.as_deref(), Some("account"));
+        assert_eq!(description.mode, None);
+        assert_eq!(description.reads, None);
+    }
+
+    #[test]
+    fn a_projection_keeps_its_schema_version_and_mode() {
+        let info = wit::PluginInfo {
+            name: "totals".into(),
+            version: "1.0.0".into(),
+            handles: vec!["deposited".into()],
+            details: wit::PluginDetails::Projection(wit::ProjectionDetails {
+                schema_version: 3,
+                mode: wit::ProjectionMode::Inline,
+            }),
+        };
+        let description = check(info, PluginKind::Projection, Contract::V0_1).unwrap();
+        assert_eq!(description.schema_version, Some(3));
+        assert_eq!(description.mode, Some(ProjectionMode::Inline));
+    }
+
+    #[test]
+    fn names_must_be_plain() {
+        for name in ["", "Bank", "bank account", "bank/x", &"a".repeat(65)] {
+            let reason = refusal(check(
+                command_handler(name, &["open"]),
+                PluginKind::CommandHandler,
+                Contract::V0_2,
+            ));
+            assert!(reason.starts_with("name "), "{reason}");
+        }
+    }
+
+    #[test]
+    fn what_is_handled_must_be_listed_once_and_be_a_name() {
+        let nothing = refusal(check(
+            command_handler("bank", &[]),
+            PluginKind::CommandHandler,
+            Contract::V0_2,
+        ));
+        assert_eq!(nothing, "it handles nothing");
+        let twice = refusal(check(
+            command_handler("bank", &["open", "open"]),
+            PluginKind::CommandHandler,
+            Contract::V0_2,
+        ));
+        assert_eq!(twice, "\"open\" is listed twice");
+        let slash = refusal(check(
+            command_handler("bank", &["a/b"]),
+            PluginKind::CommandHandler,
+            Contract::V0_2,
+        ));
+        assert_eq!(slash, "\"a/b\" is not a valid name to handle");
+    }
+
+    #[test]
+    fn the_kind_described_must_be_the_world_implemented() {
+        let reason = refusal(check(
+            command_handler("bank", &["open"]),
+            PluginKind::Projection,
+            Contract::V0_2,
+        ));
+        assert_eq!(
+            reason,
+            "it describes itself as a command-handler but implements the projection world"
+        );
+    }
+
+    #[test]
+    fn a_query_handler_reads_named_projections() {
+        let none = refusal(check(
+            query_handler(&[]),
+            PluginKind::QueryHandler,
+            Contract::V0_2,
+        ));
+        assert_eq!(none, "a query handler must read at least one projection");
+        let bad = refusal(check(
+            query_handler(&["Totals"]),
+            PluginKind::QueryHandler,
+            Contract::V0_2,
+        ));
+        assert_eq!(bad, "\"Totals\" is not a projection name");
+        let good = check(
+            query_handler(&["totals"]),
+            PluginKind::QueryHandler,
+            Contract::V0_2,
+        )
+        .unwrap();
+        assert_eq!(good.reads, Some(vec!["totals".to_string()]));
+    }
+
+    #[test]
+    fn quoted_text_is_cut_at_64_characters() {
+        assert_eq!(quote("open"), "\"open\"");
+        let long = "é".repeat(100);
+        let quoted = quote(&long);
+        assert!(quoted.ends_with("... (200 bytes)"), "{quoted}");
+        assert_eq!(quoted.matches('é').count(), 64);
+    }
+}

@@ -108,3 +108,68 @@ impl CallError {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEADLINE: Duration = Duration::from_millis(250);
+
+    #[test]
+    fn an_interrupt_is_the_deadline_unless_the_host_is_stopping() {
+        let running = AtomicBool::new(false);
+        let error =
+            CallError::from_wasmtime("bank", DEADLINE, &running, wasmtime::Trap::Interrupt.into());
+        assert!(matches!(
+            error,
+            CallError::DeadlineExceeded { ref plugin, deadline } if plugin == "bank" && deadline == DEADLINE
+        ));
+
+        let stopping = AtomicBool::new(true);
+        let error = CallError::from_wasmtime(
+            "bank",
+            DEADLINE,
+            &stopping,
+            wasmtime::Trap::Interrupt.into(),
+        );
+        assert!(matches!(error, CallError::Stopped { ref plugin } if plugin == "bank"));
+    }
+
+    #[test]
+    fn any_other_failure_is_a_trap_with_its_reason() {
+        let stopping = AtomicBool::new(true);
+        let error = CallError::from_wasmtime(
+            "bank",
+            DEADLINE,
+            &stopping,
+            wasmtime::Trap::UnreachableCodeReached.into(),
+        );
+        let CallError::Trapped { plugin, reason } = error else {
+            panic!("expected a trap");
+        };
+        assert_eq!(plugin, "bank");
+        assert!(!reason.is_empty());
+    }
+
+    #[test]
+    fn a_guest_refusal_keeps_every_field() {
+        let refusal = Refusal::from(wit::Refusal::Invalid(vec![wit::FieldError {
+            field: "amount".into(),
+            message: "must be positive".into(),
+        }]));
+        assert_eq!(
+            refusal,
+            Refusal::Invalid(vec![("amount".into(), "must be positive".into())])
+        );
+        let refusal = Refusal::from(wit::Refusal::Rejected(wit::Rejection {
+            code: "overdrawn".into(),
+            message: "not enough money".into(),
+        }));
+        assert_eq!(
+            refusal,
+            Refusal::Rejected {
+                code: "overdrawn".into(),
+                message: "not enough money".into()
+            }
+        );
+    }
+}

@@ -54,3 +54,57 @@ pub(super) fn to_wit_event(event: &RecordedEvent) -> wit::Event {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use serde_json::value::RawValue;
+
+    use super::*;
+
+    /// An event whose data is `size` bytes of JSON.
+    fn event(position: u64, size: usize) -> RecordedEvent {
+        let data = format!("\"{}\"", "x".repeat(size - 2));
+        RecordedEvent {
+            position,
+            stream: "account-1".into(),
+            version: position,
+            event_type: "deposited".into(),
+            data: RawValue::from_string(data).unwrap(),
+            metadata: Metadata {
+                command_id: "c".into(),
+                correlation_id: "c".into(),
+                causation_id: "c".into(),
+                principal: None,
+                timestamp: "2026-01-01T00:00:00Z".into(),
+                request_id: None,
+                claims: None,
+            },
+            timestamp: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn as_many_events_as_fit_go_in_one_call() {
+        let events: Vec<_> = (1..=10).map(|p| event(p, 488)).collect();
+        // Each event costs 488 + 512 bytes.
+        assert_eq!(slice_len(&events, 3000), 3);
+        assert_eq!(slice_len(&events, 2999), 2);
+        assert_eq!(slice_len(&events, 1 << 20), 10);
+    }
+
+    #[test]
+    fn one_event_goes_even_past_the_share() {
+        let events = [event(1, 10_000), event(2, 10)];
+        assert_eq!(slice_len(&events, 100), 1);
+    }
+
+    #[test]
+    fn a_guest_sees_the_claims_as_text() {
+        let mut recorded = event(7, 10);
+        recorded.metadata.claims =
+            Some(crate::event_store::Claims::from_json(r#"{"sub":"ann"}"#.into()).unwrap());
+        let seen = to_wit_event(&recorded);
+        assert_eq!(seen.position, 7);
+        assert_eq!(seen.metadata.claims.as_deref(), Some(r#"{"sub":"ann"}"#));
+        assert_eq!(seen.data.len(), 10);
+    }
+}

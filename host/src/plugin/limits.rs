@@ -110,3 +110,91 @@ impl Default for Limits {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Distinct deadlines per kind, so a test can tell which default was taken.
+    fn limits() -> Limits {
+        Limits {
+            command_deadline: Duration::from_millis(100),
+            projection_deadline: Duration::from_millis(200),
+            query_deadline: Duration::from_millis(300),
+            describe_deadline: Duration::from_millis(400),
+            instance_reuse: 7,
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn each_kind_gets_its_own_default_deadline() {
+        let limits = limits();
+        let deadline = |kind| limits.for_plugin("bank", kind).deadline;
+        assert_eq!(
+            deadline(PluginKind::CommandHandler),
+            Duration::from_millis(100)
+        );
+        assert_eq!(deadline(PluginKind::Projection), Duration::from_millis(200));
+        assert_eq!(
+            deadline(PluginKind::QueryHandler),
+            Duration::from_millis(300)
+        );
+    }
+
+    #[test]
+    fn only_command_handlers_reuse_instances() {
+        let limits = limits();
+        let reuse = |kind| limits.for_plugin("bank", kind).reuse;
+        assert_eq!(reuse(PluginKind::CommandHandler), 7);
+        assert_eq!(reuse(PluginKind::Projection), 0);
+        assert_eq!(reuse(PluginKind::QueryHandler), 0);
+    }
+
+    #[test]
+    fn a_plugins_overrides_win_over_the_defaults() {
+        let mut limits = limits();
+        limits.per_plugin.insert(
+            "bank".into(),
+            PluginLimits {
+                deadline: Some(Duration::from_secs(5)),
+                max_memory: Some(1 << 20),
+                max_disk: Some(1 << 10),
+                reuse: Some(0),
+            },
+        );
+        let bank = limits.for_plugin("bank", PluginKind::CommandHandler);
+        assert_eq!(bank.deadline, Duration::from_secs(5));
+        assert_eq!(bank.max_memory, 1 << 20);
+        assert_eq!(bank.max_disk, 1 << 10);
+        assert_eq!(bank.reuse, 0);
+
+        // Another plugin keeps the defaults.
+        let other = limits.for_plugin("shop", PluginKind::CommandHandler);
+        assert_eq!(other.deadline, Duration::from_millis(100));
+        assert_eq!(other.max_memory, Limits::default().max_memory);
+        assert_eq!(other.reuse, 7);
+    }
+
+    #[test]
+    fn a_reuse_override_does_not_make_a_projection_reuse_instances() {
+        let mut limits = limits();
+        limits.per_plugin.insert(
+            "totals".into(),
+            PluginLimits {
+                reuse: Some(50),
+                ..PluginLimits::default()
+            },
+        );
+        assert_eq!(limits.for_plugin("totals", PluginKind::Projection).reuse, 0);
+    }
+
+    #[test]
+    fn describe_runs_under_the_describe_deadline_without_reuse() {
+        let limits = limits();
+        let describing = limits.describing();
+        assert_eq!(describing.deadline, Duration::from_millis(400));
+        assert_eq!(describing.max_memory, limits.max_memory);
+        assert_eq!(describing.max_disk, limits.max_disk);
+        assert_eq!(describing.reuse, 0);
+    }
+}

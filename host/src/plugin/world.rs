@@ -197,3 +197,91 @@ pub(super) fn wrong_world(kind: PluginKind, error: wasmtime::Error) -> LoadError
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exports(names: &[&str]) -> HashSet<String> {
+        names.iter().map(|name| name.to_string()).collect()
+    }
+
+    #[test]
+    fn each_kind_and_contract_exports_its_own_interface() {
+        assert_eq!(
+            PluginKind::CommandHandler.export(Contract::V0_1),
+            "tessera:plugin/aggregate@0.1.0"
+        );
+        assert_eq!(
+            PluginKind::Projection.export(Contract::V0_2),
+            "tessera:plugin/projector@0.2.0"
+        );
+        assert_eq!(
+            PluginKind::QueryHandler.export(Contract::V0_2),
+            "tessera:plugin/querier@0.2.0"
+        );
+    }
+
+    #[test]
+    fn the_world_is_found_from_the_one_interface_exported() {
+        let world = find_world(&exports(&[
+            "tessera:plugin/projector@0.1.0",
+            "wasi:cli/run@0.2.0",
+        ]));
+        assert!(matches!(
+            world,
+            Ok((PluginKind::Projection, Contract::V0_1))
+        ));
+    }
+
+    #[test]
+    fn a_component_exporting_no_tessera_interface_is_refused_naming_them_all() {
+        let Err(LoadError::UnknownWorld { expected }) = find_world(&exports(&["wasi:cli/run"]))
+        else {
+            panic!("expected UnknownWorld");
+        };
+        assert_eq!(expected.split(", ").count(), 6);
+        assert!(expected.contains("tessera:plugin/querier@0.1.0"));
+    }
+
+    #[test]
+    fn a_component_of_two_kinds_or_two_contracts_is_refused() {
+        let two_kinds = find_world(&exports(&[
+            "tessera:plugin/aggregate@0.2.0",
+            "tessera:plugin/querier@0.2.0",
+        ]));
+        let Err(LoadError::WrongWorld { reason, .. }) = two_kinds else {
+            panic!("expected WrongWorld");
+        };
+        assert!(reason.contains("a plugin has one kind"), "{reason}");
+
+        let two_contracts = find_world(&exports(&[
+            "tessera:plugin/aggregate@0.1.0",
+            "tessera:plugin/aggregate@0.2.0",
+        ]));
+        let Err(LoadError::WrongWorld { reason, .. }) = two_contracts else {
+            panic!("expected WrongWorld");
+        };
+        assert!(reason.contains("a plugin implements one"), "{reason}");
+    }
+
+    #[test]
+    fn only_the_contract_and_harmless_wasi_are_offered() {
+        assert!(is_offered("tessera:plugin/log@0.2.0"));
+        assert!(is_offered("wasi:io/streams@0.2.3"));
+        assert!(!is_offered("wasi:http/outgoing-handler@0.2.3"));
+        assert!(!is_offered("acme:evil/anything"));
+    }
+
+    #[test]
+    fn an_http_import_gets_the_componentize_js_hint() {
+        assert!(build_hint("wasi:http/types@0.2.3").contains("jco componentize"));
+        assert!(build_hint("acme:evil/anything").contains("wit/tessera.wit"));
+    }
+
+    #[test]
+    fn contracts_are_shown_and_serialized_as_their_version() {
+        assert_eq!(Contract::V0_2.to_string(), "0.2.0");
+        assert_eq!(serde_json::to_string(&Contract::V0_1).unwrap(), "\"0.1.0\"");
+        assert_eq!(Contract::ALL[0], Contract::V0_2);
+    }
+}
