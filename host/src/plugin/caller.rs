@@ -2,18 +2,19 @@
 //! plugin's name (its kind's name until `describe` has answered), the limits its calls
 //! run under, the runtime, and the plugin's log rate.
 //!
-//! One type for the three handlers, so that a store is set up, a failure told apart
-//! (trap, deadline, shutdown) and `describe` checked the same way whatever the kind.
+//! One type for the three handlers, so that a store is set up and a failure told apart
+//! (trap, deadline, shutdown) the same way whatever the kind. It is cheap to clone: a
+//! command session takes its own copy.
 
 use std::sync::Arc;
 
 use wasmtime::Store;
 
+use super::error::CallError;
 use super::host::{HostState, LogRate};
-use super::{
-    CallError, CallLimits, Contract, Description, LoadError, PluginKind, Runtime,
-    check_description, set_deadline, wit,
-};
+use super::limits::CallLimits;
+use super::runtime::Runtime;
+use super::world::PluginKind;
 
 #[derive(Clone)]
 pub(super) struct Caller {
@@ -39,6 +40,19 @@ impl Caller {
     pub(super) fn store(&self) -> Store<HostState> {
         self.runtime
             .store(self.name.clone(), self.limits, self.log_rate.clone())
+    }
+
+    /// A fresh store for `describe`, with a log rate of its own rather than the
+    /// plugin's: what `describe` logs does not count against the plugin's calls.
+    pub(super) fn describe_store(&self) -> Store<HostState> {
+        self.runtime
+            .store(self.name.clone(), self.limits, Arc::default())
+    }
+
+    /// From now on, calls are of plugin `name` of `kind`, under that plugin's limits.
+    pub(super) fn rename(&mut self, name: &str, kind: PluginKind) {
+        self.limits = self.runtime.limits().for_plugin(name, kind);
+        self.name = Arc::from(name);
     }
 
     /// What a failed guest call means for the host: a trap, the deadline, or the
@@ -67,29 +81,5 @@ impl Caller {
     /// Times a call (`tessera_plugin_call_duration_seconds`) until the timer is dropped.
     pub(super) fn timer(&self, call: crate::metrics::Call) -> crate::metrics::CallTimer {
         crate::metrics::CallTimer::start(&self.name, call)
-    }
-
-    /// Calls `describe` in a fresh instance under the describe limits, checks the
-    /// answer against `kind`, and from then on names the plugin after it and calls it
-    /// under its own limits.
-    pub(super) fn describe<B>(
-        &mut self,
-        kind: PluginKind,
-        contract: Contract,
-        instantiate: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<B>,
-        describe: impl FnOnce(&B, &mut Store<HostState>) -> wasmtime::Result<wit::PluginInfo>,
-    ) -> Result<Description, LoadError> {
-        let mut store = self
-            .runtime
-            .store(self.name.clone(), self.limits, Arc::default());
-        set_deadline(&mut store, self.limits.deadline);
-        let mut timer = self.timer(crate::metrics::Call::Describe);
-        let bindings = instantiate(&mut store).map_err(|e| self.fail(e))?;
-        let info = describe(&bindings, &mut store).map_err(|e| self.fail(e))?;
-        let description = check_description(info, kind, contract)?;
-        self.limits = self.runtime.limits().for_plugin(&description.name, kind);
-        self.name = Arc::from(description.name.as_str());
-        timer.rename(&self.name);
-        Ok(description)
     }
 }

@@ -17,23 +17,26 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::value::RawValue;
 use wasmtime::Store;
-use wasmtime::component::Component;
+use wasmtime::component::{Component, InstancePre};
 
+use super::bindings::types as wit;
 use super::bindings::v0_1::command::exports::tessera::plugin0_1_0::aggregate as aggregate_v0_1;
 use super::bindings::v0_2::command::exports::tessera::plugin0_2_0::aggregate as aggregate_v0_2;
 use super::bindings::{v0_1, v0_2};
 use super::caller::Caller;
+use super::deadline::set_deadline;
+use super::describe::{Description, quote};
+use super::error::{CallError, LoadError, Refusal};
+use super::events::{slice_len, to_wit_event, to_wit_metadata};
 use super::host::HostState;
-use super::{
-    CallError, Contract, Description, LoadError, PluginKind, Refusal, Runtime, pre_instantiate,
-    quote, set_deadline, wit, wrong_world,
-};
+use super::linked::{Linked, World};
+use super::runtime::Runtime;
+use super::world::{Contract, PluginKind};
 use crate::event_store::{Metadata, RecordedEvent};
 
 /// A command handler plugin, linked and ready to instantiate.
 pub struct CommandHandler {
-    caller: Caller,
-    pre: Pre,
+    linked: Linked<Bindings>,
     idle: Arc<Idle>,
 }
 
@@ -63,16 +66,25 @@ enum Bindings {
     V0_2(v0_2::command::CommandHandler),
 }
 
-impl Pre {
-    fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Bindings> {
-        Ok(match self {
+impl World for Bindings {
+    const KIND: PluginKind = PluginKind::CommandHandler;
+    const HANDLER: &'static str = "CommandHandler";
+    type Pre = Pre;
+
+    fn pre(contract: Contract, pre: InstancePre<HostState>) -> wasmtime::Result<Pre> {
+        match contract {
+            Contract::V0_1 => v0_1::command::CommandHandlerPre::new(pre).map(Pre::V0_1),
+            Contract::V0_2 => v0_2::command::CommandHandlerPre::new(pre).map(Pre::V0_2),
+        }
+    }
+
+    fn instantiate(pre: &Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
+        Ok(match pre {
             Pre::V0_1(pre) => Bindings::V0_1(pre.instantiate(store)?),
             Pre::V0_2(pre) => Bindings::V0_2(pre.instantiate(store)?),
         })
     }
-}
 
-impl Bindings {
     fn describe(&self, store: &mut Store<HostState>) -> wasmtime::Result<wit::PluginInfo> {
         match self {
             Bindings::V0_1(b) => b
@@ -86,10 +98,7 @@ impl Bindings {
 
 impl std::fmt::Debug for CommandHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CommandHandler")
-            .field("name", &self.caller.name)
-            .field("contract", &self.contract())
-            .finish_non_exhaustive()
+        self.linked.fmt(f)
     }
 }
 
@@ -107,42 +116,23 @@ pub struct Command {
 pub type Decision = Result<Vec<(String, Box<RawValue>)>, Refusal>;
 
 impl CommandHandler {
-    pub(super) fn link(
+    /// Links a command handler plugin and asks it what it is.
+    pub(super) fn load(
         runtime: Runtime,
         component: &Component,
         contract: Contract,
-    ) -> Result<Self, LoadError> {
-        let kind = PluginKind::CommandHandler;
-        let pre = pre_instantiate(runtime.linker(kind, contract), component, kind)?;
-        let pre = match contract {
-            Contract::V0_1 => v0_1::command::CommandHandlerPre::new(pre).map(Pre::V0_1),
-            Contract::V0_2 => v0_2::command::CommandHandlerPre::new(pre).map(Pre::V0_2),
-        }
-        .map_err(|e| wrong_world(kind, e))?;
-        Ok(CommandHandler {
-            caller: Caller::new(runtime, kind),
-            pre,
+    ) -> Result<(Description, Self), LoadError> {
+        let (description, linked) = Linked::load(runtime, component, contract)?;
+        let handler = CommandHandler {
+            linked,
             idle: Arc::default(),
-        })
+        };
+        Ok((description, handler))
     }
 
     /// The version of the contract the plugin implements.
     pub fn contract(&self) -> Contract {
-        match self.pre {
-            Pre::V0_1(_) => Contract::V0_1,
-            Pre::V0_2(_) => Contract::V0_2,
-        }
-    }
-
-    /// Asks the plugin what it is, and names it after the answer.
-    pub(super) fn describe(&mut self) -> Result<Description, LoadError> {
-        let contract = self.contract();
-        self.caller.describe(
-            PluginKind::CommandHandler,
-            contract,
-            |store| self.pre.instantiate(store),
-            |bindings, store| bindings.describe(store),
-        )
+        self.linked.contract()
     }
 
     /// An instance for one command (fold the stream, then decide): an idle one that
@@ -155,12 +145,13 @@ impl CommandHandler {
                 live
             }
             None => {
-                let mut store = self.caller.store();
-                set_deadline(&mut store, self.caller.limits.deadline);
+                let caller = &self.linked.caller;
+                let mut store = caller.store();
+                set_deadline(&mut store, caller.limits.deadline);
                 let bindings = self
-                    .pre
+                    .linked
                     .instantiate(&mut store)
-                    .map_err(|e| self.caller.fail(e))?;
+                    .map_err(|e| caller.fail(e))?;
                 Live {
                     store,
                     bindings,
@@ -169,7 +160,7 @@ impl CommandHandler {
             }
         };
         Ok(CommandSession {
-            caller: self.caller.clone(),
+            caller: self.linked.caller.clone(),
             store: live.store,
             bindings: live.bindings,
             served: live.served,
@@ -395,24 +386,6 @@ impl CommandSession {
     }
 }
 
-/// How many of `events` (at least one) to hand over in one call: as many as fit in
-/// `max_bytes` of event data.
-pub(super) fn slice_len(events: &[RecordedEvent], max_bytes: usize) -> usize {
-    let mut bytes = 0;
-    events
-        .iter()
-        .position(|event| {
-            bytes += event.data.get().len() + EVENT_OVERHEAD;
-            bytes > max_bytes
-        })
-        .unwrap_or(events.len())
-        .max(1)
-}
-
-/// What an event costs in guest memory besides its data (stream, type, metadata and
-/// the canonical ABI's record), roughly.
-const EVENT_OVERHEAD: usize = 512;
-
 /// The longest event type a handler may name.
 const MAX_EVENT_TYPE: usize = 128;
 
@@ -424,27 +397,4 @@ fn is_event_type(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-}
-
-fn to_wit_metadata(metadata: &Metadata) -> wit::Metadata {
-    wit::Metadata {
-        command_id: metadata.command_id.clone(),
-        correlation_id: metadata.correlation_id.clone(),
-        causation_id: metadata.causation_id.clone(),
-        principal: metadata.principal.clone(),
-        timestamp: metadata.timestamp.clone(),
-        claims: metadata.claims.as_ref().map(|c| c.get().to_string()),
-    }
-}
-
-pub(super) fn to_wit_event(event: &RecordedEvent) -> wit::Event {
-    wit::Event {
-        position: event.position,
-        stream: event.stream.clone(),
-        version: event.version,
-        event_type: event.event_type.clone(),
-        data: event.data.get().to_string(),
-        metadata: to_wit_metadata(&event.metadata),
-        timestamp: event.timestamp.clone(),
-    }
 }

@@ -21,23 +21,24 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::Store;
-use wasmtime::component::Component;
+use wasmtime::component::{Component, InstancePre};
 
+use super::bindings::types as wit;
 use super::bindings::{v0_1, v0_2};
-use super::caller::Caller;
-use super::command_handler::{slice_len, to_wit_event};
+use super::deadline::set_deadline;
+use super::describe::{Description, quote};
+use super::error::{CallError, LoadError};
+use super::events::{slice_len, to_wit_event};
 use super::host::HostState;
-use super::{
-    CallError, Contract, Description, LoadError, PluginKind, Runtime, pre_instantiate,
-    set_deadline, wit, wrong_world,
-};
+use super::linked::{Linked, World};
+use super::runtime::Runtime;
+use super::world::{Contract, PluginKind};
 use crate::event_store::RecordedEvent;
 use crate::read_store::{Parked, ProjectionDb, ReadStoreError, SqlBounds};
 
 /// A projection plugin, linked and ready to instantiate.
 pub struct ProjectionHandler {
-    caller: Caller,
-    pre: Pre,
+    linked: Linked<Bindings>,
     /// For 0.2.0: the most events one `apply-batch` call gets (see the module docs).
     batch_limit: AtomicUsize,
 }
@@ -54,16 +55,25 @@ enum Bindings {
     V0_2(v0_2::projection::Projection),
 }
 
-impl Pre {
-    fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Bindings> {
-        Ok(match self {
+impl World for Bindings {
+    const KIND: PluginKind = PluginKind::Projection;
+    const HANDLER: &'static str = "ProjectionHandler";
+    type Pre = Pre;
+
+    fn pre(contract: Contract, pre: InstancePre<HostState>) -> wasmtime::Result<Pre> {
+        match contract {
+            Contract::V0_1 => v0_1::projection::ProjectionPre::new(pre).map(Pre::V0_1),
+            Contract::V0_2 => v0_2::projection::ProjectionPre::new(pre).map(Pre::V0_2),
+        }
+    }
+
+    fn instantiate(pre: &Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
+        Ok(match pre {
             Pre::V0_1(pre) => Bindings::V0_1(pre.instantiate(store)?),
             Pre::V0_2(pre) => Bindings::V0_2(pre.instantiate(store)?),
         })
     }
-}
 
-impl Bindings {
     fn describe(&self, store: &mut Store<HostState>) -> wasmtime::Result<wit::PluginInfo> {
         match self {
             Bindings::V0_1(b) => b
@@ -73,7 +83,9 @@ impl Bindings {
             Bindings::V0_2(b) => b.tessera_plugin0_2_0_projector().call_describe(store),
         }
     }
+}
 
+impl Bindings {
     fn setup(&self, store: &mut Store<HostState>) -> wasmtime::Result<Result<(), String>> {
         match self {
             Bindings::V0_1(b) => b.tessera_plugin0_1_0_projector().call_setup(store),
@@ -87,10 +99,7 @@ const MAX_BATCH_LIMIT: usize = 1 << 16;
 
 impl std::fmt::Debug for ProjectionHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProjectionHandler")
-            .field("name", &self.caller.name)
-            .field("contract", &self.contract())
-            .finish_non_exhaustive()
+        self.linked.fmt(f)
     }
 }
 
@@ -144,46 +153,28 @@ impl BatchError {
 }
 
 impl ProjectionHandler {
-    pub(super) fn link(
+    /// Links a projection plugin and asks it what it is.
+    pub(super) fn load(
         runtime: Runtime,
         component: &Component,
         contract: Contract,
-    ) -> Result<Self, LoadError> {
-        let kind = PluginKind::Projection;
-        let pre = pre_instantiate(runtime.linker(kind, contract), component, kind)?;
-        let pre = match contract {
-            Contract::V0_1 => v0_1::projection::ProjectionPre::new(pre).map(Pre::V0_1),
-            Contract::V0_2 => v0_2::projection::ProjectionPre::new(pre).map(Pre::V0_2),
-        }
-        .map_err(|e| wrong_world(kind, e))?;
-        Ok(ProjectionHandler {
-            caller: Caller::new(runtime, kind),
-            pre,
+    ) -> Result<(Description, Self), LoadError> {
+        let (description, linked) = Linked::load(runtime, component, contract)?;
+        let handler = ProjectionHandler {
+            linked,
             batch_limit: AtomicUsize::new(MAX_BATCH_LIMIT),
-        })
+        };
+        Ok((description, handler))
     }
 
     /// The version of the contract the plugin implements.
     pub fn contract(&self) -> Contract {
-        match self.pre {
-            Pre::V0_1(_) => Contract::V0_1,
-            Pre::V0_2(_) => Contract::V0_2,
-        }
-    }
-
-    pub(super) fn describe(&mut self) -> Result<Description, LoadError> {
-        let contract = self.contract();
-        self.caller.describe(
-            PluginKind::Projection,
-            contract,
-            |store| self.pre.instantiate(store),
-            |bindings, store| bindings.describe(store),
-        )
+        self.linked.contract()
     }
 
     /// How long one call of this projection may run.
     pub fn deadline(&self) -> std::time::Duration {
-        self.caller.limits.deadline
+        self.linked.caller.limits.deadline
     }
 
     /// What this projection's database may hold, and the largest value its statements
@@ -193,9 +184,9 @@ impl ProjectionHandler {
         SqlBounds {
             max_length: default
                 .max_length
-                .min(self.caller.limits.max_memory / 4)
+                .min(self.linked.caller.limits.max_memory / 4)
                 .max(1 << 16),
-            max_bytes: self.caller.limits.max_disk,
+            max_bytes: self.linked.caller.limits.max_disk,
         }
     }
 
@@ -207,9 +198,9 @@ impl ProjectionHandler {
         db: ProjectionDb,
         batch: &Batch<'_>,
     ) -> (ProjectionDb, Result<u64, BatchError>) {
-        let mut store = self.caller.store();
+        let mut store = self.linked.caller.store();
         store.data_mut().projection_db = Some(db);
-        let timer = self.caller.timer(crate::metrics::Call::Apply);
+        let timer = self.linked.caller.timer(crate::metrics::Call::Apply);
         let result = self.run(&mut store, batch);
         drop(timer);
         let mut db = store
@@ -224,10 +215,10 @@ impl ProjectionHandler {
     }
 
     fn run(&self, store: &mut Store<HostState>, batch: &Batch<'_>) -> Result<u64, BatchError> {
-        let deadline = self.caller.limits.deadline;
+        let deadline = self.linked.caller.limits.deadline;
         set_deadline(store, deadline);
         let bindings = self
-            .pre
+            .linked
             .instantiate(&mut *store)
             .map_err(|e| self.call_error(None, e))?;
         db(store).begin()?;
@@ -264,7 +255,7 @@ impl ProjectionHandler {
         bindings: &v0_1::projection::Projection,
         batch: &Batch<'_>,
     ) -> Result<u64, BatchError> {
-        let deadline = self.caller.limits.deadline;
+        let deadline = self.linked.caller.limits.deadline;
         let started = Instant::now();
         let mut checkpoint = batch.checkpoint;
         for (done, event) in batch.events.iter().enumerate() {
@@ -307,9 +298,9 @@ impl ProjectionHandler {
         if batch.events.is_empty() {
             return Ok(batch.checkpoint);
         }
-        let deadline = self.caller.limits.deadline;
+        let deadline = self.linked.caller.limits.deadline;
         let limit = self.batch_limit.load(Ordering::Relaxed).max(1);
-        let count = slice_len(batch.events, self.caller.limits.max_memory / 8).min(limit);
+        let count = slice_len(batch.events, self.linked.caller.limits.max_memory / 8).min(limit);
         let events = &batch.events[..count];
         let checkpoint = if count < batch.events.len() {
             events[count - 1].position
@@ -354,7 +345,7 @@ impl ProjectionHandler {
                         },
                         None => BatchError::Call {
                             position: None,
-                            error: self.caller.bad_output(format!(
+                            error: self.linked.caller.bad_output(format!(
                                 "a batch of {count} events was lost ({reason}), at an event \
                                  the projection did not name"
                             )),
@@ -372,10 +363,10 @@ impl ProjectionHandler {
             self.failed_unplaced();
             return Err(BatchError::Call {
                 position: alone,
-                error: self.caller.bad_output(format!(
+                error: self.linked.caller.bad_output(format!(
                     "apply-batch failed at index {} of a batch of {count} events: {}",
                     failure.index,
-                    super::quote(&failure.message)
+                    quote(&failure.message)
                 )),
             });
         };
@@ -407,7 +398,7 @@ impl ProjectionHandler {
     fn call_error(&self, position: Option<u64>, error: wasmtime::Error) -> BatchError {
         BatchError::Call {
             position,
-            error: self.caller.fail(error),
+            error: self.linked.caller.fail(error),
         }
     }
 }

@@ -1,30 +1,33 @@
 //! Calling a query handler: one fresh instance per query, reading through read-only
 //! pools of the projections it declared.
+//!
+//! The `querier` interface is the same in both contracts but for its types, so a 0.1.0
+//! answer is only lifted to the host's types.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use serde_json::value::RawValue;
-use wasmtime::component::Component;
-
 use wasmtime::Store;
+use wasmtime::component::{Component, InstancePre};
 
+use super::bindings::types as wit;
 use super::bindings::{v0_1, v0_2};
-use super::caller::Caller;
+use super::deadline::set_deadline;
+use super::describe::Description;
+use super::error::{CallError, LoadError, Refusal};
 use super::host::HostState;
-use super::{
-    CallError, Contract, Description, LoadError, PluginKind, Refusal, Runtime, pre_instantiate,
-    set_deadline, wit, wrong_world,
-};
+use super::linked::{Linked, World};
+use super::runtime::Runtime;
+use super::world::{Contract, PluginKind};
 use crate::read_store::ReadPool;
 
 /// A query handler plugin, linked and ready to instantiate.
 pub struct QueryHandler {
-    caller: Caller,
-    pre: Pre,
+    linked: Linked<Bindings>,
 }
 
-/// The linked component, by contract. The `querier` interface is the same in both.
+/// The linked component, by contract.
 enum Pre {
     V0_1(v0_1::query::QueryHandlerPre<HostState>),
     V0_2(v0_2::query::QueryHandlerPre<HostState>),
@@ -36,16 +39,25 @@ enum Bindings {
     V0_2(v0_2::query::QueryHandler),
 }
 
-impl Pre {
-    fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Bindings> {
-        Ok(match self {
+impl World for Bindings {
+    const KIND: PluginKind = PluginKind::QueryHandler;
+    const HANDLER: &'static str = "QueryHandler";
+    type Pre = Pre;
+
+    fn pre(contract: Contract, pre: InstancePre<HostState>) -> wasmtime::Result<Pre> {
+        match contract {
+            Contract::V0_1 => v0_1::query::QueryHandlerPre::new(pre).map(Pre::V0_1),
+            Contract::V0_2 => v0_2::query::QueryHandlerPre::new(pre).map(Pre::V0_2),
+        }
+    }
+
+    fn instantiate(pre: &Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
+        Ok(match pre {
             Pre::V0_1(pre) => Bindings::V0_1(pre.instantiate(store)?),
             Pre::V0_2(pre) => Bindings::V0_2(pre.instantiate(store)?),
         })
     }
-}
 
-impl Bindings {
     fn describe(&self, store: &mut Store<HostState>) -> wasmtime::Result<wit::PluginInfo> {
         match self {
             Bindings::V0_1(b) => b
@@ -55,7 +67,9 @@ impl Bindings {
             Bindings::V0_2(b) => b.tessera_plugin0_2_0_querier().call_describe(store),
         }
     }
+}
 
+impl Bindings {
     fn handle(
         &self,
         store: &mut Store<HostState>,
@@ -76,48 +90,24 @@ impl Bindings {
 
 impl std::fmt::Debug for QueryHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QueryHandler")
-            .field("name", &self.caller.name)
-            .field("contract", &self.contract())
-            .finish_non_exhaustive()
+        self.linked.fmt(f)
     }
 }
 
 impl QueryHandler {
-    pub(super) fn link(
+    /// Links a query handler plugin and asks it what it is.
+    pub(super) fn load(
         runtime: Runtime,
         component: &Component,
         contract: Contract,
-    ) -> Result<Self, LoadError> {
-        let kind = PluginKind::QueryHandler;
-        let pre = pre_instantiate(runtime.linker(kind, contract), component, kind)?;
-        let pre = match contract {
-            Contract::V0_1 => v0_1::query::QueryHandlerPre::new(pre).map(Pre::V0_1),
-            Contract::V0_2 => v0_2::query::QueryHandlerPre::new(pre).map(Pre::V0_2),
-        }
-        .map_err(|e| wrong_world(kind, e))?;
-        Ok(QueryHandler {
-            caller: Caller::new(runtime, kind),
-            pre,
-        })
+    ) -> Result<(Description, Self), LoadError> {
+        let (description, linked) = Linked::load(runtime, component, contract)?;
+        Ok((description, QueryHandler { linked }))
     }
 
     /// The version of the contract the plugin implements.
     pub fn contract(&self) -> Contract {
-        match self.pre {
-            Pre::V0_1(_) => Contract::V0_1,
-            Pre::V0_2(_) => Contract::V0_2,
-        }
-    }
-
-    pub(super) fn describe(&mut self) -> Result<Description, LoadError> {
-        let contract = self.contract();
-        self.caller.describe(
-            PluginKind::QueryHandler,
-            contract,
-            |store| self.pre.instantiate(store),
-            |bindings, store| bindings.describe(store),
-        )
+        self.linked.contract()
     }
 
     /// Answers query `name` with `params` (a JSON object), reading only `reads`.
@@ -129,20 +119,21 @@ impl QueryHandler {
         reads: Vec<(String, Arc<ReadPool>)>,
         abandoned: Arc<AtomicBool>,
     ) -> Result<Result<Box<RawValue>, Refusal>, CallError> {
-        let _timer = self.caller.timer(crate::metrics::Call::Query);
-        let mut store = self.caller.store();
+        let caller = &self.linked.caller;
+        let _timer = caller.timer(crate::metrics::Call::Query);
+        let mut store = caller.store();
         store.data_mut().reads = reads;
         store.data_mut().abandoned = abandoned;
-        set_deadline(&mut store, self.caller.limits.deadline);
-        let fail = |e| self.caller.fail(e);
-        let bindings = self.pre.instantiate(&mut store).map_err(fail)?;
+        set_deadline(&mut store, caller.limits.deadline);
+        let fail = |e| caller.fail(e);
+        let bindings = self.linked.instantiate(&mut store).map_err(fail)?;
         let answer = bindings
             .handle(&mut store, name, &params.to_string())
             .map_err(fail)?;
         match answer {
             Ok(json) => crate::json::checked(json)
                 .map(Ok)
-                .map_err(|e| self.caller.bad_output(format!("the answer: {e}"))),
+                .map_err(|e| caller.bad_output(format!("the answer: {e}"))),
             Err(refusal) => Ok(Err(refusal.into())),
         }
     }
