@@ -1,7 +1,7 @@
 //! Helpers for the hardening tests (hostile plugins, bad input, the OpenAPI
-//! description, crashes): an in-process host with custom limits, a seeded random
-//! generator, the JSON error contract as a predicate, and the real `tessera` binary as
-//! a child process that a test can SIGKILL or SIGTERM and restart.
+//! description, crashes): an in-process host with custom limits, the JSON error
+//! contract as a predicate, and the real `tessera` binary as a child process that a
+//! test can SIGKILL or SIGTERM and restart.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -92,43 +92,6 @@ where
             bail!("gave up waiting after {timeout:?} for {what}");
         }
         tokio::time::sleep(POLL).await;
-    }
-}
-
-/// A small deterministic generator (SplitMix64): the same seed gives the same run.
-#[derive(Debug, Clone)]
-pub struct Prng(u64);
-
-impl Prng {
-    pub fn new(seed: u64) -> Self {
-        Prng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (`n` > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-
-    /// A number in `low..=high`.
-    pub fn between(&mut self, low: u64, high: u64) -> u64 {
-        low + self.below(high - low + 1)
-    }
-
-    /// True with probability `percent` / 100.
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
     }
 }
 
