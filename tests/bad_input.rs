@@ -3,13 +3,9 @@
 //! a dropped connection. One test per class of bad input, then a seeded fuzz loop of
 //! random paths, methods, headers and bodies.
 
-mod common;
-
 use std::time::Duration;
 
-use common::hardening::{is_error_body, start_host};
-use common::read_side::wait_live;
-use common::{Reply, TestHost, plugins};
+use crate::common::{Reply, TestHost, is_error_body, plugins};
 use reqwest::Method;
 use serde_json::json;
 
@@ -26,7 +22,7 @@ const ADMIN_TOKEN: &str = "fuzz-admin-secret";
 /// A host serving the whole bank, with an open account `a1` holding 10, and its
 /// projections live.
 async fn bank_host() -> TestHost {
-    let mut host = start_host(
+    let host = TestHost::start_with(
         &[
             plugins::BANK_ACCOUNT,
             plugins::ACCOUNT_BALANCE,
@@ -36,18 +32,15 @@ async fn bank_host() -> TestHost {
         |config| config.admin_token = Some(ADMIN_TOKEN.to_string()),
     )
     .await
-    .expect("host starts");
-    host.client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("client");
+    .expect("host starts")
+    .with_request_timeout(Duration::from_secs(60));
     host.command("open-account", "a1", json!({"owner": "ada"}))
         .await
         .expect("open");
     host.command("deposit", "a1", json!({"amount": 10}))
         .await
         .expect("deposit");
-    wait_live(&host.client, &host.url, &["account-balance", "bank-totals"])
+    host.wait_live(&["account-balance", "bank-totals"])
         .await
         .expect("projections live");
     host

@@ -10,21 +10,18 @@
 //!   in flight complete, the exit status is success, the marker is removed;
 //! - every read model equals a fresh rebuild from a copy of the log alone.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
-use common::Reply;
-use common::crash::{
+use crate::common::Reply;
+use crate::common::binary::Binary;
+use crate::common::crash::{
     Ack, Attempts, Decision, Target, bank_folders, check_log, compare_with_rebuild,
     send_until_decided, unclean_starts,
 };
-use common::hardening::Binary;
-use common::read_side::{head, read_log};
+use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::task::JoinSet;
@@ -213,7 +210,7 @@ async fn sigkill_under_load_loses_and_duplicates_nothing() -> Result<()> {
     );
 
     // The log: every acknowledged command exactly once, nothing else.
-    let events = read_log(&host.client, &host.url).await?;
+    let events = host.read_log().await?;
     let figures = check_log(&events, &acks)?;
     let opens = events
         .iter()
@@ -243,7 +240,7 @@ async fn sigterm_with_requests_in_flight(
     log: &Path,
 ) -> Result<(Vec<Ack>, Binary)> {
     let unclean_before = unclean_starts(&host);
-    let at = head(&host.client, &host.url).await?;
+    let at = host.head().await?;
     // The query waits (in the host) for a position the log will not reach: it is
     // surely in flight when the signal arrives, and answers `stale` after its wait.
     let waiting = {

@@ -33,24 +33,22 @@
 //! `TESSERA_SOAK_RSS_MIB` (the bound on any sample; default 512). The summary is
 //! printed and written to `target/soak/summary.json`.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
-use common::Reply;
-use common::crash::{
+use crate::common::Api;
+use crate::common::Reply;
+use crate::common::binary::{Binary, pin_binary, rss_kib};
+use crate::common::crash::{
     Ack, Attempts, BANK_PLUGIN_NAMES, BANK_PLUGINS, BANK_PROJECTIONS, Decision, Folders, Target,
     bank_folders, check_log, compare_with_rebuild, send_until_decided, server_error_kind,
     unclean_starts,
 };
-use common::deploy::{deploy, install, with_custom_section};
-use common::hardening::{Binary, pin_binary, rss_kib};
-use common::read_side::read_log;
+use crate::common::deploy::{install, with_custom_section};
+use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
@@ -400,7 +398,7 @@ async fn ask_once(
     attempts: &mut Attempts,
 ) -> Result<Reply> {
     let start = Instant::now();
-    while start.elapsed() < common::crash::DECIDE_BOUND {
+    while start.elapsed() < crate::common::crash::DECIDE_BOUND {
         let request = client.get(format!("{}/queries/{name}?{params}", target.get()));
         match request.send().await {
             Ok(response) => match Reply::read(response).await {
@@ -434,7 +432,7 @@ async fn ask_until_answered(
     attempts: &mut Attempts,
 ) -> Result<Reply> {
     let start = Instant::now();
-    while start.elapsed() < common::crash::DECIDE_BOUND {
+    while start.elapsed() < crate::common::crash::DECIDE_BOUND {
         let request = client
             .get(format!("{}/queries/{name}?{params}", target.get()))
             .header("tessera-min-position", position.to_string())
@@ -483,7 +481,7 @@ async fn query_client(shared: Arc<Shared>, mut rng: fastrand::Rng) -> Result<Que
     while !shared.stopping() {
         let account = format!("acct-{}", rng.u64(..ACCOUNTS));
         let min_position =
-            rng.u8(..100) < 40.then(|| shared.acknowledged_head.load(Ordering::Relaxed));
+            (rng.u8(..100) < 40).then(|| shared.acknowledged_head.load(Ordering::Relaxed));
         let (name, params) = match rng.u64(..100) {
             0..50 => ("account", format!("id={account}")),
             50..70 => ("accounts", format!("limit={}", rng.u64(1..=30))),
@@ -669,14 +667,9 @@ async fn admin_client(shared: Arc<Shared>, mut rng: fastrand::Rng) -> Result<Adm
                 report.deploys_swapped += 1;
                 continue;
             }
-            match deploy(
-                &client,
-                &shared.target.get(),
-                name,
-                bytes,
-                Some(ADMIN_TOKEN),
-            )
-            .await
+            match Api::of(&client, &shared.target.get())
+                .deploy(name, bytes, Some(ADMIN_TOKEN))
+                .await
             {
                 Ok(reply) => {
                     if reply.status == 200 {
@@ -1222,7 +1215,7 @@ async fn soak_mixed_load_with_kills_keeps_every_invariant() -> Result<()> {
             ))
         },
     )];
-    let events = read_log(&host.client, &host.url).await?;
+    let events = host.read_log().await?;
     verdicts.push(Verdict::of(
         "every acknowledged command is in the log exactly once, and nothing else is",
         check_log(&events, &tally.acks).map(|figures| {
