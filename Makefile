@@ -115,7 +115,7 @@ schemathesis: plugins
 # under a second, so a release build (~10 minutes here) buys nothing for 100 kills.
 .PHONY: soak
 soak: setup
-	$(CARGO) test -p tessera --test soak -- --ignored --nocapture
+	$(CARGO) test -p tessera --test e2e soak:: -- --ignored --nocapture
 
 # Benchmarks print figures; they assert nothing. The suite (host/benches/suite.rs) runs
 # the release binary with the release plugins over real HTTP, prints a table against the

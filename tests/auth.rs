@@ -9,8 +9,6 @@
 //! can use one idempotency key without clashing; API keys work; the admin endpoints
 //! keep their own token.
 
-mod common;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -19,7 +17,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 use tessera::auth::{AuthConfig, JwtConfig};
 
-use common::{Reply, TestHost, plugins};
+use crate::common::{Reply, TestHost, plugins};
 
 const SECRET: &[u8] = b"a-test-only-hs256-secret-32-bytes-or-more";
 const ISSUER: &str = "https://issuer.test";
@@ -600,29 +598,20 @@ async fn the_admin_endpoints_keep_their_own_token() {
     let host = jwt_host().await;
     let caller = hs256(&claims("ada", json!({"roles": ["admin"]})));
     // A caller's token, however valid, is not the admin token.
-    rollback(&host, &caller)
+    host.rollback("bank-account", Some(&caller))
         .await
+        .unwrap()
         .assert_error(401, "unauthorized");
     // The admin token is let in (and there is nothing to roll back to).
-    rollback(&host, ADMIN_TOKEN)
+    host.rollback("bank-account", Some(ADMIN_TOKEN))
         .await
+        .unwrap()
         .assert_error(409, "no_previous_version");
     // And the admin token is not a caller's token.
     assert_unauthorized(
         &get(&host, Some(ADMIN_TOKEN), "/events").await,
         "malformed_token",
     );
-}
-
-async fn rollback(host: &TestHost, token: &str) -> Reply {
-    let response = host
-        .client
-        .post(format!("{}/plugins/bank-account/rollback", host.url))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    Reply::read(response).await.unwrap()
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {

@@ -4,16 +4,12 @@
 //! position gives (the same as a host that rebuilt every projection from the copied log
 //! alone). Also the refusals: no token, a relative or non-empty destination.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use common::lifecycle::{
-    account_id, append_bank_log, call, copy_log, data_dir, eventually, new_dir, start_in,
-};
-use common::{Reply, TestHost, plugins, send_command};
+use crate::common::lifecycle::{account_id, append_bank_log, copy_log};
+use crate::common::{Reply, TestHost, at_least, data_dir, eventually, plugins, test_dir};
 use serde_json::{Value, json};
 use tessera::event_store::{Durability, EventStore, SqliteEventStore};
 
@@ -30,27 +26,9 @@ fn bank() -> Vec<&'static str> {
 }
 
 async fn backup(host: &TestHost, body: &Value, token: Option<&str>) -> Reply {
-    call(
-        host,
-        reqwest::Method::POST,
-        "/admin/backup",
-        Some(body),
-        token,
-    )
-    .await
-    .expect("backup request")
-}
-
-async fn wait_ready(host: &TestHost) {
-    eventually("the host is ready", async || {
-        let (status, body) = host.get("/ready").await.map_err(|e| e.to_string())?;
-        if status == 200 {
-            Ok(())
-        } else {
-            Err(body.to_string())
-        }
-    })
-    .await;
+    host.call(reqwest::Method::POST, "/admin/backup", Some(body), token)
+        .await
+        .expect("backup request")
 }
 
 /// Every event of the log at `path`, as JSON, straight from the store.
@@ -109,7 +87,8 @@ async fn answers(host: &TestHost, position: u64) -> Vec<Value> {
         asks.push(("account", format!("id={}", account_id(n))));
     }
     for (name, query) in asks {
-        let reply = common::lifecycle::query(host, name, &query, Some(position))
+        let reply = host
+            .query(name, &query, &at_least(Some(position)))
             .await
             .unwrap();
         assert_eq!(reply.status, 200, "{name}?{query}: {}", reply.body);
@@ -125,29 +104,29 @@ async fn answers(host: &TestHost, position: u64) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_backup_under_load_is_a_consistent_copy_that_a_host_serves() {
-    let dir = new_dir(&bank()).unwrap();
+    let dir = test_dir(&bank()).unwrap();
     append_bank_log(&data_dir(&dir), ACCOUNTS, 5, "ada")
         .await
         .unwrap();
-    let host = start_in(dir.clone(), |config| {
+    let host = TestHost::start_configured(dir.clone(), |config| {
         config.admin_token = Some(TOKEN.into());
     })
     .await
     .unwrap();
-    wait_ready(&host).await;
+    host.wait_ready().await;
 
     // Deposits keep arriving from four clients until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicUsize::new(0));
     let mut senders = Vec::new();
     for client in 0..4 {
-        let (http, url) = (host.client.clone(), host.url.clone());
+        let api = host.api().clone();
         let (stop, done) = (stop.clone(), done.clone());
         senders.push(tokio::spawn(async move {
             let mut n = client;
             while !stop.load(Ordering::Relaxed) {
                 let body = json!({ "aggregate_id": account_id(n % ACCOUNTS), "payload": { "amount": 1 + n % 7 } });
-                let reply = send_command(&http, &url, "deposit", &body, &[]).await.unwrap();
+                let reply = api.send("deposit", &body, &[]).await.unwrap();
                 assert_eq!(reply.status, 200, "{}", reply.body);
                 done.fetch_add(1, Ordering::Relaxed);
                 n += 4;
@@ -244,9 +223,11 @@ async fn a_backup_under_load_is_a_consistent_copy_that_a_host_serves() {
 
     // A host on the copy: the layout is a host's folder (data/ and plugins/).
     let target = Arc::new(target);
-    let restored = start_in(target.clone(), |_| {}).await.unwrap();
-    wait_ready(&restored).await;
-    assert_eq!(common::lifecycle::head(&restored).await.unwrap(), position);
+    let restored = TestHost::start_configured(target.clone(), |_| {})
+        .await
+        .unwrap();
+    restored.wait_ready().await;
+    assert_eq!(restored.head().await.unwrap(), position);
     let served = answers(&restored, position).await;
     // What the log up to the position says.
     let (accounts, count, total) = fold(&copied);
@@ -260,17 +241,19 @@ async fn a_backup_under_load_is_a_consistent_copy_that_a_host_serves() {
     }
     // And the same answers, to the byte, as a host that rebuilt every read model from
     // the copied log alone.
-    let rebuilt_dir = new_dir(&bank()).unwrap();
+    let rebuilt_dir = test_dir(&bank()).unwrap();
     copy_log(&target.path().join("data"), &data_dir(&rebuilt_dir)).unwrap();
-    let rebuilt = start_in(rebuilt_dir, |_| {}).await.unwrap();
-    wait_ready(&rebuilt).await;
+    let rebuilt = TestHost::start_configured(rebuilt_dir, |_| {})
+        .await
+        .unwrap();
+    rebuilt.wait_ready().await;
     assert_eq!(answers(&rebuilt, position).await, served);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_backup_is_refused_without_the_token_or_a_usable_destination() {
-    let dir = new_dir(&bank()).unwrap();
-    let host = start_in(dir, |config| config.admin_token = Some(TOKEN.into()))
+    let dir = test_dir(&bank()).unwrap();
+    let host = TestHost::start_configured(dir, |config| config.admin_token = Some(TOKEN.into()))
         .await
         .unwrap();
     let target = tempfile::TempDir::new().unwrap();

@@ -3,13 +3,9 @@
 //! a dropped connection. One test per class of bad input, then a seeded fuzz loop of
 //! random paths, methods, headers and bodies.
 
-mod common;
-
 use std::time::Duration;
 
-use common::hardening::{Prng, is_error_body, start_host};
-use common::read_side::wait_live;
-use common::{Reply, TestHost, plugins};
+use crate::common::{Reply, TestHost, is_error_body, plugins};
 use reqwest::Method;
 use serde_json::json;
 
@@ -26,7 +22,7 @@ const ADMIN_TOKEN: &str = "fuzz-admin-secret";
 /// A host serving the whole bank, with an open account `a1` holding 10, and its
 /// projections live.
 async fn bank_host() -> TestHost {
-    let mut host = start_host(
+    let host = TestHost::start_with(
         &[
             plugins::BANK_ACCOUNT,
             plugins::ACCOUNT_BALANCE,
@@ -36,18 +32,15 @@ async fn bank_host() -> TestHost {
         |config| config.admin_token = Some(ADMIN_TOKEN.to_string()),
     )
     .await
-    .expect("host starts");
-    host.client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("client");
+    .expect("host starts")
+    .with_request_timeout(Duration::from_secs(60));
     host.command("open-account", "a1", json!({"owner": "ada"}))
         .await
         .expect("open");
     host.command("deposit", "a1", json!({"amount": 10}))
         .await
         .expect("deposit");
-    wait_live(&host.client, &host.url, &["account-balance", "bank-totals"])
+    host.wait_live(&["account-balance", "bank-totals"])
         .await
         .expect("projections live");
     host
@@ -587,7 +580,7 @@ const FUZZ_REQUESTS: usize = 500;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn random_requests_never_get_a_5xx_and_every_error_is_json() {
     let host = bank_host().await;
-    let mut rng = Prng::new(0x7E55_E8A5);
+    let mut rng = fastrand::Rng::with_seed(0x7E55_E8A5);
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
     for n in 0..FUZZ_REQUESTS {
         let request = random_request(&mut rng);
@@ -655,14 +648,14 @@ impl FuzzRequest {
     }
 }
 
-fn random_request(rng: &mut Prng) -> FuzzRequest {
+fn random_request(rng: &mut fastrand::Rng) -> FuzzRequest {
     let (route_method, mut path) = random_route(rng);
     // Mostly the route's own method, so that requests reach the extractors and the
     // handlers; sometimes any method.
-    let method = if rng.chance(80) {
+    let method = if rng.u8(..100) < 80 {
         route_method
     } else {
-        rng.pick(&[
+        rng.choice(&[
             Method::GET,
             Method::POST,
             Method::PUT,
@@ -670,27 +663,30 @@ fn random_request(rng: &mut Prng) -> FuzzRequest {
             Method::PATCH,
             Method::OPTIONS,
         ])
+        .expect("something to choose from")
         .clone()
     };
-    if rng.chance(40) {
+    if rng.u8(..100) < 40 {
         path.push('?');
         path.push_str(&random_query(rng));
     }
     let mut headers = Vec::new();
-    let header_count = rng.below(4);
+    let header_count = rng.u64(..4);
     for _ in 0..header_count {
         headers.push(random_header(rng));
     }
-    let body = (method != Method::GET || rng.chance(10)).then(|| random_body(rng));
-    if body.is_some() && rng.chance(80) {
-        let content_type = rng.pick(&[
-            "application/json",
-            "application/json",
-            "application/json; charset=utf-8",
-            "text/plain",
-            "application/wasm",
-            "",
-        ]);
+    let body = (method != Method::GET || rng.u8(..100) < 10).then(|| random_body(rng));
+    if body.is_some() && rng.u8(..100) < 80 {
+        let content_type = rng
+            .choice(&[
+                "application/json",
+                "application/json",
+                "application/json; charset=utf-8",
+                "text/plain",
+                "application/wasm",
+                "",
+            ])
+            .expect("something to choose from");
         headers.push((
             "content-type".to_string(),
             reqwest::header::HeaderValue::from_static(content_type),
@@ -706,7 +702,7 @@ fn random_request(rng: &mut Prng) -> FuzzRequest {
 
 /// A route template with its method, the placeholders filled with plausible or
 /// random segments.
-fn random_route(rng: &mut Prng) -> (Method, String) {
+fn random_route(rng: &mut fastrand::Rng) -> (Method, String) {
     let templates = [
         (Method::POST, "/commands/{command}"),
         (Method::POST, "/commands/{command}"),
@@ -743,7 +739,10 @@ fn random_route(rng: &mut Prng) -> (Method, String) {
         (Method::POST, "/{any}/{any}"),
         (Method::GET, ""),
     ];
-    let (method, template) = rng.pick(&templates).clone();
+    let (method, template) = rng
+        .choice(&templates)
+        .expect("something to choose from")
+        .clone();
     let mut path = template.to_string();
     for (placeholder, choices) in [
         (
@@ -762,8 +761,10 @@ fn random_route(rng: &mut Prng) -> (Method, String) {
         ),
     ] {
         while path.contains(placeholder) {
-            let segment = if rng.chance(75) {
-                rng.pick(choices).to_string()
+            let segment = if rng.u8(..100) < 75 {
+                rng.choice(choices)
+                    .expect("something to choose from")
+                    .to_string()
             } else {
                 random_segment(rng)
             };
@@ -781,16 +782,16 @@ fn random_route(rng: &mut Prng) -> (Method, String) {
 }
 
 /// A path segment of random characters, percent-encoded where needed.
-fn random_segment(rng: &mut Prng) -> String {
-    let len = rng.between(0, 24);
+fn random_segment(rng: &mut fastrand::Rng) -> String {
+    let len = rng.u64(0..=24);
     let alphabet = b"abcxyz-_.~019%/?#[]@!$&'()*+,;= \"<>\\^`{|}";
     let mut segment = String::new();
     for _ in 0..len {
-        match rng.below(10) {
-            0 => segment.push_str(&format!("%{:02X}", rng.below(256))),
+        match rng.u64(..10) {
+            0 => segment.push_str(&format!("%{:02X}", rng.u64(..256))),
             1 => segment.push_str("%E2%82%AC"),
             _ => {
-                let byte = alphabet[rng.below(alphabet.len() as u64) as usize];
+                let byte = alphabet[rng.usize(..alphabet.len())];
                 match byte {
                     b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
                         segment.push(byte as char)
@@ -803,7 +804,7 @@ fn random_segment(rng: &mut Prng) -> String {
     segment
 }
 
-fn random_query(rng: &mut Prng) -> String {
+fn random_query(rng: &mut fastrand::Rng) -> String {
     let keys = [
         "limit",
         "after",
@@ -816,14 +817,20 @@ fn random_query(rng: &mut Prng) -> String {
     let values = [
         "1", "0", "-1", "abc", "1000", "1001", "", "a1", "%FF", "1e9",
     ];
-    let count = rng.between(1, 3);
+    let count = rng.u64(1..=3);
     (0..count)
-        .map(|_| format!("{}={}", rng.pick(&keys), rng.pick(&values)))
+        .map(|_| {
+            format!(
+                "{}={}",
+                rng.choice(&keys).expect("something to choose from"),
+                rng.choice(&values).expect("something to choose from")
+            )
+        })
         .collect::<Vec<_>>()
         .join("&")
 }
 
-fn random_header(rng: &mut Prng) -> (String, reqwest::header::HeaderValue) {
+fn random_header(rng: &mut fastrand::Rng) -> (String, reqwest::header::HeaderValue) {
     let names = [
         "if-match",
         "idempotency-key",
@@ -834,14 +841,17 @@ fn random_header(rng: &mut Prng) -> (String, reqwest::header::HeaderValue) {
         "accept",
         "x-random",
     ];
-    let name = rng.pick(&names).to_string();
-    let value: String = match rng.below(8) {
+    let name = rng
+        .choice(&names)
+        .expect("something to choose from")
+        .to_string();
+    let value: String = match rng.u64(..8) {
         0 => "abc".into(),
         1 => "-1".into(),
         2 => "\"1\"".into(),
         // A position the log has reached: a query with it answers at once.
         3 => "1".into(),
-        4 => "k".repeat(rng.between(200, 300) as usize),
+        4 => "k".repeat(rng.u64(200..=300) as usize),
         5 => "Bearer wrong-token".into(),
         6 => String::from_utf8_lossy(&[0xC3, 0xA9]).into_owned(),
         _ => random_segment(rng),
@@ -857,7 +867,7 @@ fn random_header(rng: &mut Prng) -> (String, reqwest::header::HeaderValue) {
     (name, value)
 }
 
-fn random_body(rng: &mut Prng) -> Vec<u8> {
+fn random_body(rng: &mut fastrand::Rng) -> Vec<u8> {
     let ids = [json!("a1"), json!("b2"), json!(""), json!(7), json!(null)];
     let payloads = [
         json!({"amount": 1}),
@@ -871,35 +881,41 @@ fn random_body(rng: &mut Prng) -> Vec<u8> {
         json!([1, 2]),
         json!({"amount": 18446744073709551615u64}),
     ];
-    match rng.below(9) {
+    match rng.u64(..9) {
         0..=3 => {
             let mut body = json!({
-                "aggregate_id": rng.pick(&ids).clone(),
-                "payload": rng.pick(&payloads).clone(),
+                "aggregate_id": rng.choice(&ids).expect("something to choose from").clone(),
+                "payload": rng.choice(&payloads).expect("something to choose from").clone(),
             });
-            if rng.chance(20) {
+            if rng.u8(..100) < 20 {
                 body["metadata"] = json!({"correlation_id": "c", "causation_id": "d"});
             }
-            if rng.chance(10) {
+            if rng.u8(..100) < 10 {
                 body["surprise"] = json!(true);
             }
             body.to_string().into_bytes()
         }
-        4 => json!({"id": "a1", "limit": rng.below(5)})
+        4 => json!({"id": "a1", "limit": rng.u64(..5)})
             .to_string()
             .into_bytes(),
-        5 => nested(rng.between(1, 200) as usize).into_bytes(),
+        5 => nested(rng.u64(1..=200) as usize).into_bytes(),
         6 => {
             // Random bytes.
-            let len = rng.between(0, 512) as usize;
-            (0..len).map(|_| rng.below(256) as u8).collect()
+            let len = rng.u64(0..=512) as usize;
+            (0..len).map(|_| rng.u64(..256) as u8).collect()
         }
         7 => {
             // A valid body cut short.
             let text = json!({"aggregate_id": "a1", "payload": {"amount": 1}}).to_string();
-            let cut = rng.below(text.len() as u64) as usize;
+            let cut = rng.usize(..text.len());
             text.as_bytes()[..cut].to_vec()
         }
-        _ => json!(rng.pick(&payloads).clone()).to_string().into_bytes(),
+        _ => json!(
+            rng.choice(&payloads)
+                .expect("something to choose from")
+                .clone()
+        )
+        .to_string()
+        .into_bytes(),
     }
 }

@@ -2,9 +2,7 @@
 //! the plugin runtime (no HTTP, no store): the events already in the stream, a command,
 //! and the events or refusal the handler decides on.
 
-mod common;
-
-use common::{AggregateTest, plugins};
+use crate::common::{AggregateTest, plugins};
 use serde_json::{Value, json};
 
 fn account() -> AggregateTest {

@@ -5,12 +5,10 @@
 //! behind it: concurrent writers in one host and across two hosts on one file,
 //! idempotency keys, and a restart.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use common::{Reply, TestHost, plugins, send_command};
+use crate::common::{Api, Reply, TestHost, plugins};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
@@ -114,7 +112,8 @@ fn spawn_depositors(
             let client = reqwest::Client::new();
             let mut replies = Vec::with_capacity(per_client);
             for _ in 0..per_client {
-                let reply = send_command(&client, &url, "deposit", &body, &[])
+                let reply = Api::of(&client, &url)
+                    .send("deposit", &body, &[])
                     .await
                     .expect("request sent");
                 replies.push(reply);
@@ -145,7 +144,8 @@ async fn burst(
         tasks.spawn(async move {
             let client = reqwest::Client::new();
             barrier.wait().await;
-            let reply = send_command(&client, &url, name, &body, &headers)
+            let reply = Api::of(&client, &url)
+                .send(name, &body, &headers)
                 .await
                 .expect("request sent");
             vec![reply]
@@ -507,7 +507,7 @@ async fn a_business_rule_refusal_is_422_rejected_with_the_rule_code() {
         .assert_refused("account_not_open");
     // An account that was only refused has no stream at all.
     let (status, body) = host.get("/streams/account-a1").await.unwrap();
-    common::assert_error(status, &body, 404, "unknown_stream");
+    crate::common::assert_error(status, &body, 404, "unknown_stream");
 
     open(&host, "a1").await;
     send(&host, "open-account", "a1", json!({"owner": "bob"}))
@@ -678,7 +678,7 @@ async fn reading_a_stream_pages_by_version() {
     assert!(positions(&events).is_sorted());
 
     let (status, body) = host.get("/streams/account-nobody").await.unwrap();
-    common::assert_error(status, &body, 404, "unknown_stream");
+    crate::common::assert_error(status, &body, 404, "unknown_stream");
     for bad in [
         "?limit=0",
         "?limit=1001",
@@ -692,7 +692,7 @@ async fn reading_a_stream_pages_by_version() {
             .await
             .unwrap();
         assert_eq!(status, 400, "{bad}: {body}");
-        common::assert_error(status, &body, 400, "bad_request");
+        crate::common::assert_error(status, &body, 400, "bad_request");
     }
 }
 
@@ -756,7 +756,7 @@ async fn reading_the_log_pages_by_position() {
     ] {
         let (status, body) = host.get(&format!("/events{bad}")).await.unwrap();
         assert_eq!(status, 400, "{bad}: {body}");
-        common::assert_error(status, &body, 400, "bad_request");
+        crate::common::assert_error(status, &body, 400, "bad_request");
     }
 }
 
@@ -1113,7 +1113,7 @@ async fn an_idempotency_key_ignores_how_the_payload_json_is_written() {
 //
 // These tests state what the host promises and fail against the current host code.
 // They are ignored so that the suite stays green until the host is fixed; run them with
-// `cargo test -p tessera --test commands_http -- --ignored`.
+// `cargo test -p tessera --test e2e commands_http:: -- --ignored`.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn duplicates_in_flight_are_replayed_even_when_deciding_again_would_refuse() {
@@ -1168,7 +1168,7 @@ async fn cursors_past_the_end_never_read_from_the_start() {
     ] {
         let (status, body) = host.get(path).await.unwrap();
         if status == 400 {
-            common::assert_error(status, &body, 400, "bad_request");
+            crate::common::assert_error(status, &body, 400, "bad_request");
         } else {
             assert_eq!(status, 200, "{path}: {body}");
             assert_eq!(

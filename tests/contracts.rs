@@ -11,12 +11,10 @@
 //! projections in their database, in the batch's transaction) and the host counts
 //! for a session (`CommandSession::calls`).
 
-mod common;
-
 use std::sync::Arc;
 
-use common::lifecycle::{call, set_policy, statuses, version_of, wait_caught_up, wait_version};
-use common::{Reply, TestHost, plugins};
+use crate::common::lifecycle::{version_of, wait_caught_up, wait_version};
+use crate::common::{Reply, TestHost, at_least, plugins};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tessera::event_store::{Metadata, RecordedEvent};
@@ -69,7 +67,8 @@ impl Side {
 
     /// The tallies its query answers, at least as fresh as `at` if given.
     async fn tallies(&self, host: &TestHost, at: Option<u64>) -> Value {
-        let reply = common::lifecycle::query(host, self.query, "", at)
+        let reply = host
+            .query(self.query, "", &at_least(at))
             .await
             .expect("query sent");
         reply.ok().clone()
@@ -253,25 +252,25 @@ async fn plugins_of_both_contracts_serve_side_by_side_alike() {
     // the 0.1.0 one in one call per event. (A rebuild builds a new generation beside
     // the active one and swaps when it has caught up.)
     for side in [V1, V2] {
-        let rebuilt = call(
-            &host,
-            Method::POST,
-            &format!("/projections/{}/rebuild", side.projection),
-            None,
-            None,
-        )
-        .await
-        .expect("rebuild");
+        let rebuilt = host
+            .call(
+                Method::POST,
+                &format!("/projections/{}/rebuild", side.projection),
+                None,
+                None,
+            )
+            .await
+            .expect("rebuild");
         assert!(rebuilt.status < 300, "{}", rebuilt.body);
     }
-    let v1 = common::lifecycle::eventually("the 0.1.0 rebuild", async || {
+    let v1 = crate::common::eventually("the 0.1.0 rebuild", async || {
         let answer = V1.tallies(&host, Some(last)).await;
         (answer["calls"] == added && by_id(&answer) == expected)
             .then_some(answer.clone())
             .ok_or(answer.to_string())
     })
     .await;
-    let v2 = common::lifecycle::eventually("the 0.2.0 rebuild", async || {
+    let v2 = crate::common::eventually("the 0.2.0 rebuild", async || {
         let answer = V2.tallies(&host, Some(last)).await;
         (answer["calls"] == 1 && by_id(&answer) == expected)
             .then_some(answer.clone())
@@ -404,21 +403,20 @@ async fn halted_at(host: &TestHost, failing: u64) -> String {
 /// both are live at the head.
 async fn park_and_resume(host: &TestHost) {
     for side in [V1, V2] {
-        set_policy(
-            host,
+        host.set_policy(
             side.projection,
             json!({ "on_failure": "skip", "max_attempts": 2 }),
         )
         .await;
-        let resumed = call(
-            host,
-            Method::POST,
-            &format!("/projections/{}/resume", side.projection),
-            None,
-            None,
-        )
-        .await
-        .expect("resume");
+        let resumed = host
+            .call(
+                Method::POST,
+                &format!("/projections/{}/resume", side.projection),
+                None,
+                None,
+            )
+            .await
+            .expect("resume");
         assert!(resumed.status < 300, "{}", resumed.body);
     }
     for side in [V1, V2] {
@@ -436,7 +434,8 @@ async fn a_0_2_0_batch_failing_at_one_event_halts_and_parks_exactly_that_event()
     let host = TestHost::start(&PROJECTING).await.expect("host starts");
     for side in [V1, V2] {
         wait_caught_up(&host, side.projection, 1, "active").await;
-        set_policy(&host, side.projection, json!({ "max_attempts": 2 })).await;
+        host.set_policy(side.projection, json!({ "max_attempts": 2 }))
+            .await;
     }
     // 40 events appended at once, so the projections see them in one batch; the 13th
     // (amount 13) cannot be applied.
@@ -485,7 +484,8 @@ async fn a_0_2_0_batch_that_traps_is_narrowed_down_to_the_trapping_event() {
     let host = TestHost::start(&PROJECTING).await.expect("host starts");
     for side in [V1, V2] {
         wait_caught_up(&host, side.projection, 1, "active").await;
-        set_policy(&host, side.projection, json!({ "max_attempts": 2 })).await;
+        host.set_policy(side.projection, json!({ "max_attempts": 2 }))
+            .await;
     }
     let mut amounts: Vec<u64> = (1..=30).filter(|a| *a != 13).collect();
     amounts.insert(17, 666);
@@ -517,7 +517,7 @@ async fn a_0_2_0_batch_that_traps_is_narrowed_down_to_the_trapping_event() {
         assert_eq!(at, [trap], "{list:?}");
     }
     // Still listed with its contract, and serving.
-    let list = statuses(&host).await.expect("statuses");
+    let list = host.projections().await.expect("statuses");
     let v2 = version_of(&list, V2.projection, 1).expect("listed");
     assert_eq!(v2["halted"], false, "{v2}");
 }

@@ -10,21 +10,18 @@
 //!   in flight complete, the exit status is success, the marker is removed;
 //! - every read model equals a fresh rebuild from a copy of the log alone.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
-use common::Reply;
-use common::crash::{
+use crate::common::Reply;
+use crate::common::binary::Binary;
+use crate::common::crash::{
     Ack, Attempts, Decision, Target, bank_folders, check_log, compare_with_rebuild,
     send_until_decided, unclean_starts,
 };
-use common::hardening::{Binary, Prng};
-use common::read_side::{head, read_log};
+use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::task::JoinSet;
@@ -101,7 +98,7 @@ async fn run_client(
     id: usize,
     target: Target,
     stop: Arc<AtomicBool>,
-    mut rng: Prng,
+    mut rng: fastrand::Rng,
 ) -> Result<ClientReport> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -110,8 +107,8 @@ async fn run_client(
     let mut sequence = 0;
     while !stop.load(Ordering::Relaxed) {
         let key = format!("client-{id}-{sequence}");
-        let account = format!("acct-{}", rng.below(ACCOUNTS as u64));
-        let amount = rng.between(1, 9);
+        let account = format!("acct-{}", rng.u64(..ACCOUNTS as u64));
+        let amount = rng.u64(1..=9);
         report
             .command(
                 &client,
@@ -131,7 +128,7 @@ async fn run_client(
 async fn sigkill_under_load_loses_and_duplicates_nothing() -> Result<()> {
     let folders = bank_folders()?;
     let (data, plugins_dir, log) = (&folders.data, &folders.plugins, &folders.log);
-    let mut rng = Prng::new(SEED);
+    let mut rng = fastrand::Rng::with_seed(SEED);
     let kills = match std::env::var("TESSERA_CRASH_KILLS") {
         Ok(text) => text
             .parse()
@@ -162,13 +159,13 @@ async fn sigkill_under_load_loses_and_duplicates_nothing() -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = JoinSet::new();
     for id in 0..CLIENTS {
-        let client_rng = Prng::new(SEED ^ (id as u64 + 1).wrapping_mul(0x9E37_79B9));
+        let client_rng = fastrand::Rng::with_seed(SEED ^ (id as u64 + 1).wrapping_mul(0x9E37_79B9));
         clients.spawn(run_client(id, target.clone(), stop.clone(), client_rng));
     }
 
     // The kills, each after a random stretch of load, each followed by a restart.
     for kill in 1..=kills {
-        tokio::time::sleep(Duration::from_millis(rng.between(100, 800))).await;
+        tokio::time::sleep(Duration::from_millis(rng.u64(100..=800))).await;
         host.sigkill();
         ensure!(
             data.join("RUNNING").exists(),
@@ -183,7 +180,7 @@ async fn sigkill_under_load_loses_and_duplicates_nothing() -> Result<()> {
         );
     }
     // Some load on the last run too, then the clients finish what they have in flight.
-    tokio::time::sleep(Duration::from_millis(rng.between(100, 800))).await;
+    tokio::time::sleep(Duration::from_millis(rng.u64(100..=800))).await;
     stop.store(true, Ordering::Relaxed);
     let mut acks = opening.acks;
     let mut connection_failures = opening.attempts.connection_failures;
@@ -213,7 +210,7 @@ async fn sigkill_under_load_loses_and_duplicates_nothing() -> Result<()> {
     );
 
     // The log: every acknowledged command exactly once, nothing else.
-    let events = read_log(&host.client, &host.url).await?;
+    let events = host.read_log().await?;
     let figures = check_log(&events, &acks)?;
     let opens = events
         .iter()
@@ -243,7 +240,7 @@ async fn sigterm_with_requests_in_flight(
     log: &Path,
 ) -> Result<(Vec<Ack>, Binary)> {
     let unclean_before = unclean_starts(&host);
-    let at = head(&host.client, &host.url).await?;
+    let at = host.head().await?;
     // The query waits (in the host) for a position the log will not reach: it is
     // surely in flight when the signal arrives, and answers `stale` after its wait.
     let waiting = {

@@ -11,20 +11,15 @@
 //! Chromium comes from Debian (`make browser` installs `chromium` and
 //! `chromium-driver`); without it this test fails and says so rather than passing.
 
-mod common;
-
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::deploy::eventually;
-use common::hardening::start_host;
-use common::read_side;
-use common::{TestHost, plugins, send_command};
+use crate::common::binary::free_port;
+use crate::common::{Reply, TestHost, eventually, plugins};
 use fantoccini::{Client, ClientBuilder};
 use futures::FutureExt;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -68,10 +63,7 @@ impl Driver {
                  chromium-driver), or `make test`, which does it first"
             );
         }
-        let port = {
-            let probe = TcpListener::bind("127.0.0.1:0").expect("a free port");
-            probe.local_addr().expect("its address").port()
-        };
+        let port = free_port().expect("a free port");
         let child = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .stdin(Stdio::null())
@@ -191,15 +183,13 @@ async fn read_page(browser: &Client) -> Result<Page, String> {
 /// Commands and queries until told to stop, so that the page's rates have traffic to
 /// show between two of its scrapes.
 fn traffic(host: &TestHost, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
-    let (client, url) = (host.client.clone(), host.url.clone());
+    let api = host.api().clone();
     tokio::spawn(async move {
         while !stop.load(Ordering::Relaxed) {
             let body = json!({ "aggregate_id": "dash-1", "payload": { "amount": 5 } });
-            let reply = send_command(&client, &url, "deposit", &body, &[])
-                .await
-                .expect("deposit sent");
+            let reply = api.send("deposit", &body, &[]).await.expect("deposit sent");
             assert_eq!(reply.status, 200, "deposit: {}", reply.body);
-            read_side::query(&client, &url, "account", "id=dash-1", &[])
+            api.query("account", "id=dash-1", &[])
                 .await
                 .expect("query sent");
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -232,7 +222,7 @@ async fn in_browser(check: impl AsyncFnOnce(&Client)) {
 
 /// A host serving the bank, its projections live, two accounts opened.
 async fn bank_host(configure: impl FnOnce(&mut tessera::Config)) -> TestHost {
-    let host = start_host(
+    let host = TestHost::start_with(
         &[
             plugins::BANK_ACCOUNT,
             plugins::ACCOUNT_BALANCE,
@@ -243,11 +233,11 @@ async fn bank_host(configure: impl FnOnce(&mut tessera::Config)) -> TestHost {
     )
     .await
     .expect("host starts");
-    read_side::wait_live(&host.client, &host.url, &["account-balance", "bank-totals"])
+    host.wait_live(&["account-balance", "bank-totals"])
         .await
         .expect("projections live");
     for (id, owner) in [("dash-1", "ada"), ("dash-2", "grace")] {
-        let (status, body) = host
+        let Reply { status, body, .. } = host
             .command("open-account", id, json!({ "owner": owner }))
             .await
             .expect("command sent");
@@ -275,9 +265,7 @@ async fn the_dashboard_shows_the_host_live_in_a_real_browser() {
 }
 
 async fn check_dashboard(browser: &Client, mut host: TestHost) {
-    let projections = read_side::projections(&host.client, &host.url)
-        .await
-        .expect("GET /projections");
+    let projections = host.projections().await.expect("GET /projections");
     let active: BTreeMap<String, u32> = projections
         .iter()
         .filter(|p| p["role"] == "active")
@@ -356,7 +344,7 @@ async fn check_dashboard(browser: &Client, mut host: TestHost) {
     // The traffic stops; the command appended last must appear at the top of the list.
     stop.store(true, Ordering::Relaxed);
     sender.await.expect("the traffic task");
-    let (status, body) = host
+    let Reply { status, body, .. } = host
         .command("deposit", "dash-2", json!({ "amount": 42 }))
         .await
         .expect("command sent");

@@ -10,17 +10,13 @@
 //!
 //! No assertion is on time: every wait is a bounded poll for an outcome.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::deploy::{
-    bytes, deploy, entry, eventually, install, listing, overwrite, remove, rollback, start_host,
-};
-use common::{Reply, TestHost, plugins, send_command};
+use crate::common::deploy::{bytes, install, overwrite};
+use crate::common::{Api, Reply, TestHost, eventually, plugins};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
@@ -44,26 +40,20 @@ const BANK: [(&str, &str); 2] = [
 
 /// A host (no admin token) serving `swap` v1, and nothing else.
 async fn swap_host() -> TestHost {
-    start_host(&[("swap.wasm", SWAP_V1)], |_| {})
+    TestHost::start_files(&[("swap.wasm", SWAP_V1)], |_| {})
         .await
         .expect("host starts")
 }
 
 /// Sends `swap-ping` to aggregate `id`.
-async fn ping(client: &reqwest::Client, url: &str, id: &str) -> anyhow::Result<Reply> {
+async fn ping(api: &Api, id: &str) -> anyhow::Result<Reply> {
     let body = json!({ "aggregate_id": id, "payload": {} });
-    send_command(client, url, "swap-ping", &body, &[]).await
+    api.send("swap-ping", &body, &[]).await
 }
 
 /// `GET /queries/swap-probe`.
-async fn probe(client: &reqwest::Client, url: &str) -> anyhow::Result<Reply> {
-    Reply::read(
-        client
-            .get(format!("{url}/queries/swap-probe"))
-            .send()
-            .await?,
-    )
-    .await
+async fn probe(api: &Api) -> anyhow::Result<Reply> {
+    api.query("swap-probe", "", &[]).await
 }
 
 /// The code that answered a `swap-ping`: `Err` unless the reply is a success whose
@@ -116,17 +106,13 @@ fn probe_code(reply: &Reply) -> Result<String, String> {
 
 /// The code `swap` answers with now (on an aggregate of the test's own).
 async fn command_code(host: &TestHost) -> Result<String, String> {
-    let reply = ping(&host.client, &host.url, "observer")
-        .await
-        .map_err(|e| e.to_string())?;
+    let reply = ping(host, "observer").await.map_err(|e| e.to_string())?;
     ping_code(&reply)
 }
 
 /// The code `swap-query` answers with now.
 async fn query_code(host: &TestHost) -> Result<String, String> {
-    let reply = probe(&host.client, &host.url)
-        .await
-        .map_err(|e| e.to_string())?;
+    let reply = probe(host).await.map_err(|e| e.to_string())?;
     probe_code(&reply)
 }
 
@@ -157,7 +143,7 @@ fn assert_code(seen: Result<String, String>, code: &str) {
 
 /// The listing entry of `file`, which must be there.
 async fn entry_of(host: &TestHost, file: &str) -> Value {
-    entry(host, file)
+    host.plugin(file)
         .await
         .expect("GET /plugins")
         .unwrap_or_else(|| panic!("{file} is not listed"))
@@ -171,7 +157,7 @@ async fn wait_for_entry(
     check: impl Fn(&Value) -> bool,
 ) -> Value {
     eventually(&format!("{file} to be {what}"), async || {
-        match entry(host, file).await.map_err(|e| e.to_string())? {
+        match host.plugin(file).await.map_err(|e| e.to_string())? {
             Some(entry) if check(&entry) => Ok(entry),
             other => Err(format!("{other:?}")),
         }
@@ -257,7 +243,7 @@ async fn swapping_plugins_under_load_fails_no_request_and_never_mixes_versions()
         ("swap.wasm", SWAP_V1),
         ("swap-query.wasm", QUERY_V1),
     ];
-    let host = start_host(&files, |config| {
+    let host = TestHost::start_files(&files, |config| {
         // Many commands, no power loss to survive: skip the fsync per commit.
         config.durability = tessera::event_store::Durability::Normal;
     })
@@ -290,17 +276,18 @@ async fn swapping_plugins_under_load_fails_no_request_and_never_mixes_versions()
         let url = host.url.clone();
         let stop = stop.clone();
         clients.spawn(async move {
-            let client = reqwest::Client::new();
+            // A client of its own, so that each keeps its own connections.
+            let api = Api::of(&reqwest::Client::new(), &url);
             let id = format!("client-{client_number}");
             let deadline = Instant::now() + CLIENT_DEADLINE;
             let mut tally = Tally::default();
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                let seen = match ping(&client, &url, &id).await {
+                let seen = match ping(&api, &id).await {
                     Ok(reply) => ping_code(&reply),
                     Err(error) => Err(format!("swap-ping not answered: {error}")),
                 };
                 Tally::count(&mut tally.commands, &mut tally.failures, seen);
-                let seen = match probe(&client, &url).await {
+                let seen = match probe(&api).await {
                     Ok(reply) => probe_code(&reply),
                     Err(error) => Err(format!("swap-probe not answered: {error}")),
                 };
@@ -321,7 +308,8 @@ async fn swapping_plugins_under_load_fails_no_request_and_never_mixes_versions()
         match swap % 3 {
             0 => {
                 for (name, file) in [("swap", command), ("swap-query", query)] {
-                    let reply = deploy(&host.client, &host.url, name, bytes(file), None)
+                    let reply = host
+                        .deploy(name, bytes(file), None)
                         .await
                         .expect("deploy sent");
                     assert_eq!(reply.ok()["status"], "active", "{}", reply.body);
@@ -398,9 +386,7 @@ async fn invalid_deploys_are_refused_and_the_old_version_keeps_serving() {
     assert_eq!(before["status"], "active");
 
     for (what, bad, reason) in bad_plugins() {
-        let reply = deploy(&host.client, &host.url, "swap", bad, None)
-            .await
-            .expect("deploy sent");
+        let reply = host.deploy("swap", bad, None).await.expect("deploy sent");
         reply.assert_error(422, "invalid_plugin");
         assert!(
             message(&reply).contains(reason),
@@ -416,7 +402,8 @@ async fn invalid_deploys_are_refused_and_the_old_version_keeps_serving() {
     }
 
     // A valid plugin deployed under another plugin's name.
-    let reply = deploy(&host.client, &host.url, "swap", bytes(QUERY_V2), None)
+    let reply = host
+        .deploy("swap", bytes(QUERY_V2), None)
         .await
         .expect("deploy sent");
     reply.assert_error(422, "invalid_plugin");
@@ -489,23 +476,24 @@ async fn invalid_files_in_the_folder_are_reported_and_the_old_version_keeps_serv
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn admin_endpoints_need_the_token_when_one_is_configured() {
-    let host = start_host(&[("swap.wasm", SWAP_V1)], |config| {
+    let host = TestHost::start_files(&[("swap.wasm", SWAP_V1)], |config| {
         config.admin_token = Some(TOKEN.to_string());
     })
     .await
     .expect("host starts");
-    let before = listing(&host).await.expect("listing");
+    let before = host.plugins().await.expect("listing");
 
     for token in [None, Some("wrong-token"), Some("")] {
-        let reply = deploy(&host.client, &host.url, "swap", bytes(SWAP_V2), token)
+        let reply = host
+            .deploy("swap", bytes(SWAP_V2), token)
             .await
             .expect("deploy sent");
         reply.assert_error(401, "unauthorized");
-        remove(&host, "swap", token)
+        host.remove("swap", token)
             .await
             .expect("delete sent")
             .assert_error(401, "unauthorized");
-        rollback(&host, "swap", token)
+        host.rollback("swap", token)
             .await
             .expect("rollback sent")
             .assert_error(401, "unauthorized");
@@ -526,7 +514,7 @@ async fn admin_endpoints_need_the_token_when_one_is_configured() {
 
     // Nothing changed.
     assert_code(command_code(&host).await, "v1");
-    assert_eq!(listing(&host).await.expect("listing"), before);
+    assert_eq!(host.plugins().await.expect("listing"), before);
     assert_eq!(wasm_files(&host.plugins_dir()), ["swap.wasm"]);
     assert_eq!(
         std::fs::read(host.plugins_dir().join("swap.wasm")).expect("swap.wasm"),
@@ -534,12 +522,13 @@ async fn admin_endpoints_need_the_token_when_one_is_configured() {
     );
 
     // With the token: deployed.
-    let reply = deploy(&host.client, &host.url, "swap", bytes(SWAP_V2), Some(TOKEN))
+    let reply = host
+        .deploy("swap", bytes(SWAP_V2), Some(TOKEN))
         .await
         .expect("deploy sent");
     assert_eq!(reply.ok()["plugin"]["version"], "2.0.0", "{}", reply.body);
     assert_code(command_code(&host).await, "v2");
-    rollback(&host, "swap", Some(TOKEN))
+    host.rollback("swap", Some(TOKEN))
         .await
         .expect("rollback sent")
         .ok();
@@ -550,10 +539,11 @@ async fn admin_endpoints_need_the_token_when_one_is_configured() {
 async fn without_a_token_loopback_clients_may_deploy() {
     // Tests run on loopback, and the host has no token. The plugin is served from a
     // file of another name than the deploy's `swap.wasm`.
-    let host = start_host(&[("test_swap_v1.wasm", SWAP_V1)], |_| {})
+    let host = TestHost::start_files(&[("test_swap_v1.wasm", SWAP_V1)], |_| {})
         .await
         .expect("host starts");
-    let reply = deploy(&host.client, &host.url, "swap", bytes(SWAP_V2), None)
+    let reply = host
+        .deploy("swap", bytes(SWAP_V2), None)
         .await
         .expect("deploy sent");
     let entry = reply.ok();
@@ -564,7 +554,7 @@ async fn without_a_token_loopback_clients_may_deploy() {
     assert_code(command_code(&host).await, "v2");
     // The deploy replaced the file that served the plugin.
     assert_eq!(wasm_files(&host.plugins_dir()), ["swap.wasm"]);
-    assert_eq!(listing(&host).await.expect("listing").len(), 1);
+    assert_eq!(host.plugins().await.expect("listing").len(), 1);
 }
 
 // --- Removal -------------------------------------------------------------------------
@@ -574,27 +564,25 @@ async fn delete_stops_serving_and_removes_the_file() {
     let host = swap_host().await;
     assert_code(command_code(&host).await, "v1");
 
-    let reply = remove(&host, "swap", None).await.expect("delete sent");
+    let reply = host.remove("swap", None).await.expect("delete sent");
     assert_eq!(reply.status, 204, "{}", reply.body);
 
-    let reply = ping(&host.client, &host.url, "after-delete")
-        .await
-        .expect("command sent");
+    let reply = ping(&host, "after-delete").await.expect("command sent");
     reply.assert_error(404, "unknown_command");
     assert!(wasm_files(&host.plugins_dir()).is_empty());
-    assert!(listing(&host).await.expect("listing").is_empty());
+    assert!(host.plugins().await.expect("listing").is_empty());
 
-    remove(&host, "swap", None)
+    host.remove("swap", None)
         .await
         .expect("delete sent")
         .assert_error(404, "unknown_plugin");
-    rollback(&host, "swap", None)
+    host.rollback("swap", None)
         .await
         .expect("rollback sent")
         .assert_error(404, "unknown_plugin");
 
     // And it can come back.
-    deploy(&host.client, &host.url, "swap", bytes(SWAP_V2), None)
+    host.deploy("swap", bytes(SWAP_V2), None)
         .await
         .expect("deploy sent")
         .ok();
@@ -605,27 +593,29 @@ async fn delete_stops_serving_and_removes_the_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rollback_serves_the_previous_version_again() {
-    let host = start_host(&[], |_| {}).await.expect("host starts");
+    let host = TestHost::start_files(&[], |_| {})
+        .await
+        .expect("host starts");
 
-    deploy(&host.client, &host.url, "swap", bytes(SWAP_V1), None)
+    host.deploy("swap", bytes(SWAP_V1), None)
         .await
         .expect("deploy sent")
         .ok();
     assert_code(command_code(&host).await, "v1");
     // Only one version so far.
-    rollback(&host, "swap", None)
+    host.rollback("swap", None)
         .await
         .expect("rollback sent")
         .assert_error(409, "no_previous_version");
     assert_code(command_code(&host).await, "v1");
 
-    deploy(&host.client, &host.url, "swap", bytes(SWAP_V2), None)
+    host.deploy("swap", bytes(SWAP_V2), None)
         .await
         .expect("deploy sent")
         .ok();
     assert_code(command_code(&host).await, "v2");
 
-    let reply = rollback(&host, "swap", None).await.expect("rollback sent");
+    let reply = host.rollback("swap", None).await.expect("rollback sent");
     assert_eq!(reply.ok()["plugin"]["version"], "1.0.0", "{}", reply.body);
     assert_code(command_code(&host).await, "v1");
     assert_eq!(
@@ -634,7 +624,7 @@ async fn rollback_serves_the_previous_version_again() {
         "the folder holds the version served"
     );
 
-    rollback(&host, "no-such-plugin", None)
+    host.rollback("no-such-plugin", None)
         .await
         .expect("rollback sent")
         .assert_error(404, "unknown_plugin");
@@ -644,13 +634,15 @@ async fn rollback_serves_the_previous_version_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restart_serves_the_deployed_set_from_the_compiled_cache() {
-    let host = start_host(&BANK, |_| {}).await.expect("host starts");
+    let host = TestHost::start_files(&BANK, |_| {})
+        .await
+        .expect("host starts");
     for (name, file) in [
         ("swap", SWAP_V1),
         ("swap", SWAP_V2),
         ("swap-query", QUERY_V2),
     ] {
-        deploy(&host.client, &host.url, name, bytes(file), None)
+        host.deploy(name, bytes(file), None)
             .await
             .expect("deploy sent")
             .ok();
@@ -671,12 +663,12 @@ async fn a_restart_serves_the_deployed_set_from_the_compiled_cache() {
         std::fs::read(dir.join("swap.wasm")).expect("swap"),
         bytes(SWAP_V2)
     );
-    let before = listing(&host).await.expect("listing");
+    let before = host.plugins().await.expect("listing");
 
     let host = host.restart().await.expect("host restarts");
     assert_code(command_code(&host).await, "v2");
     assert_code(query_code(&host).await, "v2");
-    let after = listing(&host).await.expect("listing");
+    let after = host.plugins().await.expect("listing");
     assert_eq!(after.len(), 4, "{after:#?}");
     for entry in &after {
         assert_eq!(entry["status"], "active", "{entry}");
@@ -692,7 +684,7 @@ async fn a_restart_serves_the_deployed_set_from_the_compiled_cache() {
     }
 
     // The versions served before the restart are still there to roll back to.
-    rollback(&host, "swap", None)
+    host.rollback("swap", None)
         .await
         .expect("rollback sent")
         .ok();
@@ -703,7 +695,9 @@ async fn a_restart_serves_the_deployed_set_from_the_compiled_cache() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_watcher_serves_new_files_skips_identical_ones_and_drops_removed_ones() {
-    let host = start_host(&BANK, |_| {}).await.expect("host starts");
+    let host = TestHost::start_files(&BANK, |_| {})
+        .await
+        .expect("host starts");
     let dir = host.plugins_dir();
     let swap = dir.join("swap.wasm");
 
@@ -734,7 +728,7 @@ async fn the_watcher_serves_new_files_skips_identical_ones_and_drops_removed_one
     // Removed: no longer served.
     std::fs::remove_file(&swap).expect("remove");
     eventually("swap to stop answering", async || {
-        let reply = ping(&host.client, &host.url, "after-removal")
+        let reply = ping(&host, "after-removal")
             .await
             .map_err(|e| e.to_string())?;
         if reply.status == 404 && reply.body["error"]["code"] == "unknown_command" {
@@ -744,7 +738,7 @@ async fn the_watcher_serves_new_files_skips_identical_ones_and_drops_removed_one
         }
     })
     .await;
-    assert!(entry(&host, "swap.wasm").await.expect("listing").is_none());
+    assert!(host.plugin("swap.wasm").await.expect("listing").is_none());
     assert_code(query_code(&host).await, "v1");
 }
 
@@ -827,7 +821,7 @@ async fn the_cli_deploys_and_lists_plugins() {
     assert_code(command_code(&host).await, "v1");
 
     // A host with a token: refused without it, deployed with it.
-    let guarded = start_host(&[("swap.wasm", SWAP_V1)], |config| {
+    let guarded = TestHost::start_files(&[("swap.wasm", SWAP_V1)], |config| {
         config.admin_token = Some(TOKEN.to_string());
     })
     .await
@@ -848,7 +842,7 @@ async fn the_cli_deploys_and_lists_plugins() {
 /// `GET /plugins` needs no token, even on a host that has one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_listing_is_open_and_describes_each_file() {
-    let host = start_host(&[("swap.wasm", SWAP_V1)], |config| {
+    let host = TestHost::start_files(&[("swap.wasm", SWAP_V1)], |config| {
         config.admin_token = Some(TOKEN.to_string());
     })
     .await
@@ -881,19 +875,14 @@ async fn the_listing_is_open_and_describes_each_file() {
 /// Deploys `swap-rival` (which claims `swap-ping`) next to `swap` v1 served from
 /// `incumbent`, and asserts the deploy was refused and changed nothing.
 async fn assert_rival_refused(incumbent: &str) {
-    let host = start_host(&[(incumbent, SWAP_V1)], |_| {})
+    let host = TestHost::start_files(&[(incumbent, SWAP_V1)], |_| {})
         .await
         .expect("host starts");
-    let reply = deploy(
-        &host.client,
-        &host.url,
-        "swap-rival",
-        bytes(plugins::TEST_SWAP_RIVAL),
-        None,
-    )
-    .await
-    .expect("deploy sent");
-    let listing_now = listing(&host).await.expect("listing");
+    let reply = host
+        .deploy("swap-rival", bytes(plugins::TEST_SWAP_RIVAL), None)
+        .await
+        .expect("deploy sent");
+    let listing_now = host.plugins().await.expect("listing");
     assert!(
         matches!(reply.status, 409 | 422),
         "a deploy that takes swap-ping from swap was answered {}: {}; listing: {listing_now:#?}",

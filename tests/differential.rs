@@ -14,8 +14,6 @@
 //! order of the concurrent commands is up to the scheduler, so that part of the log is
 //! compared as a set, and its outcomes as counts.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 
@@ -24,7 +22,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 use tessera::auth::{AuthConfig, JwtConfig};
 
-use common::{Reply, TestHost, plugins};
+use crate::common::{Reply, TestHost, plugins};
 
 const SECRET: &[u8] = b"a-differential-test-hs256-secret-of-32-bytes";
 
@@ -213,25 +211,10 @@ async fn send(host: &TestHost, client: &reqwest::Client, step: &Step) -> Reply {
 
 /// The whole log through `GET /events`, page by page, as a verified caller.
 async fn read_log(host: &TestHost) -> Vec<Value> {
-    let mut events = Vec::new();
-    let mut after = 0;
-    loop {
-        let response = host
-            .client
-            .get(format!("{}/events?after={after}&limit=1000", host.url))
-            .bearer_auth(token("ada"))
-            .send()
-            .await
-            .expect("the host answers");
-        let page = Reply::read(response).await.expect("a reply");
-        assert_eq!(page.status, 200, "reading the log: {}", page.body);
-        let batch = page.body["events"].as_array().expect("events").clone();
-        if batch.is_empty() {
-            return events;
-        }
-        after = page.body["next_after"].as_u64().expect("next_after");
-        events.extend(batch);
-    }
+    host.with_bearer(&token("ada"))
+        .read_log()
+        .await
+        .expect("reading the log")
 }
 
 /// One answer as compared: status, the replay header, and the normalized body.
@@ -496,7 +479,7 @@ async fn a_component_importing_wasi_http_is_refused_with_how_to_build_without_it
         assert!(error.contains(expected), "{expected:?} is not in: {error}");
     }
     // Nothing of it serves.
-    let (status, body) = host
+    let Reply { status, body, .. } = host
         .command("open-account", "1", json!({"owner": "ada"}))
         .await
         .unwrap();

@@ -14,13 +14,11 @@
 //!
 //! What differs between two runs by nature (request ids, timestamps) is left out.
 
-mod common;
-
 use std::path::Path;
 
 use serde_json::{Value, json};
 
-use common::{Reply, TestHost, plugins};
+use crate::common::{Reply, TestHost, plugins};
 
 /// The commands, in order: (command, aggregate id, payload).
 fn script() -> Vec<(&'static str, &'static str, Value)> {
@@ -189,7 +187,7 @@ async fn host(files: &[&str]) -> TestHost {
 async fn run_script(host: &TestHost) -> u64 {
     let mut head = 0;
     for (command, id, payload) in script() {
-        let (status, body) = host.command(command, id, payload.clone()).await.unwrap();
+        let Reply { status, body, .. } = host.command(command, id, payload.clone()).await.unwrap();
         if status == 200 {
             head = body["position"].as_u64().expect("a position");
         }
@@ -248,7 +246,7 @@ async fn walk(
         assert_eq!(reply.status, 200, "{query}: {}", reply.body);
         pages.push(reply.body.clone());
         if let Some((command, id, payload)) = between.take() {
-            let (status, body) = host.command(command, id, payload).await.unwrap();
+            let Reply { status, body, .. } = host.command(command, id, payload).await.unwrap();
             assert_eq!(status, 200, "{body}");
             head = body["position"].as_u64().unwrap();
         }

@@ -4,13 +4,11 @@
 //! host while ids stay positions; bad parameters are a 400 with the JSON error body
 //! before any stream starts; and an open stream does not hold up a shutdown.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::{Api, Reply, TestHost, plugins};
 use anyhow::{Context, Result, bail};
 use bytes::BytesMut;
-use common::{TestHost, plugins, send_command};
 use serde_json::{Value, json};
 
 /// The longest a read waits for the next message: generous, for a loaded machine.
@@ -165,14 +163,13 @@ fn keep_sending(
                 } else {
                     ("deposit", json!({ "amount": round }))
                 };
-                let reply = send_command(
-                    &client,
-                    &url,
-                    name,
-                    &json!({ "aggregate_id": id, "payload": payload }),
-                    &[],
-                )
-                .await?;
+                let reply = Api::of(&client, &url)
+                    .send(
+                        name,
+                        &json!({ "aggregate_id": id, "payload": payload }),
+                        &[],
+                    )
+                    .await?;
                 anyhow::ensure!(reply.status == 200, "{name} {id}: {}", reply.body);
             }
         }
@@ -240,7 +237,7 @@ async fn a_client_that_resumes_gets_every_event_once_in_order_while_commands_arr
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn by_default_a_stream_starts_at_the_head() {
     let host = bank().await;
-    let (status, _) = host
+    let Reply { status, .. } = host
         .command("open-account", "early", json!({ "owner": "ada" }))
         .await
         .unwrap();
@@ -248,7 +245,7 @@ async fn by_default_a_stream_starts_at_the_head() {
     // The head is taken when the stream is answered: the command after it is the
     // first event sent.
     let mut stream = Sse::open(&host, "", None).await.unwrap();
-    let (status, body) = host
+    let Reply { status, body, .. } = host
         .command("open-account", "late", json!({ "owner": "bob" }))
         .await
         .unwrap();
@@ -297,7 +294,7 @@ async fn filters_apply_on_the_host_and_ids_stay_positions() {
     // new deposit to an f- account, none of the g- events around it.
     let last = expected.last().unwrap()["position"].as_u64().unwrap();
     for (name, id) in [("deposit", "g-0"), ("deposit", "f-1"), ("deposit", "g-1")] {
-        let (status, body) = host
+        let Reply { status, body, .. } = host
             .command(name, id, json!({ "amount": 9 }))
             .await
             .unwrap();
@@ -333,7 +330,7 @@ async fn bad_parameters_are_refused_before_the_stream_starts() {
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
-        let reply = common::Reply::read(request.send().await.unwrap())
+        let reply = crate::common::Reply::read(request.send().await.unwrap())
             .await
             .unwrap();
         reply.assert_error(400, "bad_request");

@@ -9,16 +9,11 @@
 //! The plugins are under `plugins/testing/rogue-*`; the hosts run in this process with
 //! short deadlines (`tessera::Config.limits`).
 
-mod common;
-
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::hardening::{
-    file_name, listing_entry, plugin_listing, short_limits, start_host, wait_for,
-};
-use common::read_side::{head, projection, projections};
-use common::{Reply, TestHost, plugins, send_command};
+use crate::common::deploy::{file_name, listing_entry};
+use crate::common::read_side::projection;
+use crate::common::{TestHost, fresh_id, plugins, short_limits};
 use serde_json::{Value, json};
 use tessera::plugin::PluginLimits;
 use tokio::task::JoinSet;
@@ -28,8 +23,6 @@ const DEADLINE: Duration = Duration::from_millis(300);
 /// The longest any single request of these tests may take: far past every deadline,
 /// so a loop that was not cut shows as a failed request, not a hung test.
 const REQUEST_BOUND: Duration = Duration::from_secs(60);
-/// The longest a bounded wait on the projections waits.
-const WAIT: Duration = Duration::from_secs(60);
 
 /// The rogue command handler's plugin name, as its `describe` says.
 const ROGUE: &str = "test-rogue-commands";
@@ -53,46 +46,24 @@ async fn rogue_host() -> TestHost {
 }
 
 async fn host_with(plugins: &[&str], configure: impl FnOnce(&mut tessera::Config)) -> TestHost {
-    let mut host = start_host(plugins, configure).await.expect("host starts");
-    host.client = reqwest::Client::builder()
-        .timeout(REQUEST_BOUND)
-        .build()
-        .expect("client");
-    host
-}
-
-/// Sends command `name` for aggregate `id`.
-async fn command(host: &TestHost, name: &str, id: &str, payload: Value) -> Reply {
-    host.send(
-        name,
-        &json!({ "aggregate_id": id, "payload": payload }),
-        &[],
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{name} got no response: {e:#}"))
-}
-
-/// `GET /queries/{name}?{query}`.
-async fn query(host: &TestHost, name: &str, query: &str) -> Reply {
-    host.request(reqwest::Method::GET, &format!("/queries/{name}?{query}"))
+    TestHost::start_with(plugins, configure)
         .await
-        .unwrap_or_else(|e| panic!("query {name} got no response: {e:#}"))
-}
-
-/// A fresh account id, unique in this test binary.
-fn fresh_id(prefix: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+        .expect("host starts")
+        .with_request_timeout(REQUEST_BOUND)
 }
 
 /// Asserts that the bank still works: a new account opens and takes a deposit, and
 /// its stream holds exactly those two events.
 async fn assert_bank_serves(host: &TestHost) {
     let id = fresh_id("bank");
-    command(host, "open-account", &id, json!({"owner": "ada"}))
+    host.command("open-account", &id, json!({"owner": "ada"}))
         .await
+        .unwrap()
         .ok();
-    let deposit = command(host, "deposit", &id, json!({"amount": 5})).await;
+    let deposit = host
+        .command("deposit", &id, json!({"amount": 5}))
+        .await
+        .unwrap();
     assert_eq!(deposit.ok()["version"], 2, "{}", deposit.body);
     let events = host
         .read_stream(&format!("account-{id}"))
@@ -106,7 +77,10 @@ async fn assert_bank_serves(host: &TestHost) {
 
 /// Asserts that the rogue command handler still serves a command that behaves.
 async fn assert_rogue_serves(host: &TestHost) {
-    let ping = command(host, "ping", &fresh_id("ping"), json!({})).await;
+    let ping = host
+        .command("ping", &fresh_id("ping"), json!({}))
+        .await
+        .unwrap();
     assert_eq!(ping.ok()["events"][0]["type"], "Pinged");
 }
 
@@ -119,30 +93,6 @@ async fn assert_no_stream(host: &TestHost, stream: &str) {
     reply.assert_error(404, "unknown_stream");
 }
 
-/// Waits until projection `name` satisfies `check`; returns its status.
-async fn wait_projection(
-    host: &TestHost,
-    name: &str,
-    what: &str,
-    check: impl Fn(&Value) -> bool,
-) -> Value {
-    wait_for(WAIT, what, || async {
-        let list = projections(&host.client, &host.url).await?;
-        Ok(projection(&list, name).filter(|p| check(p)).cloned())
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"))
-}
-
-/// Waits until projection `name` is live at the write head.
-async fn wait_live_at_head(host: &TestHost, name: &str) -> Value {
-    let head = head(&host.client, &host.url).await.expect("head");
-    wait_projection(host, name, &format!("{name} live at {head}"), |p| {
-        p["status"] == "live" && p["checkpoint"].as_u64() >= Some(head)
-    })
-    .await
-}
-
 // --- Endless loops -----------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -150,7 +100,7 @@ async fn an_endless_loop_in_handle_is_cut_at_the_deadline_while_others_are_serve
     let host = rogue_host().await;
 
     let started = Instant::now();
-    let spin = command(&host, "spin", "spin-1", json!({})).await;
+    let spin = host.command("spin", "spin-1", json!({})).await.unwrap();
     spin.assert_error(504, "deadline_exceeded");
     // The loop never ends by itself: the answer can only come from the deadline.
     assert!(started.elapsed() >= DEADLINE);
@@ -159,12 +109,10 @@ async fn an_endless_loop_in_handle_is_cut_at_the_deadline_while_others_are_serve
     // Several loops at once, and the bank served while they spin.
     let mut spins = JoinSet::new();
     for n in 0..4 {
-        let (client, url) = (host.client.clone(), host.url.clone());
+        let api = host.api().clone();
         spins.spawn(async move {
             let body = json!({ "aggregate_id": format!("spin-many-{n}"), "payload": {} });
-            send_command(&client, &url, "spin", &body, &[])
-                .await
-                .expect("spin answered")
+            api.send("spin", &body, &[]).await.expect("spin answered")
         });
     }
     for _ in 0..3 {
@@ -181,15 +129,16 @@ async fn an_endless_loop_in_handle_is_cut_at_the_deadline_while_others_are_serve
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_endless_loop_in_a_query_is_cut_at_the_deadline() {
     let host = rogue_host().await;
-    wait_live_at_head(&host, "account-balance").await;
+    host.wait_live_at_head("account-balance").await;
 
     let started = Instant::now();
-    query(&host, "rogue-spin", "")
+    host.query("rogue-spin", "", &[])
         .await
+        .unwrap()
         .assert_error(504, "deadline_exceeded");
     assert!(started.elapsed() >= DEADLINE);
 
-    let ping = query(&host, "rogue-ping", "").await;
+    let ping = host.query("rogue-ping", "", &[]).await.unwrap();
     assert_eq!(ping.ok()["pong"], true);
     assert_bank_serves(&host).await;
 }
@@ -206,8 +155,9 @@ async fn a_memory_bomb_in_handle_fails_that_request_alone() {
     let host = rogue_host().await;
 
     for _ in 0..3 {
-        command(&host, "grow", "grow-1", json!({}))
+        host.command("grow", "grow-1", json!({}))
             .await
+            .unwrap()
             .assert_error(500, "plugin_failed");
     }
     assert_no_stream(&host, "rogue-grow-1").await;
@@ -219,13 +169,17 @@ async fn a_memory_bomb_in_handle_fails_that_request_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_memory_bomb_in_a_query_fails_that_query_alone() {
     let host = rogue_host().await;
-    wait_live_at_head(&host, "account-balance").await;
+    host.wait_live_at_head("account-balance").await;
 
-    query(&host, "rogue-grow", "")
+    host.query("rogue-grow", "", &[])
         .await
+        .unwrap()
         .assert_error(500, "plugin_failed");
 
-    assert_eq!(query(&host, "rogue-ping", "").await.ok()["pong"], true);
+    assert_eq!(
+        host.query("rogue-ping", "", &[]).await.unwrap().ok()["pong"],
+        true
+    );
     assert_bank_serves(&host).await;
 }
 
@@ -242,12 +196,13 @@ async fn a_trap_in_handle_fails_that_request_and_the_next_is_served() {
 
     for trap in ["panic", "overflow", "panic"] {
         let id = fresh_id(trap);
-        command(&host, trap, &id, json!({}))
+        host.command(trap, &id, json!({}))
             .await
+            .unwrap()
             .assert_error(500, "plugin_failed");
         assert_no_stream(&host, &format!("rogue-{id}")).await;
         // The very next request, even on the same stream, is served.
-        let ping = command(&host, "ping", &id, json!({})).await;
+        let ping = host.command("ping", &id, json!({})).await.unwrap();
         assert_eq!(ping.ok()["version"], 1);
     }
     assert_bank_serves(&host).await;
@@ -257,12 +212,13 @@ async fn a_trap_in_handle_fails_that_request_and_the_next_is_served() {
 async fn a_trap_in_apply_fails_only_the_stream_that_holds_the_event() {
     let host = rogue_host().await;
 
-    command(&host, "ping", "armed", json!({})).await.ok();
+    host.command("ping", "armed", json!({})).await.unwrap().ok();
     // `Armed` is appended; folding it traps, so every later command on the stream fails.
-    command(&host, "arm", "armed", json!({})).await.ok();
+    host.command("arm", "armed", json!({})).await.unwrap().ok();
     for _ in 0..3 {
-        command(&host, "ping", "armed", json!({}))
+        host.command("ping", "armed", json!({}))
             .await
+            .unwrap()
             .assert_error(500, "plugin_failed");
     }
     let events = host.read_stream("rogue-armed").await.expect("stream");
@@ -280,13 +236,17 @@ async fn a_trap_in_apply_fails_only_the_stream_that_holds_the_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_trap_in_a_query_fails_that_query_and_the_next_is_served() {
     let host = rogue_host().await;
-    wait_live_at_head(&host, "account-balance").await;
+    host.wait_live_at_head("account-balance").await;
 
     for _ in 0..3 {
-        query(&host, "rogue-panic", "")
+        host.query("rogue-panic", "", &[])
             .await
+            .unwrap()
             .assert_error(500, "plugin_failed");
-        assert_eq!(query(&host, "rogue-ping", "").await.ok()["pong"], true);
+        assert_eq!(
+            host.query("rogue-ping", "", &[]).await.unwrap().ok()["pong"],
+            true
+        );
     }
     assert_bank_serves(&host).await;
 }
@@ -302,22 +262,28 @@ async fn a_trap_in_a_projection_fails_that_projection_alone() {
 async fn assert_projection_misbehaviour_is_contained(what: &str, expected: &str) {
     let host = rogue_host().await;
 
-    let note = command(&host, "feed-projection", "feed", json!({"what": "note"})).await;
+    let note = host
+        .command("feed-projection", "feed", json!({"what": "note"}))
+        .await
+        .unwrap();
     let note_position = note.ok()["position"].as_u64().expect("position");
-    wait_projection(&host, "test-rogue-projection", "the note applied", |p| {
+    host.wait_projection("test-rogue-projection", "the note applied", |p| {
         p["checkpoint"].as_u64() >= Some(note_position)
     })
     .await;
 
-    let bad = command(&host, "feed-projection", "feed", json!({"what": what})).await;
+    let bad = host
+        .command("feed-projection", "feed", json!({"what": what}))
+        .await
+        .unwrap();
     let bad_position = bad.ok()["position"].as_u64().expect("position");
-    let failed = wait_projection(
-        &host,
-        "test-rogue-projection",
-        &format!("the rogue projection failed at {bad_position}"),
-        |p| p["status"] == "failed" && p["failed_at"].as_u64() == Some(bad_position),
-    )
-    .await;
+    let failed = host
+        .wait_projection(
+            "test-rogue-projection",
+            &format!("the rogue projection failed at {bad_position}"),
+            |p| p["status"] == "failed" && p["failed_at"].as_u64() == Some(bad_position),
+        )
+        .await;
     let error = failed["error"].as_str().unwrap_or_default();
     assert!(error.contains(expected), "error {error:?} in {failed}");
     // Its checkpoint never passes the failing event: nothing of it was committed.
@@ -328,9 +294,9 @@ async fn assert_projection_misbehaviour_is_contained(what: &str, expected: &str)
 
     // Everyone else goes on: the bank's commands and its inline projection.
     assert_bank_serves(&host).await;
-    wait_live_at_head(&host, "account-balance").await;
+    host.wait_live_at_head("account-balance").await;
     assert_rogue_serves(&host).await;
-    let list = projections(&host.client, &host.url).await.expect("list");
+    let list = host.projections().await.expect("list");
     let rogue = projection(&list, "test-rogue-projection").expect("rogue listed");
     assert_ne!(rogue["status"], "live", "{rogue}");
 }
@@ -357,7 +323,7 @@ async fn plugins_whose_describe_traps_loops_or_lies_are_not_loaded() {
     files.extend(REFUSED.iter().map(|(plugin, _)| *plugin));
     let host = host_with(&files, |config| config.limits = short_limits(DEADLINE)).await;
 
-    let listing = plugin_listing(&host).await.expect("listing");
+    let listing = host.plugins().await.expect("listing");
     for (plugin, reason) in REFUSED {
         let file = file_name(plugin);
         let entry = listing_entry(&listing, &file)
@@ -378,12 +344,13 @@ async fn plugins_whose_describe_traps_loops_or_lies_are_not_loaded() {
 
     // Nothing the liars claimed is routed.
     for claimed in ["rogue-aggregate-cmd", "rogue-name-cmd", "rogue-huge-cmd"] {
-        command(&host, claimed, "x", json!({}))
+        host.command(claimed, "x", json!({}))
             .await
+            .unwrap()
             .assert_error(404, "unknown_command");
     }
     // The one that claimed to be a projection runs as none.
-    let list = projections(&host.client, &host.url).await.expect("list");
+    let list = host.projections().await.expect("list");
     assert!(projection(&list, "test-rogue-describe-kind").is_none());
     assert_bank_serves(&host).await;
 }
@@ -395,7 +362,7 @@ async fn a_refused_description_is_reported_in_bounded_size() {
         |_| {},
     )
     .await;
-    let listing = plugin_listing(&host).await.expect("listing");
+    let listing = host.plugins().await.expect("listing");
     let entry =
         listing_entry(&listing, &file_name(plugins::TEST_ROGUE_DESCRIBE_HUGE)).expect("listed");
     assert_eq!(entry["status"], "failed");
@@ -416,7 +383,7 @@ async fn a_plugin_that_claims_commands_it_does_not_handle_fails_those_requests_a
     .await;
 
     // The host cannot tell a false claim from its description: the plugin loads...
-    let listing = plugin_listing(&host).await.expect("listing");
+    let listing = host.plugins().await.expect("listing");
     let entry =
         listing_entry(&listing, &file_name(plugins::TEST_ROGUE_DESCRIBE_GHOST)).expect("listed");
     assert_eq!(entry["status"], "active", "{entry}");
@@ -426,8 +393,9 @@ async fn a_plugin_that_claims_commands_it_does_not_handle_fails_those_requests_a
     );
     // ...and each claimed command fails when it comes, alone.
     for claimed in ["ghost-command", "ghost-other", "ghost-command"] {
-        command(&host, claimed, "g1", json!({}))
+        host.command(claimed, "g1", json!({}))
             .await
+            .unwrap()
             .assert_error(500, "plugin_failed");
         assert_bank_serves(&host).await;
     }
@@ -439,17 +407,19 @@ async fn a_plugin_that_claims_commands_it_does_not_handle_fails_those_requests_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn malformed_outputs_are_refused_and_nothing_is_appended() {
     let host = rogue_host().await;
-    wait_live_at_head(&host, "account-balance").await;
+    host.wait_live_at_head("account-balance").await;
 
     for bad in ["bad-json", "empty-type", "long-type"] {
         let id = fresh_id(bad);
-        command(&host, bad, &id, json!({}))
+        host.command(bad, &id, json!({}))
             .await
+            .unwrap()
             .assert_error(500, "plugin_failed");
         assert_no_stream(&host, &format!("rogue-{id}")).await;
     }
-    query(&host, "rogue-bad-json", "")
+    host.query("rogue-bad-json", "", &[])
         .await
+        .unwrap()
         .assert_error(500, "plugin_failed");
 
     assert_rogue_serves(&host).await;
@@ -479,7 +449,10 @@ async fn a_fifty_megabyte_event_is_stored_and_served_whole() {
     let host = roomy_host().await;
     const MB: usize = 50;
 
-    let reply = command(&host, "huge-event", "huge", json!({"mb": MB})).await;
+    let reply = host
+        .command("huge-event", "huge", json!({"mb": MB}))
+        .await
+        .unwrap();
     let body = reply.ok();
     let data = body["events"][0]["data"].as_str().expect("string data");
     assert_eq!(data.len(), MB << 20);
@@ -490,10 +463,10 @@ async fn a_fifty_megabyte_event_is_stored_and_served_whole() {
     assert_eq!(events[0]["data"].as_str().map(str::len), Some(MB << 20));
 
     // The stream goes on (folding the huge event), and so does everyone else.
-    let ping = command(&host, "ping", "huge", json!({})).await;
+    let ping = host.command("ping", "huge", json!({})).await.unwrap();
     assert_eq!(ping.ok()["version"], 2);
     assert_bank_serves(&host).await;
-    wait_live_at_head(&host, "account-balance").await;
+    host.wait_live_at_head("account-balance").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -501,7 +474,10 @@ async fn a_hundred_thousand_events_from_one_command_are_appended_as_one() {
     let host = roomy_host().await;
     const COUNT: u64 = 100_000;
 
-    let reply = command(&host, "many-events", "many", json!({"count": COUNT})).await;
+    let reply = host
+        .command("many-events", "many", json!({"count": COUNT}))
+        .await
+        .unwrap();
     let body = reply.ok();
     let events = body["events"].as_array().expect("events");
     assert_eq!(events.len() as u64, COUNT);
@@ -512,20 +488,23 @@ async fn a_hundred_thousand_events_from_one_command_are_appended_as_one() {
         assert_eq!(event["data"]["n"].as_u64(), Some(n as u64));
     }
     assert_eq!(body["position"].as_u64(), Some(first + COUNT - 1));
-    let head = head(&host.client, &host.url).await.expect("head");
+    let head = host.head().await.expect("head");
     assert_eq!(head, first + COUNT - 1);
 
     assert_bank_serves(&host).await;
-    wait_live_at_head(&host, "account-balance").await;
+    host.wait_live_at_head("account-balance").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thirty_megabyte_query_answer_is_served_whole() {
     let host = roomy_host().await;
-    wait_live_at_head(&host, "account-balance").await;
+    host.wait_live_at_head("account-balance").await;
     const MB: usize = 30;
 
-    let reply = query(&host, "rogue-huge", &format!("mb={MB}")).await;
+    let reply = host
+        .query("rogue-huge", &format!("mb={MB}"), &[])
+        .await
+        .unwrap();
     let answer = reply.ok().as_str().expect("a JSON string");
     assert_eq!(answer.len(), MB << 20);
     assert_bank_serves(&host).await;
@@ -534,14 +513,17 @@ async fn a_thirty_megabyte_query_answer_is_served_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_query_cache_does_not_keep_huge_answers_without_bound() {
     let host = roomy_host().await;
-    wait_live_at_head(&host, "account-balance").await;
+    host.wait_live_at_head("account-balance").await;
 
     // 20 answers of 30 MB: 600 MB that a byte-bounded cache would not all keep.
     for n in 0..20 {
-        let reply = query(&host, "rogue-huge", &format!("mb=30&n={n}")).await;
+        let reply = host
+            .query("rogue-huge", &format!("mb=30&n={n}"), &[])
+            .await
+            .unwrap();
         assert_eq!(reply.status, 200);
     }
-    let again = query(&host, "rogue-huge", "mb=30&n=0").await;
+    let again = host.query("rogue-huge", "mb=30&n=0", &[]).await.unwrap();
     assert_eq!(again.status, 200);
     assert_eq!(
         again.header("tessera-cache"),
@@ -616,7 +598,10 @@ async fn a_command_handler_gets_no_files_environment_or_network() {
     let escape_existed = escape.exists();
     let ports = [host_port(&host), canary_port];
 
-    let reply = command(&host, "probe", "probe", json!({ "ports": ports })).await;
+    let reply = host
+        .command("probe", "probe", json!({ "ports": ports }))
+        .await
+        .unwrap();
     let event = &reply.ok()["events"][0];
     assert_eq!(event["type"], "Probed");
     assert_all_denied(&event["data"]["report"], &ports);
@@ -630,16 +615,18 @@ async fn a_command_handler_gets_no_files_environment_or_network() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_query_handler_gets_no_files_environment_or_network() {
     let host = rogue_host().await;
-    wait_live_at_head(&host, "account-balance").await;
+    host.wait_live_at_head("account-balance").await;
     let (listener, canary_port) = canary();
     let ports = [host_port(&host), canary_port];
 
-    let reply = query(
-        &host,
-        "rogue-probe",
-        &format!("ports={},{}", ports[0], ports[1]),
-    )
-    .await;
+    let reply = host
+        .query(
+            "rogue-probe",
+            &format!("ports={},{}", ports[0], ports[1]),
+            &[],
+        )
+        .await
+        .unwrap();
     assert_all_denied(reply.ok(), &ports);
     assert_no_connection(&listener);
     assert_bank_serves(&host).await;
@@ -656,12 +643,16 @@ async fn a_per_plugin_deadline_lets_one_plugin_run_longer() {
 
     // Under the 300 ms default, a call of a second is cut...
     let strict = rogue_host().await;
-    wait_live_at_head(&strict, "account-balance").await;
-    command(&strict, "spin-for", "slow", slow.clone())
+    strict.wait_live_at_head("account-balance").await;
+    strict
+        .command("spin-for", "slow", slow.clone())
         .await
+        .unwrap()
         .assert_error(504, "deadline_exceeded");
-    query(&strict, "rogue-spin-for", "ms=1000")
+    strict
+        .query("rogue-spin-for", "ms=1000", &[])
         .await
+        .unwrap()
         .assert_error(504, "deadline_exceeded");
 
     // ...and with a longer deadline for the rogue plugins alone, it completes, while
@@ -688,14 +679,16 @@ async fn a_per_plugin_deadline_lets_one_plugin_run_longer() {
         },
     )
     .await;
-    let done = command(&roomy, "spin-for", "slow", slow).await;
+    let done = roomy.command("spin-for", "slow", slow).await.unwrap();
     assert_eq!(done.ok()["events"][0]["type"], "SpunFor");
-    wait_live_at_head(&roomy, "account-balance").await;
-    let answered = query(&roomy, "rogue-spin-for", "ms=1000").await;
+    roomy.wait_live_at_head("account-balance").await;
+    let answered = roomy.query("rogue-spin-for", "ms=1000", &[]).await.unwrap();
     assert!(answered.ok()["turns"].as_u64().is_some());
     let started = Instant::now();
-    command(&roomy, "spin", "endless", json!({}))
+    roomy
+        .command("spin", "endless", json!({}))
         .await
+        .unwrap()
         .assert_error(504, "deadline_exceeded");
     assert!(started.elapsed() >= ROOMY_DEADLINE);
     assert_bank_serves(&roomy).await;
@@ -721,21 +714,28 @@ async fn a_per_plugin_memory_bound_lets_one_plugin_use_more() {
 
         // 48 MiB is past the 32 MiB default...
         let strict = host_with(&files, |config| limits(config, false)).await;
-        command(&strict, "allocate", "big", json!({"mb": 48}))
+        strict
+            .command("allocate", "big", json!({"mb": 48}))
             .await
+            .unwrap()
             .assert_error(500, "plugin_failed");
         assert_bank_serves(&strict).await;
 
         // ...and within the rogue plugin's own 128 MiB, which still stops a bomb.
         let roomy = host_with(&files, |config| limits(config, true)).await;
-        let reply = command(&roomy, "allocate", "big", json!({"mb": 48})).await;
+        let reply = roomy
+            .command("allocate", "big", json!({"mb": 48}))
+            .await
+            .unwrap();
         assert_eq!(
             reply.ok()["events"][0]["data"]["bytes"],
             48 << 20,
             "pooling {pooling}"
         );
-        command(&roomy, "grow", "bomb", json!({}))
+        roomy
+            .command("grow", "bomb", json!({}))
             .await
+            .unwrap()
             .assert_error(500, "plugin_failed");
         assert_bank_serves(&roomy).await;
     }

@@ -5,18 +5,15 @@
 //! The test plugin's `count` command reports a global counter of the instance it ran
 //! in: 1 means a fresh instance, n means the instance's n-th `count`.
 
-mod common;
-
+use crate::common::{Reply, TestHost, plugins, test_dir};
 use anyhow::Result;
-use common::lifecycle::new_dir;
-use common::{TestHost, plugins};
-use serde_json::{Value, json};
+use serde_json::json;
 use tessera::plugin::PluginLimits;
 
 const ROGUE: &str = "test-rogue-commands";
 
 async fn count(host: &TestHost, id: &str) -> u64 {
-    let (status, body) = host.command("count", id, json!({})).await.expect("count");
+    let Reply { status, body, .. } = host.command("count", id, json!({})).await.expect("count");
     assert_eq!(status, 200, "{body}");
     body["events"][0]["data"]["calls"]
         .as_u64()
@@ -24,7 +21,7 @@ async fn count(host: &TestHost, id: &str) -> u64 {
 }
 
 async fn start(configure: impl FnOnce(&mut tessera::Config)) -> Result<TestHost> {
-    let dir = new_dir(&[plugins::TEST_ROGUE_COMMANDS])?;
+    let dir = test_dir(&[plugins::TEST_ROGUE_COMMANDS])?;
     TestHost::start_configured(dir, configure).await
 }
 
@@ -38,7 +35,7 @@ async fn an_instance_serves_several_commands_and_a_failed_one_is_never_called_ag
     assert_eq!(count(&host, "c").await, 3);
 
     // A trap in that instance: it is dropped, and the next command gets a fresh one.
-    let (status, body) = host.command("panic", "d", json!({})).await?;
+    let Reply { status, body, .. } = host.command("panic", "d", json!({})).await?;
     assert_eq!(status, 500, "{body}");
     assert_eq!(
         count(&host, "e").await,
@@ -48,7 +45,7 @@ async fn an_instance_serves_several_commands_and_a_failed_one_is_never_called_ag
     assert_eq!(count(&host, "f").await, 2);
 
     // A deadline is a failure too.
-    let (status, body) = host.command("spin", "g", json!({})).await?;
+    let Reply { status, body, .. } = host.command("spin", "g", json!({})).await?;
     assert_eq!(status, 504, "{body}");
     assert_eq!(
         count(&host, "h").await,
@@ -67,7 +64,7 @@ async fn a_new_version_of_a_plugin_never_gets_the_old_versions_instances() -> Re
     // The same code with other bytes (a custom section appended) is another version.
     let mut bytes = std::fs::read(plugins::TEST_ROGUE_COMMANDS)?;
     bytes.extend(custom_section("tessera-test", b"version two"));
-    let reply = common::deploy::deploy(&host.client, &host.url, ROGUE, bytes, None).await?;
+    let reply = host.deploy(ROGUE, bytes, None).await?;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(
         count(&host, "c").await,
@@ -118,12 +115,12 @@ async fn a_reused_instance_keeps_its_memory_bound() -> Result<()> {
     assert_eq!(count(&host, "a").await, 1);
     // Within the bound, twice on the same instance...
     for id in ["b", "c"] {
-        let (status, body) = host.command("allocate", id, json!({"mb": 8})).await?;
+        let Reply { status, body, .. } = host.command("allocate", id, json!({"mb": 8})).await?;
         assert_eq!(status, 200, "{body}");
     }
     assert_eq!(count(&host, "d").await, 2, "the instance was not reused");
     // ...and past it, on that instance, the call still fails.
-    let (status, body): (u16, Value) = host.command("allocate", "e", json!({"mb": 48})).await?;
+    let Reply { status, body, .. } = host.command("allocate", "e", json!({"mb": 48})).await?;
     assert!(
         status >= 500,
         "48 MiB in a 32 MiB instance: {status} {body}"

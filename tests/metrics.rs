@@ -7,14 +7,11 @@
 //! The recorder is process-wide, so hosts in one test process share series: the
 //! checks are on presence and non-zero values, never on exact counts.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use common::lifecycle::{deploy, set_policy, wait_caught_up, wait_version};
-use common::read_side;
-use common::{TestHost, plugins};
+use crate::common::lifecycle::{wait_caught_up, wait_version};
+use crate::common::{TestHost, plugins};
 use prometheus_parse::{Sample, Scrape, Value as Metric};
 use serde_json::{Value, json};
 
@@ -151,19 +148,11 @@ async fn every_family_is_scraped_with_bounded_labels_after_traffic() {
     let host = TestHost::start_configured(dir, |_| {})
         .await
         .expect("host starts");
-    read_side::wait_live(
-        &host.client,
-        &host.url,
-        &["account-balance", "bank-totals", "poison"],
-    )
-    .await
-    .expect("projections live");
-    set_policy(
-        &host,
-        "poison",
-        json!({ "on_failure": "skip", "max_attempts": 1 }),
-    )
-    .await;
+    host.wait_live(&["account-balance", "bank-totals", "poison"])
+        .await
+        .expect("projections live");
+    host.set_policy("poison", json!({ "on_failure": "skip", "max_attempts": 1 }))
+        .await;
 
     // Commands, accepted and refused in each way the bank allows.
     let mut ids = BTreeSet::new();
@@ -245,25 +234,23 @@ async fn every_family_is_scraped_with_bounded_labels_after_traffic() {
     // The poison event is parked; then the fixed code replaces the running version.
     let parked = wait_caught_up(&host, "poison", 1, "active").await;
     assert_eq!(parked["parked"], 1, "{parked}");
-    deploy(&host, "poison", plugins::TEST_POISON_PROJECTION_FIXED).await;
+    host.deploy_file("poison", plugins::TEST_POISON_PROJECTION_FIXED)
+        .await;
     // The new code's worker starts once the catalog change reaches the projections.
     let old = parked["digest"].clone();
     wait_version(&host, "poison", 1, "the fixed poison code live", |s| {
         s["digest"] != old && s["status"] == "live" && s["checkpoint"] == s["head"]
     })
     .await;
-    read_side::wait_live(
-        &host.client,
-        &host.url,
-        &["account-balance", "bank-totals", "poison"],
-    )
-    .await
-    .expect("projections live");
+    host.wait_live(&["account-balance", "bank-totals", "poison"])
+        .await
+        .expect("projections live");
 
     // Queries: a miss, then (the read models standing still) a hit, and an unknown one.
     let mut cache = BTreeSet::new();
     for _ in 0..10 {
-        let reply = read_side::query(&host.client, &host.url, "account", "id=metrics-acct-1", &[])
+        let reply = host
+            .query("account", "id=metrics-acct-1", &[])
             .await
             .expect("query");
         assert_eq!(reply.status, 200, "{}", reply.body);
@@ -278,7 +265,8 @@ async fn every_family_is_scraped_with_bounded_labels_after_traffic() {
         }
     }
     assert!(cache.contains("hit") && cache.contains("miss"), "{cache:?}");
-    let unknown = read_side::query(&host.client, &host.url, "no-such-query", "", &[])
+    let unknown = host
+        .query("no-such-query", "", &[])
         .await
         .expect("unknown query");
     assert_eq!(unknown.status, 404);

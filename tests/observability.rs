@@ -3,13 +3,12 @@
 //! metadata and the plugin's log lines, and `--log-format json` log lines that a log
 //! collector can parse.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::binary::Binary;
+use crate::common::deploy::file_name;
+use crate::common::plugins;
 use anyhow::Result;
-use common::hardening::{Binary, file_name};
-use common::plugins;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -112,7 +111,7 @@ async fn a_request_id_follows_a_command_into_its_events_its_plugin_logs_and_its_
         json!("client-trace-42")
     );
     // The plugin's line is a JSON object naming the plugin and the request.
-    let line = common::deploy::eventually("the plugin's log line", async || {
+    let line = crate::common::eventually("the plugin's log line", async || {
         json_lines(&host)
             .into_iter()
             .find(|line| line["message"] == json!(text))

@@ -2,12 +2,9 @@
 //! it describes is served (a request to it reaches a handler, not the router's
 //! fallback), and every route the router serves is described.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::hardening::start_host;
-use common::{Reply, TestHost, plugins};
+use crate::common::{Reply, TestHost, plugins};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -51,7 +48,7 @@ const METHODS: [&str; 8] = [
 /// loopback and a request reaches their handlers), and ready: its projections set up,
 /// so that `GET /ready` answers 200 rather than a 503 while they start.
 async fn host() -> TestHost {
-    let host = start_host(
+    let host = TestHost::start_with(
         &[
             plugins::BANK_ACCOUNT,
             plugins::ACCOUNT_BALANCE,
@@ -62,15 +59,7 @@ async fn host() -> TestHost {
     )
     .await
     .expect("host starts");
-    common::lifecycle::eventually("the host is ready", async || {
-        let (status, body) = host.get("/ready").await.map_err(|e| e.to_string())?;
-        if status == 200 {
-            Ok(())
-        } else {
-            Err(body.to_string())
-        }
-    })
-    .await;
+    host.wait_ready().await;
     host
 }
 

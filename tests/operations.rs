@@ -3,17 +3,13 @@
 //! replayed within it, free again after it, and a store from before retention opening
 //! and expiring its old keys).
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::lifecycle::wait_caught_up;
+use crate::common::{Reply, TestHost, data_dir, eventually, plugins, test_dir};
 use anyhow::Result;
-use common::lifecycle::{
-    data_dir, deploy, eventually, new_dir, start_in, statuses, wait_caught_up,
-};
-use common::{Reply, TestHost, plugins};
 use serde_json::{Value, json};
 use tessera::event_store::{
     AppendRequest, Durability, EventStore, Metadata, NewEvent, SqliteEventStore,
@@ -83,7 +79,7 @@ async fn append_accounts(data: &Path, prefix: &str, accounts: usize, deposits: u
 
 /// Every active projection version is within [`READY_LAG`] of `head`.
 async fn assert_active_caught_up(host: &TestHost, head: u64) {
-    for status in statuses(host).await.unwrap() {
+    for status in host.projections().await.unwrap() {
         if status["role"] == "active" {
             let checkpoint = status["checkpoint"].as_u64().unwrap();
             assert!(
@@ -100,7 +96,7 @@ async fn assert_active_caught_up(host: &TestHost, head: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ready_waits_for_every_active_projection_across_a_restart() {
-    let dir = new_dir(&[
+    let dir = test_dir(&[
         plugins::BANK_ACCOUNT,
         plugins::ACCOUNT_BALANCE,
         plugins::BANK_TOTALS,
@@ -109,7 +105,9 @@ async fn ready_waits_for_every_active_projection_across_a_restart() {
     .unwrap();
     // A log the projections have to catch up on at the first start.
     let head = append_accounts(&data_dir(&dir), "early-", 1500, 3).await;
-    let host = start_in(dir.clone(), |_| {}).await.unwrap();
+    let host = TestHost::start_configured(dir.clone(), |_| {})
+        .await
+        .unwrap();
     // Liveness says ok at once; readiness only once every projection is caught up.
     let (status, _) = host.get("/health").await.unwrap();
     assert_eq!(status, 200);
@@ -131,7 +129,7 @@ async fn ready_waits_for_every_active_projection_across_a_restart() {
 
     // An account the poison projection cannot apply: the host is not ready until a
     // fix is deployed, and says which projection holds it up.
-    let (status, body) = host
+    let Reply { status, body, .. } = host
         .command("open-account", "p-1", json!({ "owner": "poison" }))
         .await
         .unwrap();
@@ -153,7 +151,9 @@ async fn ready_waits_for_every_active_projection_across_a_restart() {
     let mut host = host;
     host.shutdown().await;
     let head = append_accounts(&data_dir(&dir), "late-", 1500, 3).await;
-    let host = start_in(dir.clone(), |_| {}).await.unwrap();
+    let host = TestHost::start_configured(dir.clone(), |_| {})
+        .await
+        .unwrap();
     // The poison can never pass: every answer until the fix is a 503 naming it.
     for _ in 0..20 {
         let reply = ready(&host).await;
@@ -165,7 +165,8 @@ async fn ready_waits_for_every_active_projection_across_a_restart() {
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    deploy(&host, "poison", plugins::TEST_POISON_PROJECTION_FIXED).await;
+    host.deploy_file("poison", plugins::TEST_POISON_PROJECTION_FIXED)
+        .await;
     let reply = eventually("ready after the fix", async || {
         let reply = ready(&host).await;
         if reply.status == 200 {
@@ -196,7 +197,7 @@ async fn deposit(host: &TestHost, account: &str, amount: u64, key: &str) -> Repl
 async fn within_retention_a_key_is_replayed() {
     // The default retention (a day).
     let host = TestHost::start(&[plugins::BANK_ACCOUNT]).await.unwrap();
-    let (status, _) = host
+    let Reply { status, .. } = host
         .command("open-account", "k-1", json!({ "owner": "ada" }))
         .await
         .unwrap();
@@ -214,13 +215,13 @@ async fn within_retention_a_key_is_replayed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_retention_a_key_names_a_new_command() {
-    let dir = new_dir(&[plugins::BANK_ACCOUNT]).unwrap();
-    let host = start_in(dir, |config| {
+    let dir = test_dir(&[plugins::BANK_ACCOUNT]).unwrap();
+    let host = TestHost::start_configured(dir, |config| {
         config.idempotency_retention = Duration::from_millis(300);
     })
     .await
     .unwrap();
-    let (status, _) = host
+    let Reply { status, .. } = host
         .command("open-account", "k-2", json!({ "owner": "ada" }))
         .await
         .unwrap();
@@ -277,7 +278,7 @@ CREATE TABLE snapshots (
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_store_from_before_retention_opens_and_expires_its_old_keys() -> Result<()> {
-    let dir = new_dir(&[plugins::BANK_ACCOUNT])?;
+    let dir = test_dir(&[plugins::BANK_ACCOUNT])?;
     {
         let conn = rusqlite::Connection::open(data_dir(&dir).join("events.db"))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -302,7 +303,7 @@ async fn a_store_from_before_retention_opens_and_expires_its_old_keys() -> Resul
         }
     }
     // The default retention (a day): the old key is past it, the new one within.
-    let host = start_in(dir, |_| {}).await?;
+    let host = TestHost::start_configured(dir, |_| {}).await?;
     assert_eq!(host.read_stream("account-old").await?.len(), 1);
     deposit(&host, "old", 3, "new-key")
         .await

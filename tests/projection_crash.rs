@@ -6,16 +6,15 @@
 //! out of a copy of the events database alone, and both must equal what the log says:
 //! no event applied twice, none skipped.
 
-mod common;
-
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::plugins;
-use common::read_side::{self, Ledger, Tessera};
+use crate::common::binary::Binary;
+use crate::common::plugins;
+use crate::common::read_side::Ledger;
 use serde_json::{Value, json};
 
 const PLUGINS: [&str; 4] = [
@@ -105,7 +104,7 @@ async fn client(work: Arc<Work>, client: reqwest::Client, url: String) {
     }
 }
 
-fn spawn_clients(work: &Arc<Work>, host: &Tessera) -> Vec<tokio::task::JoinHandle<()>> {
+fn spawn_clients(work: &Arc<Work>, host: &Binary) -> Vec<tokio::task::JoinHandle<()>> {
     (0..CLIENTS)
         .map(|_| tokio::spawn(client(work.clone(), host.client.clone(), host.url.clone())))
         .collect()
@@ -150,10 +149,8 @@ fn copy_events_db(from: &Path, to: &Path) -> Vec<PathBuf> {
     copied
 }
 
-async fn json_of(host: &Tessera, name: &str, query: &str, position: u64) -> Value {
-    let reply = read_side::query_at(&host.client, &host.url, name, query, position)
-        .await
-        .expect("query");
+async fn json_of(host: &Binary, name: &str, query: &str, position: u64) -> Value {
+    let reply = host.query_at(name, query, position).await.expect("query");
     assert_eq!(reply.status, 200, "{name}?{query}: {}", reply.body);
     reply.body
 }
@@ -169,7 +166,7 @@ async fn killed_mid_batch_the_projections_resume_exactly_once() {
     }
     let data = dir.path().join("data");
     let log = dir.path().join("tessera.log");
-    let mut host = Tessera::start(&data, &plugins_dir, &log)
+    let mut host = Binary::start(&data, &plugins_dir, &log, &[])
         .await
         .expect("tessera starts");
 
@@ -207,18 +204,18 @@ async fn killed_mid_batch_the_projections_resume_exactly_once() {
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        if let Ok(statuses) = read_side::projections(&host.client, &host.url).await {
+        if let Ok(statuses) = host.projections().await {
             let lag: u64 = statuses
                 .iter()
                 .filter_map(|p| p["lag_events"].as_u64())
                 .sum();
             lag_seen_at_kill.push(lag);
         }
-        host.kill();
+        host.sigkill();
         for client in clients {
             client.await.expect("client");
         }
-        host = Tessera::start(&data, &plugins_dir, &log)
+        host = Binary::start(&data, &plugins_dir, &log, &[])
             .await
             .expect("tessera restarts after a kill");
     }
@@ -242,18 +239,15 @@ async fn killed_mid_batch_the_projections_resume_exactly_once() {
         .collect();
     assert!(unexpected.is_empty(), "unexpected answers: {unexpected:?}");
 
-    let statuses = read_side::wait_live(&host.client, &host.url, &PROJECTIONS)
+    let statuses = host
+        .wait_live(&PROJECTIONS)
         .await
         .unwrap_or_else(|e| panic!("{e:#}; log:\n{}", host.log_tail()));
-    let head = read_side::head(&host.client, &host.url)
-        .await
-        .expect("head");
+    let head = host.head().await.expect("head");
     assert!(statuses.iter().all(|p| p["checkpoint"] == head));
 
     // The log: every acknowledged success appended exactly one event, nothing else did.
-    let events = read_side::read_log(&host.client, &host.url)
-        .await
-        .expect("log");
+    let events = host.read_log().await.expect("log");
     assert_eq!(events.len() as u64, head);
     let successes = acknowledged.values().filter(|s| **s == 200).count();
     assert_eq!(
@@ -266,7 +260,7 @@ async fn killed_mid_batch_the_projections_resume_exactly_once() {
 
     // A second host rebuilds every read model from position 0 out of a copy of the
     // events database alone. The first is killed for the copy, so the files are still.
-    host.kill();
+    host.sigkill();
     let rebuilt_data = dir.path().join("rebuilt");
     let copied = copy_events_db(&data, &rebuilt_data);
     assert!(
@@ -275,34 +269,34 @@ async fn killed_mid_batch_the_projections_resume_exactly_once() {
         data.display()
     );
     assert!(!rebuilt_data.join("projections").exists());
-    let host = Tessera::start(&data, &plugins_dir, &log)
+    let host = Binary::start(&data, &plugins_dir, &log, &[])
         .await
         .expect("tessera restarts");
-    let rebuilt = Tessera::start(&rebuilt_data, &plugins_dir, &dir.path().join("rebuilt.log"))
-        .await
-        .expect("the rebuilding host starts");
-    read_side::wait_live(&host.client, &host.url, &PROJECTIONS)
+    let rebuilt = Binary::start(
+        &rebuilt_data,
+        &plugins_dir,
+        &dir.path().join("rebuilt.log"),
+        &[],
+    )
+    .await
+    .expect("the rebuilding host starts");
+    host.wait_live(&PROJECTIONS)
         .await
         .unwrap_or_else(|e| panic!("{e:#}; log:\n{}", host.log_tail()));
-    let rebuilt_statuses = read_side::wait_live(&rebuilt.client, &rebuilt.url, &PROJECTIONS)
+    let rebuilt_statuses = rebuilt
+        .wait_live(&PROJECTIONS)
         .await
         .unwrap_or_else(|e| panic!("{e:#}; log:\n{}", rebuilt.log_tail()));
-    assert_eq!(
-        read_side::head(&rebuilt.client, &rebuilt.url)
-            .await
-            .expect("head"),
-        head
-    );
+    assert_eq!(rebuilt.head().await.expect("head"), head);
     // The rebuild applied each event once (every event is one both projections take).
     for p in &rebuilt_statuses {
         assert_eq!(p["events_applied"], head, "{p}");
     }
 
     // Every account, walked page by page and asked one by one, on both hosts.
-    let walked = read_side::all_accounts(&host.client, &host.url, 9, head)
-        .await
-        .expect("walk");
-    let rebuilt_walk = read_side::all_accounts(&rebuilt.client, &rebuilt.url, 9, head)
+    let walked = host.all_accounts(9, head).await.expect("walk");
+    let rebuilt_walk = rebuilt
+        .all_accounts(9, head)
         .await
         .expect("walk the rebuild");
     assert_eq!(walked, rebuilt_walk, "the accounts differ from a rebuild");

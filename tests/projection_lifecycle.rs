@@ -8,18 +8,15 @@
 //! query of `bank-queries` answers `SELECT *`, so the shape of an answer tells which
 //! version served it.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use common::lifecycle::{
-    account_id, append_bank_log, call, copy_log, data_dir, deploy, eventually, head, new_dir,
-    query, set_policy, start_in, statuses, version_of, versions_of, wait_caught_up, wait_version,
+use crate::common::lifecycle::{
+    account_id, append_bank_log, copy_log, version_of, versions_of, wait_caught_up, wait_version,
 };
-use common::{Reply, TestHost, plugins, send_command};
+use crate::common::{Api, Reply, TestHost, at_least, data_dir, eventually, plugins, test_dir};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
@@ -117,13 +114,15 @@ async fn open_accounts_from(
             for (n, id) in mine {
                 let n = first + n;
                 let opened = command(&id, json!({ "owner": format!("owner-{n}") }));
-                let reply = send_command(&http, &url, "open-account", &opened, &[])
+                let reply = Api::of(&http, &url)
+                    .send("open-account", &opened, &[])
                     .await
                     .expect("sent");
                 assert_eq!(reply.status, 200, "open {id}: {}", reply.body);
                 for d in 0..deposits {
                     let amount = json!({ "amount": (n + d) % 50 + 1 });
-                    let reply = send_command(&http, &url, "deposit", &command(&id, amount), &[])
+                    let reply = Api::of(&http, &url)
+                        .send("deposit", &command(&id, amount), &[])
                         .await
                         .expect("sent");
                     assert_eq!(reply.status, 200, "deposit {id}: {}", reply.body);
@@ -139,7 +138,8 @@ async fn open_accounts_from(
 
 /// The `account` answer for `id`, asserting success.
 async fn account(host: &TestHost, id: &str, at: Option<u64>) -> Value {
-    let reply = query(host, "account", &format!("id={id}"), at)
+    let reply = host
+        .query("account", &format!("id={id}"), &at_least(at))
         .await
         .expect("query sent");
     reply.ok().clone()
@@ -147,13 +147,13 @@ async fn account(host: &TestHost, id: &str, at: Option<u64>) -> Value {
 
 /// Deploys account-balance v2 over v1 and waits until it has taken over.
 async fn cut_over_to_v2(host: &TestHost) {
-    deploy(host, BALANCE, plugins::ACCOUNT_BALANCE_V2).await;
+    host.deploy_file(BALANCE, plugins::ACCOUNT_BALANCE_V2).await;
     wait_caught_up(host, BALANCE, 2, "active").await;
 }
 
 /// The role of version `version` of `name` right now.
 async fn role(host: &TestHost, name: &str, version: u64) -> String {
-    let list = statuses(host).await.expect("statuses");
+    let list = host.projections().await.expect("statuses");
     version_of(&list, name, version)
         .unwrap_or_else(|| panic!("{name} v{version} is not listed: {list:?}"))["role"]
         .as_str()
@@ -262,15 +262,10 @@ async fn depositor(
     while !stop.load(Ordering::Relaxed) {
         let id = &ids[turn % ids.len()];
         turn += 1;
-        let reply = send_command(
-            &http,
-            &url,
-            "deposit",
-            &command(id, json!({ "amount": 1 })),
-            &[],
-        )
-        .await
-        .expect("sent");
+        let reply = Api::of(&http, &url)
+            .send("deposit", &command(id, json!({ "amount": 1 })), &[])
+            .await
+            .expect("sent");
         assert_eq!(reply.status, 200, "deposit {id}: {}", reply.body);
         let expected = balances.get(id).copied().expect("known account") + 1;
         balances.insert(id.clone(), expected);
@@ -302,11 +297,13 @@ const HISTORY_DEPOSITS: usize = 99;
 /// has caught up, and v2's read model then equals one rebuilt from the log alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_new_schema_version_takes_over_without_downtime() {
-    let dir = new_dir(&BANK).expect("folder");
+    let dir = test_dir(&BANK).expect("folder");
     append_bank_log(&data_dir(&dir), HISTORY_ACCOUNTS, HISTORY_DEPOSITS, "ada")
         .await
         .expect("history");
-    let mut host = start_in(dir, |_| {}).await.expect("host starts");
+    let mut host = TestHost::start_configured(dir, |_| {})
+        .await
+        .expect("host starts");
     wait_caught_up(&host, BALANCE, 1, "active").await;
     wait_caught_up(&host, "bank-totals", 1, "active").await;
     // And 200 accounts opened through the host.
@@ -374,8 +371,8 @@ async fn a_new_schema_version_takes_over_without_downtime() {
         }
     })
     .await;
-    let head_at_deploy = head(&host).await.expect("head");
-    deploy(&host, BALANCE, plugins::ACCOUNT_BALANCE_V2).await;
+    let head_at_deploy = host.head().await.expect("head");
+    host.deploy_file(BALANCE, plugins::ACCOUNT_BALANCE_V2).await;
     wait_version(&host, BALANCE, 2, "v2 active", |s| s["role"] == "active").await;
     // Keep going until the clients have had plenty of v2 answers.
     eventually("v2 answers after the cutover", async || {
@@ -485,14 +482,14 @@ async fn a_new_schema_version_takes_over_without_downtime() {
     );
 
     // After the cutover, v2 equals a fresh rebuild from the log alone.
-    let final_head = head(&host).await.expect("head");
+    let final_head = host.head().await.expect("head");
     wait_caught_up(&host, BALANCE, 2, "active").await;
     let mut answers = Vec::new();
     for id in ids.iter() {
         answers.push(account(&host, id, Some(final_head)).await);
     }
     host.shutdown().await;
-    let fresh_dir = new_dir(&[
+    let fresh_dir = test_dir(&[
         plugins::BANK_ACCOUNT,
         plugins::ACCOUNT_BALANCE_V2,
         plugins::BANK_TOTALS,
@@ -500,11 +497,13 @@ async fn a_new_schema_version_takes_over_without_downtime() {
     ])
     .expect("folder");
     copy_log(&host.data_dir(), &data_dir(&fresh_dir)).expect("copy the log");
-    let fresh = start_in(fresh_dir, |_| {}).await.expect("fresh host");
+    let fresh = TestHost::start_configured(fresh_dir, |_| {})
+        .await
+        .expect("fresh host");
     let live = wait_caught_up(&fresh, BALANCE, 2, "active").await;
     assert_eq!(live["head"], final_head, "the copy holds the whole log");
     assert_eq!(
-        versions_of(&statuses(&fresh).await.expect("statuses"), BALANCE),
+        versions_of(&fresh.projections().await.expect("statuses"), BALANCE),
         [2]
     );
     for (id, before) in ids.iter().zip(&answers) {
@@ -526,8 +525,8 @@ async fn a_new_schema_version_takes_over_without_downtime() {
 async fn rollback_returns_to_a_current_v1_and_the_standby_version_can_be_retired() {
     // No folder watcher: its reload after the deploy would bring the retired version
     // back (see `a_retired_version_stays_retired_when_the_plugins_change`).
-    let dir = new_dir(&BANK).expect("folder");
-    let host = start_in(dir, |config| config.watch_plugins = false)
+    let dir = test_dir(&BANK).expect("folder");
+    let host = TestHost::start_configured(dir, |config| config.watch_plugins = false)
         .await
         .expect("host starts");
     let ids = open_accounts(&host, 20, 1).await;
@@ -545,15 +544,15 @@ async fn rollback_returns_to_a_current_v1_and_the_standby_version_can_be_retired
     })
     .await;
 
-    let rolled = call(
-        &host,
-        Method::POST,
-        &format!("/projections/{BALANCE}/rollback"),
-        None,
-        None,
-    )
-    .await
-    .expect("rollback");
+    let rolled = host
+        .call(
+            Method::POST,
+            &format!("/projections/{BALANCE}/rollback"),
+            None,
+            None,
+        )
+        .await
+        .expect("rollback");
     assert_eq!(rolled.ok()["active"]["version"], 1, "{}", rolled.body);
     assert_eq!(role(&host, BALANCE, 1).await, "active");
     assert_eq!(role(&host, BALANCE, 2).await, "standby");
@@ -569,24 +568,26 @@ async fn rollback_returns_to_a_current_v1_and_the_standby_version_can_be_retired
 
     // Retire: not the active version; the standby one, which then disappears.
     let path = |version: u32| format!("/projections/{BALANCE}/versions/{version}");
-    let refused = call(&host, Method::DELETE, &path(1), None, None)
+    let refused = host
+        .call(Method::DELETE, &path(1), None, None)
         .await
         .expect("retire v1");
     refused.assert_error(409, "active_version");
-    let unknown = call(&host, Method::DELETE, &path(9), None, None)
+    let unknown = host
+        .call(Method::DELETE, &path(9), None, None)
         .await
         .expect("retire v9");
     unknown.assert_error(404, "unknown_version");
-    let retired = call(&host, Method::DELETE, &path(2), None, None)
+    let retired = host
+        .call(Method::DELETE, &path(2), None, None)
         .await
         .expect("retire v2");
     assert_eq!(retired.status, 204, "{}", retired.body);
-    let list = statuses(&host).await.expect("statuses");
+    let list = host.projections().await.expect("statuses");
     assert_eq!(versions_of(&list, BALANCE), [1], "{list:?}");
     assert_eq!(version_of(&list, BALANCE, 1).expect("v1")["role"], "active");
     // Nothing to roll back to any more; queries still answer from v1.
-    call(
-        &host,
+    host.call(
         Method::POST,
         &format!("/projections/{BALANCE}/rollback"),
         None,
@@ -603,15 +604,15 @@ async fn rollback_returns_to_a_current_v1_and_the_standby_version_can_be_retired
 
 /// Rolls account-balance back to v1 (after a cutover to v2), asserting success.
 async fn roll_back(host: &TestHost) {
-    let rolled = call(
-        host,
-        Method::POST,
-        &format!("/projections/{BALANCE}/rollback"),
-        None,
-        None,
-    )
-    .await
-    .expect("rollback");
+    let rolled = host
+        .call(
+            Method::POST,
+            &format!("/projections/{BALANCE}/rollback"),
+            None,
+            None,
+        )
+        .await
+        .expect("rollback");
     assert_eq!(rolled.ok()["active"]["version"], 1, "{}", rolled.body);
 }
 
@@ -642,26 +643,27 @@ async fn a_retired_version_stays_retired_when_the_plugins_change() {
     let ids = open_accounts(&host, 10, 1).await;
     cut_over_to_v2(&host).await;
     roll_back(&host).await;
-    let retired = call(
-        &host,
-        Method::DELETE,
-        &format!("/projections/{BALANCE}/versions/2"),
-        None,
-        None,
-    )
-    .await
-    .expect("retire v2");
+    let retired = host
+        .call(
+            Method::DELETE,
+            &format!("/projections/{BALANCE}/versions/2"),
+            None,
+            None,
+        )
+        .await
+        .expect("retire v2");
     assert_eq!(retired.status, 204, "{}", retired.body);
 
     // An unrelated deploy: once its projection is listed, the sync that follows the
     // new plugins has run.
-    deploy(&host, "poison", plugins::TEST_POISON_PROJECTION).await;
+    host.deploy_file("poison", plugins::TEST_POISON_PROJECTION)
+        .await;
     wait_version(&host, "poison", 1, "the new projection listed", |_| true).await;
-    let list = statuses(&host).await.expect("statuses");
+    let list = host.projections().await.expect("statuses");
     assert_eq!(versions_of(&list, BALANCE), [1], "{list:?}");
 
     let host = host.restart().await.expect("restart");
-    let list = statuses(&host).await.expect("statuses");
+    let list = host.projections().await.expect("statuses");
     assert_eq!(versions_of(&list, BALANCE), [1], "{list:?}");
     let answer = account(&host, &ids[0], None).await;
     assert_eq!(shape(&answer), Ok(Shape::V1), "{answer}");
@@ -674,7 +676,9 @@ async fn a_retired_version_stays_retired_when_the_plugins_change() {
 async fn under_manual_cutover_a_caught_up_version_waits_for_promotion() {
     let host = TestHost::start(&BANK).await.expect("host starts");
     let ids = open_accounts(&host, 20, 1).await;
-    let policy = set_policy(&host, BALANCE, json!({ "cutover": "manual" })).await;
+    let policy = host
+        .set_policy(BALANCE, json!({ "cutover": "manual" }))
+        .await;
     assert_eq!(
         policy,
         json!({ "cutover": "manual", "on_failure": "stop", "max_attempts": 5 })
@@ -685,7 +689,7 @@ async fn under_manual_cutover_a_caught_up_version_waits_for_promotion() {
         .expect("policy");
     assert_eq!((status, &stored), (200, &policy));
 
-    deploy(&host, BALANCE, plugins::ACCOUNT_BALANCE_V2).await;
+    host.deploy_file(BALANCE, plugins::ACCOUNT_BALANCE_V2).await;
     // Caught up again and again while commands keep coming: still building, and
     // queries still answered by v1.
     for (turn, id) in ids.iter().enumerate().take(10) {
@@ -699,15 +703,15 @@ async fn under_manual_cutover_a_caught_up_version_waits_for_promotion() {
         assert_eq!(shape(&account(&host, id, None).await), Ok(Shape::V1));
     }
 
-    let promoted = call(
-        &host,
-        Method::POST,
-        &format!("/projections/{BALANCE}/promote"),
-        None,
-        None,
-    )
-    .await
-    .expect("promote");
+    let promoted = host
+        .call(
+            Method::POST,
+            &format!("/projections/{BALANCE}/promote"),
+            None,
+            None,
+        )
+        .await
+        .expect("promote");
     assert_eq!(
         promoted.ok()["active"],
         json!({ "version": 2, "generation": 1 })
@@ -717,19 +721,18 @@ async fn under_manual_cutover_a_caught_up_version_waits_for_promotion() {
     assert_eq!(shape(&account(&host, &ids[0], None).await), Ok(Shape::V2));
 
     // A version can be named; an unknown one is refused.
-    let back = call(
-        &host,
-        Method::POST,
-        &format!("/projections/{BALANCE}/promote?version=1"),
-        None,
-        None,
-    )
-    .await
-    .expect("promote v1");
+    let back = host
+        .call(
+            Method::POST,
+            &format!("/projections/{BALANCE}/promote?version=1"),
+            None,
+            None,
+        )
+        .await
+        .expect("promote v1");
     assert_eq!(back.ok()["active"]["version"], 1);
     assert_eq!(shape(&account(&host, &ids[0], None).await), Ok(Shape::V1));
-    call(
-        &host,
+    host.call(
         Method::POST,
         &format!("/projections/{BALANCE}/promote?version=7"),
         None,
@@ -748,27 +751,27 @@ async fn under_manual_cutover_a_caught_up_version_waits_for_promotion() {
 async fn a_rebuild_swaps_in_a_new_generation_with_the_same_data() {
     let host = TestHost::start(&BANK).await.expect("host starts");
     let ids = open_accounts(&host, 30, 2).await;
-    let at = head(&host).await.expect("head");
+    let at = host.head().await.expect("head");
     let mut before = Vec::new();
     for id in &ids {
         before.push(account(&host, id, Some(at)).await);
     }
-    let started = call(
-        &host,
-        Method::POST,
-        &format!("/projections/{BALANCE}/rebuild"),
-        None,
-        None,
-    )
-    .await
-    .expect("rebuild");
+    let started = host
+        .call(
+            Method::POST,
+            &format!("/projections/{BALANCE}/rebuild"),
+            None,
+            None,
+        )
+        .await
+        .expect("rebuild");
     assert_eq!(started.status, 202, "{}", started.body);
     assert_eq!(
         started.body["building"],
         json!({ "version": 1, "generation": 2 })
     );
     eventually("the new generation to take over alone", async || {
-        let list = statuses(&host).await.map_err(|e| e.to_string())?;
+        let list = host.projections().await.map_err(|e| e.to_string())?;
         let generations: Vec<&Value> = list.iter().filter(|p| p["name"] == BALANCE).collect();
         match generations.as_slice() {
             [only] if only["generation"] == 2 && only["role"] == "active" => Ok(()),
@@ -802,7 +805,8 @@ async fn open(host: &TestHost, id: &str, owner: &str) -> u64 {
 /// The owners the poison projection recorded, in log order (at least as fresh as
 /// `at`, if given). `params` (ignored by the handler) tell cached answers apart.
 async fn poison_owners(host: &TestHost, params: &str, at: Option<u64>) -> Vec<String> {
-    let reply = query(host, "poison-owners", params, at)
+    let reply = host
+        .query("poison-owners", params, &at_least(at))
         .await
         .expect("query");
     reply
@@ -829,7 +833,9 @@ async fn parked(host: &TestHost) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failing_event_halts_its_projection_until_a_fix_is_deployed() {
     let host = TestHost::start(&POISON_HOST).await.expect("host starts");
-    let policy = set_policy(&host, "poison", json!({ "max_attempts": 2 })).await;
+    let policy = host
+        .set_policy("poison", json!({ "max_attempts": 2 }))
+        .await;
     assert_eq!(policy["on_failure"], "stop");
     open(&host, "a0", "ada").await;
     open(&host, "a1", "bob").await;
@@ -849,7 +855,8 @@ async fn a_failing_event_halts_its_projection_until_a_fix_is_deployed() {
     open(&host, "a3", "dee").await;
     let deposit = ok_command(&host, "deposit", "a3", json!({ "amount": 7 })).await;
     assert_eq!(account(&host, "a3", None).await["balance"], 7);
-    let totals = query(&host, "totals", "", Some(position(&deposit)))
+    let totals = host
+        .query("totals", "", &at_least(Some(position(&deposit))))
         .await
         .expect("totals");
     assert_eq!(totals.ok()["open_accounts"], 5, "{}", totals.body);
@@ -862,7 +869,8 @@ async fn a_failing_event_halts_its_projection_until_a_fix_is_deployed() {
     assert_eq!(still["failed_at"], poisoned, "{still}");
 
     // The fix resumes it from where it halted.
-    deploy(&host, "poison", plugins::TEST_POISON_PROJECTION_FIXED).await;
+    host.deploy_file("poison", plugins::TEST_POISON_PROJECTION_FIXED)
+        .await;
     let live = wait_caught_up(&host, "poison", 1, "active").await;
     assert_eq!(live["halted"], false, "{live}");
     assert!(live.get("error").is_none(), "{live}");
@@ -877,12 +885,9 @@ async fn a_failing_event_halts_its_projection_until_a_fix_is_deployed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failing_events_are_parked_retried_after_the_fix_or_dropped() {
     let host = TestHost::start(&POISON_HOST).await.expect("host starts");
-    let policy = set_policy(
-        &host,
-        "poison",
-        json!({ "on_failure": "skip", "max_attempts": 2 }),
-    )
-    .await;
+    let policy = host
+        .set_policy("poison", json!({ "on_failure": "skip", "max_attempts": 2 }))
+        .await;
     assert_eq!(policy["on_failure"], "skip");
     open(&host, "a0", "ada").await;
     let first = open(&host, "p1", "poison").await;
@@ -912,7 +917,8 @@ async fn failing_events_are_parked_retried_after_the_fix_or_dropped() {
 
     // Drop one.
     let parked_path = |at: u64| format!("/projections/poison/parked/{at}");
-    let dropped = call(&host, Method::DELETE, &parked_path(second), None, None)
+    let dropped = host
+        .call(Method::DELETE, &parked_path(second), None, None)
         .await
         .expect("drop");
     assert_eq!(dropped.status, 204, "{}", dropped.body);
@@ -922,14 +928,15 @@ async fn failing_events_are_parked_retried_after_the_fix_or_dropped() {
         .filter_map(|p| p["position"].as_u64())
         .collect();
     assert_eq!(positions, [first]);
-    call(&host, Method::DELETE, &parked_path(second), None, None)
+    host.call(Method::DELETE, &parked_path(second), None, None)
         .await
         .expect("drop again")
         .assert_error(404, "unknown_parked_event");
 
     // A retry with the faulty code fails and leaves the event parked.
     let retry = format!("{}/retry", parked_path(first));
-    let failed = call(&host, Method::POST, &retry, None, None)
+    let failed = host
+        .call(Method::POST, &retry, None, None)
         .await
         .expect("retry");
     assert_eq!(failed.status, 409, "{}", failed.body);
@@ -937,12 +944,14 @@ async fn failing_events_are_parked_retried_after_the_fix_or_dropped() {
 
     // After the fix, the retry applies it and it leaves the list.
     let old_digest = live["digest"].clone();
-    deploy(&host, "poison", plugins::TEST_POISON_PROJECTION_FIXED).await;
+    host.deploy_file("poison", plugins::TEST_POISON_PROJECTION_FIXED)
+        .await;
     wait_version(&host, "poison", 1, "the fixed code running", |s| {
         s["digest"] != old_digest && s["status"] == "live"
     })
     .await;
-    let retried = call(&host, Method::POST, &retry, None, None)
+    let retried = host
+        .call(Method::POST, &retry, None, None)
         .await
         .expect("retry");
     assert_eq!(retried.status, 204, "{}", retried.body);
@@ -953,7 +962,7 @@ async fn failing_events_are_parked_retried_after_the_fix_or_dropped() {
         poison_owners(&host, "after=retry", Some(last)).await,
         ["ada", "poison", "bob", "cy"]
     );
-    call(&host, Method::POST, &retry, None, None)
+    host.call(Method::POST, &retry, None, None)
         .await
         .expect("retry again")
         .assert_error(404, "unknown_parked_event");
@@ -964,12 +973,8 @@ async fn failing_events_are_parked_retried_after_the_fix_or_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retried_parked_event_is_visible_to_queries_at_once() {
     let host = TestHost::start(&POISON_HOST).await.expect("host starts");
-    set_policy(
-        &host,
-        "poison",
-        json!({ "on_failure": "skip", "max_attempts": 1 }),
-    )
-    .await;
+    host.set_policy("poison", json!({ "on_failure": "skip", "max_attempts": 1 }))
+        .await;
     open(&host, "a0", "ada").await;
     let poisoned = open(&host, "p1", "poison").await;
     let last = open(&host, "a1", "bob").await;
@@ -977,20 +982,21 @@ async fn a_retried_parked_event_is_visible_to_queries_at_once() {
     assert_eq!(poison_owners(&host, "", Some(last)).await, ["ada", "bob"]);
 
     let old_digest = live["digest"].clone();
-    deploy(&host, "poison", plugins::TEST_POISON_PROJECTION_FIXED).await;
+    host.deploy_file("poison", plugins::TEST_POISON_PROJECTION_FIXED)
+        .await;
     wait_version(&host, "poison", 1, "the fixed code running", |s| {
         s["digest"] != old_digest && s["status"] == "live"
     })
     .await;
-    let retried = call(
-        &host,
-        Method::POST,
-        &format!("/projections/poison/parked/{poisoned}/retry"),
-        None,
-        None,
-    )
-    .await
-    .expect("retry");
+    let retried = host
+        .call(
+            Method::POST,
+            &format!("/projections/poison/parked/{poisoned}/retry"),
+            None,
+            None,
+        )
+        .await
+        .expect("retry");
     assert_eq!(retried.status, 204, "{}", retried.body);
     assert_eq!(
         poison_owners(&host, "", Some(last)).await,
@@ -1009,21 +1015,20 @@ const RESTART_DEPOSITS: usize = 49;
 /// lifecycle (v1 active, v2 building, policies) as it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restart_during_a_catch_up_resumes_from_the_checkpoint() {
-    let dir = new_dir(&[plugins::BANK_ACCOUNT, plugins::ACCOUNT_BALANCE]).expect("folder");
+    let dir = test_dir(&[plugins::BANK_ACCOUNT, plugins::ACCOUNT_BALANCE]).expect("folder");
     let log_head = append_bank_log(&data_dir(&dir), RESTART_ACCOUNTS, RESTART_DEPOSITS, "ada")
         .await
         .expect("log");
     assert_eq!(log_head, (RESTART_ACCOUNTS * (1 + RESTART_DEPOSITS)) as u64);
-    let host = start_in(dir, |_| {}).await.expect("host starts");
+    let host = TestHost::start_configured(dir, |_| {})
+        .await
+        .expect("host starts");
     wait_caught_up(&host, BALANCE, 1, "active").await;
-    let policy = set_policy(
-        &host,
-        BALANCE,
-        json!({ "on_failure": "skip", "max_attempts": 3 }),
-    )
-    .await;
+    let policy = host
+        .set_policy(BALANCE, json!({ "on_failure": "skip", "max_attempts": 3 }))
+        .await;
 
-    deploy(&host, BALANCE, plugins::ACCOUNT_BALANCE_V2).await;
+    host.deploy_file(BALANCE, plugins::ACCOUNT_BALANCE_V2).await;
     let midway = wait_version(&host, BALANCE, 2, "v2 midway through its catch-up", |s| {
         let at = s["checkpoint"].as_u64().unwrap_or(0);
         assert!(
@@ -1035,14 +1040,14 @@ async fn a_restart_during_a_catch_up_resumes_from_the_checkpoint() {
     .await;
     assert_eq!(midway["role"], "building");
     // The last checkpoint seen before the restart.
-    let list = statuses(&host).await.expect("statuses");
+    let list = host.projections().await.expect("statuses");
     let before = version_of(&list, BALANCE, 2).expect("v2")["checkpoint"]
         .as_u64()
         .expect("checkpoint");
     assert!(before < log_head, "v2 caught up too soon: {list:?}");
 
     let host = host.restart().await.expect("restart");
-    let list = statuses(&host).await.expect("statuses");
+    let list = host.projections().await.expect("statuses");
     let v2 = version_of(&list, BALANCE, 2).expect("v2 after the restart");
     let first = v2["checkpoint"].as_u64().expect("checkpoint");
     assert!(
@@ -1073,8 +1078,8 @@ async fn a_restart_during_a_catch_up_resumes_from_the_checkpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lifecycle_changes_need_the_admin_token_when_one_is_configured() {
     const TOKEN: &str = "lifecycle-secret";
-    let dir = new_dir(&[plugins::BANK_ACCOUNT, plugins::ACCOUNT_BALANCE]).expect("folder");
-    let host = start_in(dir, |config| {
+    let dir = test_dir(&[plugins::BANK_ACCOUNT, plugins::ACCOUNT_BALANCE]).expect("folder");
+    let host = TestHost::start_configured(dir, |config| {
         config.admin_token = Some(TOKEN.to_string());
     })
     .await
@@ -1098,7 +1103,8 @@ async fn lifecycle_changes_need_the_admin_token_when_one_is_configured() {
     ];
     for (method, path, body) in &changes {
         for token in [None, Some("wrong")] {
-            let reply = call(&host, method.clone(), path, body.as_ref(), token)
+            let reply = host
+                .call(method.clone(), path, body.as_ref(), token)
                 .await
                 .expect("request");
             assert_eq!(
@@ -1115,22 +1121,23 @@ async fn lifecycle_changes_need_the_admin_token_when_one_is_configured() {
     assert_eq!(policy["cutover"], "auto");
     let (status, _) = host.get(&p("/parked")).await.expect("parked");
     assert_eq!(status, 200);
-    let list = statuses(&host).await.expect("statuses");
+    let list = host.projections().await.expect("statuses");
     assert_eq!(versions_of(&list, BALANCE), [1]);
     assert_eq!(version_of(&list, BALANCE, 1).expect("v1")["generation"], 1);
 
     // With the token they go through.
-    let changed = call(
-        &host,
-        Method::PUT,
-        &p("/policy"),
-        Some(&json!({ "cutover": "manual" })),
-        Some(TOKEN),
-    )
-    .await
-    .expect("policy");
+    let changed = host
+        .call(
+            Method::PUT,
+            &p("/policy"),
+            Some(&json!({ "cutover": "manual" })),
+            Some(TOKEN),
+        )
+        .await
+        .expect("policy");
     assert_eq!(changed.ok()["cutover"], "manual");
-    let rebuild = call(&host, Method::POST, &p("/rebuild"), None, Some(TOKEN))
+    let rebuild = host
+        .call(Method::POST, &p("/rebuild"), None, Some(TOKEN))
         .await
         .expect("rebuild");
     assert_eq!(rebuild.status, 202, "{}", rebuild.body);

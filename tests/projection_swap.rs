@@ -6,16 +6,13 @@
 //! for a moment at every such deploy, while the old worker had stopped and its
 //! replacement had not started.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::common::TestHost;
+use crate::common::crash::{BANK_PLUGIN_NAMES, BANK_PLUGINS};
+use crate::common::deploy::{bytes, with_custom_section};
 use anyhow::{Result, ensure};
-use common::crash::{BANK_PLUGIN_NAMES, BANK_PLUGINS};
-use common::deploy::{bytes, deploy, start_host, with_custom_section};
-use common::read_side::query;
-use common::send_command;
 use serde_json::json;
 
 /// Deploys of new code for the inline projection while a client writes and reads.
@@ -29,22 +26,22 @@ async fn new_projection_code_swaps_in_without_refusing_reads_or_missing_writes()
         .map(|(name, path)| (format!("{name}.wasm"), path))
         .collect();
     let files: Vec<(&str, &str)> = files.iter().map(|(n, p)| (n.as_str(), *p)).collect();
-    let host = start_host(&files, |_| {}).await?;
+    let host = TestHost::start_files(&files, |_| {}).await?;
     let opened = host
         .command("open-account", "1", json!({ "owner": "ada" }))
         .await?;
-    ensure!(opened.0 == 200, "{opened:?}");
+    ensure!(opened.status == 200, "{opened:?}");
 
     // Deploys alternate between two variants, so each is new code.
     let done = Arc::new(AtomicBool::new(false));
     let deployer = {
-        let (client, url, done) = (host.client.clone(), host.url.clone(), done.clone());
-        let code = bytes(common::plugins::ACCOUNT_BALANCE);
+        let (api, done) = (host.api().clone(), done.clone());
+        let code = bytes(crate::common::plugins::ACCOUNT_BALANCE);
         tokio::spawn(async move {
             let mut failures = Vec::new();
             for n in 0..DEPLOYS {
                 let variant = with_custom_section(&code, &format!("swap {}", n % 2));
-                let reply = deploy(&client, &url, "account-balance", variant, None).await;
+                let reply = api.deploy("account-balance", variant, None).await;
                 match reply {
                     Ok(reply) if reply.status == 200 => {}
                     other => failures.push(format!("{other:?}")),
@@ -59,13 +56,13 @@ async fn new_projection_code_swaps_in_without_refusing_reads_or_missing_writes()
     let mut checked = 0;
     while !done.load(Ordering::Relaxed) {
         let body = json!({ "aggregate_id": "1", "payload": { "amount": 1 } });
-        let ack = send_command(&host.client, &host.url, "deposit", &body, &[]).await?;
+        let ack = host.send("deposit", &body, &[]).await?;
         ensure!(ack.status == 200, "deposit: {} {}", ack.status, ack.body);
         if ack.header("tessera-inline") == Some("lagging") {
             continue;
         }
         let version = ack.body["version"].as_u64();
-        let read = query(&host.client, &host.url, "account", "id=1", &[]).await?;
+        let read = host.query("account", "id=1", &[]).await?;
         checked += 1;
         if read.status != 200 || read.body["version"].as_u64() < version {
             missed.push(format!(

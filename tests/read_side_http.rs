@@ -3,15 +3,13 @@
 //! (commands), `account-balance` (an inline projection), `bank-totals` (an async one)
 //! and `bank-queries` (`account`, `accounts`, `totals`, reading both).
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::read_side::{self, Ledger};
-use common::{Reply, TestHost, plugins, send_command};
+use crate::common::read_side::{Ledger, projection};
+use crate::common::{Api, Reply, TestHost, plugins};
 use serde_json::{Value, json};
 
 async fn start() -> TestHost {
@@ -24,7 +22,7 @@ async fn start() -> TestHost {
     .await
     .expect("host starts");
     // Queries answer once the projections they read are set up.
-    read_side::wait_live(&host.client, &host.url, &["account-balance", "bank-totals"])
+    host.wait_live(&["account-balance", "bank-totals"])
         .await
         .expect("projections live");
     host
@@ -57,9 +55,7 @@ fn number_header(reply: &Reply, name: &str) -> u64 {
 }
 
 async fn get(host: &TestHost, name: &str, query: &str, headers: &[(&str, String)]) -> Reply {
-    read_side::query(&host.client, &host.url, name, query, headers)
-        .await
-        .expect("query sent")
+    host.query(name, query, headers).await.expect("query sent")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -191,18 +187,17 @@ async fn a_query_that_cannot_be_fresh_enough_answers_stale() {
     );
 
     // The same by POST; and a header that is not a number is the client's mistake.
-    let reply = read_side::query_post(
-        &host.client,
-        &host.url,
-        "totals",
-        &json!({}),
-        &[
-            ("tessera-min-position", far.to_string()),
-            ("tessera-max-wait", "200".to_string()),
-        ],
-    )
-    .await
-    .expect("query sent");
+    let reply = host
+        .query_post(
+            "totals",
+            &json!({}),
+            &[
+                ("tessera-min-position", far.to_string()),
+                ("tessera-max-wait", "200".to_string()),
+            ],
+        )
+        .await
+        .expect("query sent");
     reply.assert_error(503, "stale");
     assert!(reply.header("retry-after").is_some());
     let reply = get(
@@ -235,7 +230,8 @@ async fn queries_answer_by_get_and_post_and_refuse_clearly() {
     let last = position_of(&command(&host, "deposit", "gp", json!({ "amount": 12 })).await);
     let at = [("tessera-min-position", last.to_string())];
 
-    let by_post = read_side::query_post(&host.client, &host.url, "totals", &json!({}), &at)
+    let by_post = host
+        .query_post("totals", &json!({}), &at)
         .await
         .expect("post");
     assert_eq!(by_post.ok()["open_accounts"], 1, "{}", by_post.body);
@@ -248,22 +244,17 @@ async fn queries_answer_by_get_and_post_and_refuse_clearly() {
             .is_some_and(|c| c.starts_with("application/json"))
     );
 
-    let account = read_side::query_post(
-        &host.client,
-        &host.url,
-        "account",
-        &json!({ "id": "gp" }),
-        &[],
-    )
-    .await
-    .expect("post");
+    let account = host
+        .query_post("account", &json!({ "id": "gp" }), &[])
+        .await
+        .expect("post");
     assert_eq!(account.ok()["balance"], 12, "{}", account.body);
     assert_eq!(account.ok()["id"], "gp", "{}", account.body);
 
     get(&host, "no-such-query", "", &[])
         .await
         .assert_error(404, "unknown_query");
-    read_side::query_post(&host.client, &host.url, "no-such-query", &json!({}), &[])
+    host.query_post("no-such-query", &json!({}), &[])
         .await
         .expect("post")
         .assert_error(404, "unknown_query");
@@ -284,7 +275,7 @@ async fn queries_answer_by_get_and_post_and_refuse_clearly() {
     get(&host, "accounts", "cursor=zz", &[])
         .await
         .assert_error(422, "validation_failed");
-    read_side::query_post(&host.client, &host.url, "totals", &json!([1, 2]), &[])
+    host.query_post("totals", &json!([1, 2]), &[])
         .await
         .expect("post")
         .assert_error(400, "bad_request");
@@ -328,9 +319,7 @@ async fn totals_add_up_the_commands_sent() {
         .expect("sent");
     refused.assert_error(422, "rejected");
 
-    let reply = read_side::query_at(&host.client, &host.url, "totals", "", last)
-        .await
-        .expect("totals");
+    let reply = host.query_at("totals", "", last).await.expect("totals");
     let totals = reply.ok();
     assert_eq!(totals["open_accounts"], 6, "{totals}");
     assert_eq!(
@@ -372,7 +361,7 @@ async fn the_query_cache_hits_until_a_command_moves_the_read_models() {
     command(&host, "open-account", "c1", json!({ "owner": "ada" })).await;
     command(&host, "deposit", "c1", json!({ "amount": 10 })).await;
     // Every projection at the head: nothing moves the checkpoints between the asks.
-    read_side::wait_live(&host.client, &host.url, &["account-balance", "bank-totals"])
+    host.wait_live(&["account-balance", "bank-totals"])
         .await
         .expect("live");
 
@@ -422,7 +411,7 @@ async fn the_query_cache_hits_until_a_command_moves_the_read_models() {
 async fn concurrent_misses_on_one_answer_make_one_call() {
     let host = start().await;
     command(&host, "open-account", "sf", json!({ "owner": "ada" })).await;
-    read_side::wait_live(&host.client, &host.url, &["account-balance", "bank-totals"])
+    host.wait_live(&["account-balance", "bank-totals"])
         .await
         .expect("live");
     // Many clients ask the same uncached question at once: one of them calls the
@@ -465,12 +454,10 @@ async fn projections_are_listed_with_their_progress() {
         )
         .await;
     }
-    let listed = read_side::projections(&host.client, &host.url)
-        .await
-        .expect("projections");
+    let listed = host.projections().await.expect("projections");
     assert_eq!(listed.len(), 2, "{listed:#?}");
     for (name, mode) in [("account-balance", "inline"), ("bank-totals", "async")] {
-        let p = read_side::projection(&listed, name).unwrap_or_else(|| panic!("{name} listed"));
+        let p = projection(&listed, name).unwrap_or_else(|| panic!("{name} listed"));
         assert_eq!(p["version"], 1, "{p}");
         assert_eq!(p["mode"], mode, "{p}");
         assert!(
@@ -485,10 +472,11 @@ async fn projections_are_listed_with_their_progress() {
         assert!(p["lag_ms"].is_u64(), "{p}");
     }
     // The inline projection already holds every acknowledged command.
-    let inline = read_side::projection(&listed, "account-balance").expect("listed");
+    let inline = projection(&listed, "account-balance").expect("listed");
     assert!(inline["checkpoint"].as_u64() >= Some(5), "{inline}");
 
-    let live = read_side::wait_live(&host.client, &host.url, &["account-balance", "bank-totals"])
+    let live = host
+        .wait_live(&["account-balance", "bank-totals"])
         .await
         .expect("live");
     for p in &live {
@@ -522,7 +510,8 @@ async fn paging_sees_every_account_once_while_balances_move() {
                 for (i, id) in mine {
                     let open =
                         json!({ "aggregate_id": id, "payload": { "owner": format!("owner {i}") } });
-                    let reply = send_command(&client, &url, "open-account", &open, &[])
+                    let reply = Api::of(&client, &url)
+                        .send("open-account", &open, &[])
                         .await
                         .expect("open");
                     assert_eq!(reply.status, 200, "{}", reply.body);
@@ -530,7 +519,8 @@ async fn paging_sees_every_account_once_while_balances_move() {
                     if amount > 0 {
                         let deposit =
                             json!({ "aggregate_id": id, "payload": { "amount": amount } });
-                        let reply = send_command(&client, &url, "deposit", &deposit, &[])
+                        let reply = Api::of(&client, &url)
+                            .send("deposit", &deposit, &[])
                             .await
                             .expect("deposit");
                         assert_eq!(reply.status, 200, "{}", reply.body);
@@ -568,7 +558,8 @@ async fn paging_sees_every_account_once_while_balances_move() {
                         json!({ "aggregate_id": id, "payload": { "amount": rng.u64(1..=300) } }),
                     )
                 };
-                let reply = send_command(&client, &url, body.0, &body.1, &[])
+                let reply = Api::of(&client, &url)
+                    .send(body.0, &body.1, &[])
                     .await
                     .expect("concurrent command");
                 assert_eq!(reply.status, 200, "{}", reply.body);

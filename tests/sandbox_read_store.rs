@@ -4,12 +4,10 @@
 //! Every attempt must be denied, the hostile projection must keep working, and the
 //! bank's read models must not notice.
 
-mod common;
-
 use std::path::Path;
 
-use common::read_side::{self, Ledger};
-use common::{TestHost, plugins};
+use crate::common::read_side::{self, Ledger};
+use crate::common::{TestHost, plugins};
 use serde_json::{Value, json};
 
 const HOSTILE: &str = "test-hostile-projection";
@@ -26,13 +24,9 @@ async fn start() -> TestHost {
     .await
     .expect("host starts");
     // Queries answer once the projections they read are set up.
-    read_side::wait_live(
-        &host.client,
-        &host.url,
-        &["account-balance", "bank-totals", HOSTILE],
-    )
-    .await
-    .expect("projections live");
+    host.wait_live(&["account-balance", "bank-totals", HOSTILE])
+        .await
+        .expect("projections live");
     host
 }
 
@@ -63,7 +57,8 @@ fn allowed(attempts: &[Value]) -> Vec<&Value> {
 
 /// The hostile projection's attempts, as fresh as `position`.
 async fn projection_attempts(host: &TestHost, position: u64) -> Vec<Value> {
-    let reply = read_side::query_at(&host.client, &host.url, "attempts", "", position)
+    let reply = host
+        .query_at("attempts", "", position)
         .await
         .expect("attempts query");
     reply.ok()["attempts"]
@@ -121,7 +116,7 @@ async fn a_hostile_projection_is_denied_every_door_and_keeps_working() {
         .await;
         last = command(&host, "deposit", &id, json!({ "amount": 100 + i })).await;
     }
-    read_side::query_at(&host.client, &host.url, "totals", "", last)
+    host.query_at("totals", "", last)
         .await
         .expect("totals")
         .ok();
@@ -173,13 +168,15 @@ async fn a_hostile_projection_is_denied_every_door_and_keeps_working() {
     }
 
     // The projection still works: live at the head, no error, its own rows there.
-    let statuses = read_side::wait_live(&host.client, &host.url, &[HOSTILE, "account-balance"])
+    let statuses = host
+        .wait_live(&[HOSTILE, "account-balance"])
         .await
         .expect("live");
     let hostile = read_side::projection(&statuses, HOSTILE).expect("listed");
     assert_eq!(hostile["status"], "live", "{hostile}");
     assert!(hostile.get("error").is_none(), "{hostile}");
-    let seen = read_side::query_at(&host.client, &host.url, "seen", "", last)
+    let seen = host
+        .query_at("seen", "", last)
         .await
         .expect("seen")
         .ok()
@@ -188,9 +185,7 @@ async fn a_hostile_projection_is_denied_every_door_and_keeps_working() {
     assert_eq!(seen["last"], opened_with_path, "{seen}");
 
     // The host's checkpoint rows are intact, in WAL mode, and say what the host says.
-    let head = read_side::head(&host.client, &host.url)
-        .await
-        .expect("head");
+    let head = host.head().await.expect("head");
     for (db, name) in [(&hostile_db, HOSTILE), (&balance_db, "account-balance")] {
         let (position, setup, mode) = checkpoint_on_disk(db);
         assert_eq!(position as u64, head, "{name}'s checkpoint on disk");
@@ -217,18 +212,17 @@ async fn a_hostile_query_cannot_write_through_its_read_access() {
     );
 
     let copy_to = data.join("stolen.db");
-    let reply = read_side::query_post(
-        &host.client,
-        &host.url,
-        "write",
-        &json!({
-            "path": balance_db.to_str().expect("UTF-8 path"),
-            "copy_to": copy_to.to_str().expect("UTF-8 path"),
-        }),
-        &[],
-    )
-    .await
-    .expect("write query");
+    let reply = host
+        .query_post(
+            "write",
+            &json!({
+                "path": balance_db.to_str().expect("UTF-8 path"),
+                "copy_to": copy_to.to_str().expect("UTF-8 path"),
+            }),
+            &[],
+        )
+        .await
+        .expect("write query");
     let attempts = reply.ok()["attempts"]
         .as_array()
         .cloned()
@@ -240,7 +234,8 @@ async fn a_hostile_query_cannot_write_through_its_read_access() {
 
     // The projection's table is as it was (a parameter the handler ignores makes the
     // answer bypass the cache), and the projection still runs.
-    let after = read_side::query(&host.client, &host.url, "attempts", "fresh=1", &[])
+    let after = host
+        .query("attempts", "fresh=1", &[])
         .await
         .expect("attempts again");
     assert_eq!(after.header("tessera-cache"), Some("miss"));
@@ -253,19 +248,16 @@ async fn a_hostile_query_cannot_write_through_its_read_access() {
     // The pooled read connections were not left inside a transaction or writable:
     // new events still show up in later queries.
     let next = command(&host, "open-account", "q2", json!({ "owner": "grace" })).await;
-    let seen = read_side::query_at(&host.client, &host.url, "seen", "", next)
-        .await
-        .expect("seen");
+    let seen = host.query_at("seen", "", next).await.expect("seen");
     assert_eq!(seen.ok()["count"], 2, "{}", seen.body);
     for _ in 0..20 {
-        let reply = read_side::query(&host.client, &host.url, "seen", "again=1", &[])
+        let reply = host
+            .query("seen", "again=1", &[])
             .await
             .expect("seen again");
         assert_eq!(reply.ok()["count"], 2, "{}", reply.body);
     }
-    let statuses = read_side::wait_live(&host.client, &host.url, &[HOSTILE])
-        .await
-        .expect("live");
+    let statuses = host.wait_live(&[HOSTILE]).await.expect("live");
     assert!(read_side::projection(&statuses, HOSTILE).is_some());
     assert_bank_unaffected(&host, next).await;
 }
@@ -282,15 +274,11 @@ async fn a_hostile_projection_cannot_plant_triggers_on_the_host_checkpoint() {
     let rigged = command(&host, "open-account", "rigged", json!({ "owner": "rig" })).await;
     let last = command(&host, "open-account", "after", json!({ "owner": "grace" })).await;
     let attempts = projection_attempts(&host, last).await;
-    read_side::wait_live(&host.client, &host.url, &[HOSTILE])
-        .await
-        .expect("live");
+    host.wait_live(&[HOSTILE]).await.expect("live");
     let hostile_db = read_side_path(&host.data_dir(), HOSTILE);
 
     // The consequences first: the checkpoint on disk is the one the host reports...
-    let reported = read_side::projections(&host.client, &host.url)
-        .await
-        .expect("projections");
+    let reported = host.projections().await.expect("projections");
     let reported = read_side::projection(&reported, HOSTILE).expect("listed")["checkpoint"].clone();
     let (on_disk, _, _) = checkpoint_on_disk(&hostile_db);
     assert_eq!(
@@ -306,13 +294,12 @@ async fn a_hostile_projection_cannot_plant_triggers_on_the_host_checkpoint() {
         json!({ "owner": "edsger" }),
     )
     .await;
-    let statuses = read_side::wait_live_for(&host.client, &host.url, &[HOSTILE], 600)
+    let statuses = host
+        .wait_live_for(&[HOSTILE], 600)
         .await
         .expect("the projection is live again after a restart");
     assert!(read_side::projection(&statuses, HOSTILE).is_some());
-    let seen = read_side::query_at(&host.client, &host.url, "seen", "", next)
-        .await
-        .expect("seen");
+    let seen = host.query_at("seen", "", next).await.expect("seen");
     assert_eq!(seen.ok()["count"], 4, "{}", seen.body);
 
     // And the attempts themselves were refused.
@@ -346,7 +333,7 @@ async fn a_hostile_projection_cannot_shadow_the_host_checkpoint() {
     let last = command(&host, "open-account", "after", json!({ "owner": "grace" })).await;
     // A shadow that got through breaks the host's commit of every batch from then on,
     // so the projection never gets live: its status says why.
-    let statuses = read_side::wait_live_for(&host.client, &host.url, &[HOSTILE], 400).await;
+    let statuses = host.wait_live_for(&[HOSTILE], 400).await;
     let statuses = statuses.expect("the hostile projection is live at the head");
     let hostile = read_side::projection(&statuses, HOSTILE).expect("listed");
     assert!(hostile.get("error").is_none(), "{hostile}");
@@ -370,13 +357,9 @@ fn read_side_path(data: &Path, projection: &str) -> std::path::PathBuf {
 
 /// Every account and the totals match what the log says.
 async fn assert_bank_unaffected(host: &TestHost, position: u64) {
-    let log = read_side::read_log(&host.client, &host.url)
-        .await
-        .expect("log");
+    let log = host.read_log().await.expect("log");
     let ledger = Ledger::from_log(&log, u64::MAX).expect("ledger");
-    let accounts = read_side::all_accounts(&host.client, &host.url, 100, position)
-        .await
-        .expect("accounts");
+    let accounts = host.all_accounts(100, position).await.expect("accounts");
     let seen: std::collections::BTreeMap<String, i64> = accounts
         .iter()
         .map(|a| {
@@ -388,23 +371,16 @@ async fn assert_bank_unaffected(host: &TestHost, position: u64) {
         .collect();
     assert_eq!(seen, ledger.balances());
     for (id, (owner, balance, version)) in &ledger.accounts {
-        let reply = read_side::query_at(
-            &host.client,
-            &host.url,
-            "account",
-            &format!("id={id}"),
-            position,
-        )
-        .await
-        .expect("account");
+        let reply = host
+            .query_at("account", &format!("id={id}"), position)
+            .await
+            .expect("account");
         let body = reply.ok();
         assert_eq!(body["owner"], owner.as_str(), "{body}");
         assert_eq!(body["balance"], *balance, "{body}");
         assert_eq!(body["version"], *version, "{body}");
     }
-    let totals = read_side::query_at(&host.client, &host.url, "totals", "", position)
-        .await
-        .expect("totals");
+    let totals = host.query_at("totals", "", position).await.expect("totals");
     let totals = totals.ok();
     assert_eq!(totals["open_accounts"], ledger.accounts.len(), "{totals}");
     assert_eq!(totals["total_balance"], ledger.total_balance(), "{totals}");

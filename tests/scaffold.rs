@@ -10,16 +10,13 @@
 //! `target/wasm-plugins` with the other plugin builds, so only the new crates and the
 //! copied SDK compile.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 
-use common::deploy::{self, eventually};
-use common::{TestHost, plugins};
+use crate::common::{Reply, TestHost, eventually, plugins};
 
 const HANDLER: &str = "scaffold-tally";
 const PROJECTION: &str = "scaffold-tally-totals";
@@ -197,17 +194,29 @@ async fn scaffolded_plugins_build_test_deploy_and_answer() -> Result<()> {
     for name in [HANDLER, PROJECTION, QUERIES] {
         let file = built.join(format!("{}.wasm", name.replace('-', "_")));
         let bytes = std::fs::read(&file).with_context(|| format!("read {}", file.display()))?;
-        let reply = deploy::deploy(&host.client, &host.url, name, bytes, None).await?;
+        let reply = host.deploy(name, bytes, None).await?;
         ensure!(reply.status == 200, "deploy {name}: {reply:?}");
     }
 
     let command = format!("record-{HANDLER}");
-    let (status, first) = host.command(&command, "1", json!({ "amount": 5 })).await?;
+    let Reply {
+        status,
+        body: first,
+        ..
+    } = host.command(&command, "1", json!({ "amount": 5 })).await?;
     assert_eq!(status, 200, "{first}");
-    let (status, second) = host.command(&command, "1", json!({ "amount": 7 })).await?;
+    let Reply {
+        status,
+        body: second,
+        ..
+    } = host.command(&command, "1", json!({ "amount": 7 })).await?;
     assert_eq!(status, 200, "{second}");
-    let (status, refused) = host.command(&command, "1", json!({ "amount": 0 })).await?;
-    common::assert_error(status, &refused, 422, "validation_failed");
+    let Reply {
+        status,
+        body: refused,
+        ..
+    } = host.command(&command, "1", json!({ "amount": 0 })).await?;
+    crate::common::assert_error(status, &refused, 422, "validation_failed");
     let position = second["position"].as_u64().context("a position")?;
 
     // The projection is async: the query waits for the command's position, and the
@@ -231,6 +240,6 @@ async fn scaffolded_plugins_build_test_deploy_and_answer() -> Result<()> {
     assert_eq!(answer["id"], "1");
     assert_eq!(answer["recorded"], 2);
     let (status, missing) = host.get(&format!("/queries/{QUERIES}?id=2")).await?;
-    common::assert_error(status, &missing, 404, "not_found");
+    crate::common::assert_error(status, &missing, 404, "not_found");
     Ok(())
 }

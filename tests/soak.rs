@@ -33,24 +33,22 @@
 //! `TESSERA_SOAK_RSS_MIB` (the bound on any sample; default 512). The summary is
 //! printed and written to `target/soak/summary.json`.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
-use common::Reply;
-use common::crash::{
+use crate::common::Api;
+use crate::common::Reply;
+use crate::common::binary::{Binary, pin_binary, rss_kib};
+use crate::common::crash::{
     Ack, Attempts, BANK_PLUGIN_NAMES, BANK_PLUGINS, BANK_PROJECTIONS, Decision, Folders, Target,
     bank_folders, check_log, compare_with_rebuild, send_until_decided, server_error_kind,
     unclean_starts,
 };
-use common::deploy::{deploy, install, with_custom_section};
-use common::hardening::{Binary, Prng, pin_binary, rss_kib};
-use common::read_side::read_log;
+use crate::common::deploy::{install, with_custom_section};
+use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
@@ -188,23 +186,27 @@ struct CommandReport {
 /// One command client: opens, deposits into and withdraws from random accounts, one
 /// command at a time, until the soak stops; the command in flight then is still seen
 /// through to its decision.
-async fn command_client(id: usize, shared: Arc<Shared>, mut rng: Prng) -> Result<CommandReport> {
+async fn command_client(
+    id: usize,
+    shared: Arc<Shared>,
+    mut rng: fastrand::Rng,
+) -> Result<CommandReport> {
     let client = http_client()?;
     let mut report = CommandReport::default();
     let mut sequence = 0;
     while !shared.stopping() {
-        if !report.acks.is_empty() && rng.chance(5) {
+        if !report.acks.is_empty() && rng.u8(..100) < 5 {
             replay_one(&client, &shared, &mut rng, &mut report).await?;
             continue;
         }
-        let account = format!("acct-{}", rng.below(ACCOUNTS));
-        let (command, payload) = match rng.below(100) {
+        let account = format!("acct-{}", rng.u64(..ACCOUNTS));
+        let (command, payload) = match rng.u64(..100) {
             0..10 => (
                 "open-account",
                 json!({ "owner": format!("owner-{account}") }),
             ),
-            10..65 => ("deposit", json!({ "amount": rng.between(1, 20) })),
-            _ => ("withdraw", json!({ "amount": rng.between(1, 30) })),
+            10..65 => ("deposit", json!({ "amount": rng.u64(1..=20) })),
+            _ => ("withdraw", json!({ "amount": rng.u64(1..=30) })),
         };
         let key = format!("soak-{:x}-c{id}-{sequence}", shared.seed);
         sequence += 1;
@@ -238,7 +240,7 @@ async fn command_client(id: usize, shared: Arc<Shared>, mut rng: Prng) -> Result
                     .fetch_max(ack.position, Ordering::Relaxed);
                 let lagging = reply.header("tessera-inline") == Some("lagging");
                 report.lagging += usize::from(lagging);
-                if rng.chance(20) {
+                if rng.u8(..100) < 20 {
                     read_own_write(&client, &shared, &ack, lagging, &mut report).await?;
                 }
                 report.acks.push(ack);
@@ -260,7 +262,7 @@ async fn command_client(id: usize, shared: Arc<Shared>, mut rng: Prng) -> Result
                 }
             }
         }
-        tokio::time::sleep(Duration::from_millis(rng.between(2, 20))).await;
+        tokio::time::sleep(Duration::from_millis(rng.u64(2..=20))).await;
     }
     Ok(report)
 }
@@ -270,10 +272,10 @@ async fn command_client(id: usize, shared: Arc<Shared>, mut rng: Prng) -> Result
 async fn replay_one(
     client: &reqwest::Client,
     shared: &Shared,
-    rng: &mut Prng,
+    rng: &mut fastrand::Rng,
     report: &mut CommandReport,
 ) -> Result<()> {
-    let first = report.acks[rng.below(report.acks.len() as u64) as usize].clone();
+    let first = report.acks[rng.usize(..report.acks.len())].clone();
     let body = json!({
         "aggregate_id": first.aggregate_id,
         "payload": first.payload,
@@ -396,7 +398,7 @@ async fn ask_once(
     attempts: &mut Attempts,
 ) -> Result<Reply> {
     let start = Instant::now();
-    while start.elapsed() < common::crash::DECIDE_BOUND {
+    while start.elapsed() < crate::common::crash::DECIDE_BOUND {
         let request = client.get(format!("{}/queries/{name}?{params}", target.get()));
         match request.send().await {
             Ok(response) => match Reply::read(response).await {
@@ -430,7 +432,7 @@ async fn ask_until_answered(
     attempts: &mut Attempts,
 ) -> Result<Reply> {
     let start = Instant::now();
-    while start.elapsed() < common::crash::DECIDE_BOUND {
+    while start.elapsed() < crate::common::crash::DECIDE_BOUND {
         let request = client
             .get(format!("{}/queries/{name}?{params}", target.get()))
             .header("tessera-min-position", position.to_string())
@@ -473,22 +475,21 @@ struct QueryReport {
 }
 
 /// One query client: asks the bank's queries, one at a time, until the soak stops.
-async fn query_client(shared: Arc<Shared>, mut rng: Prng) -> Result<QueryReport> {
+async fn query_client(shared: Arc<Shared>, mut rng: fastrand::Rng) -> Result<QueryReport> {
     let client = http_client()?;
     let mut report = QueryReport::default();
     while !shared.stopping() {
-        let account = format!("acct-{}", rng.below(ACCOUNTS));
-        let min_position = rng
-            .chance(40)
-            .then(|| shared.acknowledged_head.load(Ordering::Relaxed));
-        let (name, params) = match rng.below(100) {
+        let account = format!("acct-{}", rng.u64(..ACCOUNTS));
+        let min_position =
+            (rng.u8(..100) < 40).then(|| shared.acknowledged_head.load(Ordering::Relaxed));
+        let (name, params) = match rng.u64(..100) {
             0..50 => ("account", format!("id={account}")),
-            50..70 => ("accounts", format!("limit={}", rng.between(1, 30))),
+            50..70 => ("accounts", format!("limit={}", rng.u64(1..=30))),
             _ => ("totals", String::new()),
         };
-        let post = rng.chance(15);
+        let post = rng.u8(..100) < 15;
         // Twice in a row, so that the second is often answered from the cache.
-        let times = if rng.chance(50) { 2 } else { 1 };
+        let times = if rng.u8(..100) < 50 { 2 } else { 1 };
         for _ in 0..times {
             report.sent += 1;
             report.with_min_position += usize::from(min_position.is_some());
@@ -528,7 +529,7 @@ async fn query_client(shared: Arc<Shared>, mut rng: Prng) -> Result<QueryReport>
             };
             check_answer(&shared, name, &account, min_position, &reply, &mut report);
         }
-        tokio::time::sleep(Duration::from_millis(rng.between(5, 30))).await;
+        tokio::time::sleep(Duration::from_millis(rng.u64(5..=30))).await;
     }
     Ok(report)
 }
@@ -622,7 +623,7 @@ fn variant(bytes: &[u8], n: usize) -> Vec<u8> {
 /// The admin client: every few seconds a deploy (over HTTP, or a file swapped into
 /// the folder) of another variant of a random plugin, and now and then a rebuild of a
 /// random projection, until the soak stops.
-async fn admin_client(shared: Arc<Shared>, mut rng: Prng) -> Result<AdminReport> {
+async fn admin_client(shared: Arc<Shared>, mut rng: fastrand::Rng) -> Result<AdminReport> {
     let client = http_client()?;
     let mut report = AdminReport::default();
     let variants: Vec<Vec<Vec<u8>>> = BANK_PLUGINS
@@ -634,12 +635,14 @@ async fn admin_client(shared: Arc<Shared>, mut rng: Prng) -> Result<AdminReport>
         .collect::<Result<_>>()?;
     let mut serving: [Option<usize>; BANK_PLUGINS.len()] = [Some(0); BANK_PLUGINS.len()];
     while !shared.stopping() {
-        tokio::time::sleep(Duration::from_millis(rng.between(1500, 4500))).await;
+        tokio::time::sleep(Duration::from_millis(rng.u64(1500..=4500))).await;
         if shared.stopping() {
             break;
         }
-        let answer = if rng.chance(40) {
-            let projection = *rng.pick(&BANK_PROJECTIONS);
+        let answer = if rng.u8(..100) < 40 {
+            let projection = *rng
+                .choice(&BANK_PROJECTIONS)
+                .expect("something to choose from");
             let sent = client
                 .post(format!(
                     "{}/projections/{projection}/rebuild",
@@ -653,25 +656,20 @@ async fn admin_client(shared: Arc<Shared>, mut rng: Prng) -> Result<AdminReport>
                 Err(_) => None,
             }
         } else {
-            let plugin = rng.below(BANK_PLUGINS.len() as u64) as usize;
+            let plugin = rng.usize(..BANK_PLUGINS.len());
             let now = serving[plugin].unwrap_or(0);
-            let next = (now + rng.between(1, VARIANTS as u64 - 1) as usize) % VARIANTS;
+            let next = (now + rng.u64(1..=VARIANTS as u64 - 1) as usize) % VARIANTS;
             let bytes = variants[plugin][next].clone();
             let name = BANK_PLUGIN_NAMES[plugin];
-            if rng.chance(30) {
+            if rng.u8(..100) < 30 {
                 install(&shared.plugins_dir, &format!("{name}.wasm"), &bytes);
                 serving[plugin] = Some(next);
                 report.deploys_swapped += 1;
                 continue;
             }
-            match deploy(
-                &client,
-                &shared.target.get(),
-                name,
-                bytes,
-                Some(ADMIN_TOKEN),
-            )
-            .await
+            match Api::of(&client, &shared.target.get())
+                .deploy(name, bytes, Some(ADMIN_TOKEN))
+                .await
             {
                 Ok(reply) => {
                     if reply.status == 200 {
@@ -1142,7 +1140,7 @@ async fn soak_mixed_load_with_kills_keeps_every_invariant() -> Result<()> {
         env!("CARGO_BIN_EXE_tessera")
     );
     let extra = ["--admin-token", ADMIN_TOKEN];
-    let mut rng = Prng::new(settings.seed);
+    let mut rng = fastrand::Rng::with_seed(settings.seed);
     let host = Binary::start(&folders.data, &folders.plugins, &folders.log, &extra).await?;
     let shared = Arc::new(Shared {
         seed: settings.seed,
@@ -1163,20 +1161,20 @@ async fn soak_mixed_load_with_kills_keeps_every_invariant() -> Result<()> {
     let sampler = tokio::spawn(rss_sampler(shared.clone(), sampling_done.clone()));
     let mut commands = JoinSet::new();
     for id in 0..COMMAND_CLIENTS {
-        let rng = Prng::new(rng.next_u64());
+        let rng = rng.fork();
         commands.spawn(command_client(id, shared.clone(), rng));
     }
     let mut queries = JoinSet::new();
     for _ in 0..QUERY_CLIENTS {
-        queries.spawn(query_client(shared.clone(), Prng::new(rng.next_u64())));
+        queries.spawn(query_client(shared.clone(), rng.fork()));
     }
-    let admin = tokio::spawn(admin_client(shared.clone(), Prng::new(rng.next_u64())));
+    let admin = tokio::spawn(admin_client(shared.clone(), rng.fork()));
 
     // The kills, at random moments over the duration; one that falls while the host
     // is still restarting from the previous kill happens as soon as it serves again.
     let duration_ms = settings.duration.as_millis().max(1) as u64;
     let mut schedule: Vec<u64> = (0..settings.kills)
-        .map(|_| rng.below(duration_ms))
+        .map(|_| rng.u64(..duration_ms))
         .collect();
     schedule.sort_unstable();
     let (host, kills) =
@@ -1217,7 +1215,7 @@ async fn soak_mixed_load_with_kills_keeps_every_invariant() -> Result<()> {
             ))
         },
     )];
-    let events = read_log(&host.client, &host.url).await?;
+    let events = host.read_log().await?;
     verdicts.push(Verdict::of(
         "every acknowledged command is in the log exactly once, and nothing else is",
         check_log(&events, &tally.acks).map(|figures| {

@@ -21,17 +21,15 @@
 //!
 //! The plugins are under `plugins/testing/sql-*`. Most hosts run in this process with
 //! short deadlines; what needs `/proc` (resident memory, CPU time), the log or a
-//! signal runs the real binary (`common::hardening::Binary`).
-
-mod common;
+//! signal runs the real binary (`crate::common::binary::Binary`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::hardening::{Binary, is_error_body, short_limits, start_host};
-use common::{Reply, TestHost, plugins};
+use crate::common::binary::{Binary, proc_status_kib};
+use crate::common::{Api, POLL, Reply, TestHost, fresh_id, is_error_body, plugins, short_limits};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tessera::plugin::PluginLimits;
@@ -45,10 +43,6 @@ const SLACK: Duration = Duration::from_secs(3);
 /// The longest any single request of these tests may take: far past every bound, so
 /// a statement that was not cut shows as a failed assertion, not a hung test.
 const REQUEST_BOUND: Duration = Duration::from_secs(120);
-/// The longest a bounded wait on the projections waits.
-const WAIT: Duration = Duration::from_secs(90);
-/// The pause between two polls.
-const POLL: Duration = Duration::from_millis(25);
 /// The bound on the real binary's resident memory while plugins try to grow it.
 const RSS_BOUND_MB: f64 = 400.0;
 
@@ -73,261 +67,45 @@ const MEMORY: [&str; 9] = [
 
 // --- Talking to a host -------------------------------------------------------------
 
-/// A host's API, in this process or in a child process alike.
-#[derive(Clone)]
-struct Api {
-    client: reqwest::Client,
-    url: String,
+/// Appends one event of `event_type` with `data` through `test-sql-commands`;
+/// returns the reply.
+async fn emit(api: &Api, event_type: &str, data: Value) -> Reply {
+    let payload = json!({ "type": event_type, "data": data });
+    api.command("sql-emit", &fresh_id("emit"), payload)
+        .await
+        .unwrap()
 }
 
-impl Api {
-    fn of(host: &TestHost) -> Api {
-        Api {
-            client: reqwest::Client::builder()
-                .timeout(REQUEST_BOUND)
-                .build()
-                .expect("client"),
-            url: host.url.clone(),
-        }
-    }
+/// Like [`emit`], asserting success; returns the event's position.
+async fn emit_ok(api: &Api, event_type: &str, data: Value) -> u64 {
+    position(&emit(api, event_type, data).await)
+}
 
-    fn of_binary(binary: &Binary) -> Api {
-        Api {
-            client: reqwest::Client::builder()
-                .timeout(REQUEST_BOUND)
-                .build()
-                .expect("client"),
-            url: binary.url.clone(),
-        }
-    }
+/// Waits until projection `name`'s checkpoint has passed `position`.
+async fn wait_past(api: &Api, name: &str, position: u64) -> Value {
+    api.wait_projection(name, &format!("{name} past {position}"), |p| {
+        p["checkpoint"].as_u64() >= Some(position)
+    })
+    .await
+}
 
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Reply {
-        let mut request = self
-            .client
-            .request(method.clone(), format!("{}{path}", self.url));
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path} got no response: {e:#}"));
-        Reply::read(response)
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: unreadable response: {e:#}"))
-    }
-
-    /// Sends command `name` for aggregate `id`.
-    async fn command(&self, name: &str, id: &str, payload: Value) -> Reply {
-        let body = json!({ "aggregate_id": id, "payload": payload });
-        self.send(
-            reqwest::Method::POST,
-            &format!("/commands/{name}"),
-            Some(&body),
-        )
+/// The events of one stream; empty if it does not exist.
+async fn stream(api: &Api, stream: &str) -> Vec<Value> {
+    let (status, body) = api
+        .get(&format!("/streams/{stream}?limit=1000"))
         .await
+        .unwrap();
+    if status == 404 {
+        return Vec::new();
     }
-
-    /// Appends one event of `event_type` with `data` through `test-sql-commands`;
-    /// returns the reply.
-    async fn emit(&self, event_type: &str, data: Value) -> Reply {
-        self.command(
-            "sql-emit",
-            &fresh_id("emit"),
-            json!({ "type": event_type, "data": data }),
-        )
-        .await
-    }
-
-    /// Like [`Api::emit`], asserting success; returns the event's position.
-    async fn emit_ok(&self, event_type: &str, data: Value) -> u64 {
-        let reply = self.emit(event_type, data).await;
-        position(&reply)
-    }
-
-    /// `GET /queries/{name}?{query}`.
-    async fn query(&self, name: &str, query: &str) -> Reply {
-        self.send(
-            reqwest::Method::GET,
-            &format!("/queries/{name}?{query}"),
-            None,
-        )
-        .await
-    }
-
-    /// `GET /queries/{name}?{query}` as of log position `position` at least
-    /// (`Tessera-Min-Position`: read your own write).
-    async fn query_at(&self, name: &str, query: &str, position: u64) -> Reply {
-        let path = format!("/queries/{name}?{query}");
-        let response = self
-            .client
-            .get(format!("{}{path}", self.url))
-            .header("tessera-min-position", position)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path} got no response: {e:#}"));
-        Reply::read(response)
-            .await
-            .unwrap_or_else(|e| panic!("GET {path}: unreadable response: {e:#}"))
-    }
-
-    async fn projections(&self) -> Vec<Value> {
-        let reply = self.send(reqwest::Method::GET, "/projections", None).await;
-        reply.ok()["projections"]
-            .as_array()
-            .cloned()
-            .expect("projections list")
-    }
-
-    /// The newest listed version of projection `name`.
-    async fn projection(&self, name: &str) -> Option<Value> {
-        self.projections()
-            .await
-            .into_iter()
-            .filter(|p| p["name"] == name)
-            .max_by_key(|p| (p["version"].as_u64(), p["generation"].as_u64()))
-    }
-
-    async fn head(&self) -> u64 {
-        let reply = self.send(reqwest::Method::GET, "/health", None).await;
-        reply.ok()["head"].as_u64().expect("head")
-    }
-
-    async fn set_policy(&self, name: &str, policy: Value) {
-        let reply = self
-            .send(
-                reqwest::Method::PUT,
-                &format!("/projections/{name}/policy"),
-                Some(&policy),
-            )
-            .await;
-        reply.ok();
-    }
-
-    async fn parked(&self, name: &str) -> Vec<Value> {
-        let reply = self
-            .send(
-                reqwest::Method::GET,
-                &format!("/projections/{name}/parked"),
-                None,
-            )
-            .await;
-        reply.ok()["parked"]
-            .as_array()
-            .cloned()
-            .expect("parked list")
-    }
-
-    /// `PUT /plugins/{name}` with the bytes of the plugin file `plugin`; asserts
-    /// success.
-    async fn deploy(&self, name: &str, plugin: &str) {
-        let bytes = std::fs::read(plugin).unwrap_or_else(|e| panic!("cannot read {plugin}: {e}"));
-        let reply = self.deploy_bytes(name, bytes).await;
-        assert!(
-            (200..300).contains(&reply.status),
-            "deploying {plugin} as {name} failed: {} {}",
-            reply.status,
-            reply.body
-        );
-    }
-
-    async fn deploy_bytes(&self, name: &str, bytes: Vec<u8>) -> Reply {
-        let response = self
-            .client
-            .put(format!("{}/plugins/{name}", self.url))
-            .header("content-type", "application/wasm")
-            .body(bytes)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("deploying {name} got no response: {e:#}"));
-        Reply::read(response).await.expect("deploy reply")
-    }
-
-    /// Waits until projection `name` satisfies `check`; returns its status.
-    async fn wait_projection(
-        &self,
-        name: &str,
-        what: &str,
-        check: impl Fn(&Value) -> bool,
-    ) -> Value {
-        let started = Instant::now();
-        loop {
-            let status = self.projection(name).await;
-            match status {
-                Some(status) if check(&status) => return status,
-                last if started.elapsed() > WAIT => {
-                    panic!("waited {WAIT:?} for {what}; last seen: {last:?}")
-                }
-                _ => tokio::time::sleep(POLL).await,
-            }
-        }
-    }
-
-    /// Waits until projection `name` is live at least at the head as it is now.
-    async fn wait_live_at_head(&self, name: &str) -> Value {
-        let head = self.head().await;
-        self.wait_projection(name, &format!("{name} live at {head}"), |p| {
-            p["status"] == "live" && p["checkpoint"].as_u64() >= Some(head)
-        })
-        .await
-    }
-
-    /// Waits until projection `name`'s checkpoint has passed `position`.
-    async fn wait_past(&self, name: &str, position: u64) -> Value {
-        self.wait_projection(name, &format!("{name} past {position}"), |p| {
-            p["checkpoint"].as_u64() >= Some(position)
-        })
-        .await
-    }
-
-    /// The whole global log through `GET /events`: it must parse, page by page.
-    async fn read_log(&self) -> Vec<Value> {
-        let mut events = Vec::new();
-        let mut after = 0;
-        loop {
-            let reply = self
-                .send(
-                    reqwest::Method::GET,
-                    &format!("/events?after={after}&limit=1000"),
-                    None,
-                )
-                .await;
-            let page = reply.ok();
-            let batch = page["events"].as_array().expect("events");
-            if batch.is_empty() {
-                return events;
-            }
-            events.extend(batch.iter().cloned());
-            after = page["next_after"].as_u64().expect("next_after");
-        }
-    }
-
-    /// The events of one stream; empty if it does not exist.
-    async fn stream(&self, stream: &str) -> Vec<Value> {
-        let reply = self
-            .send(
-                reqwest::Method::GET,
-                &format!("/streams/{stream}?limit=1000"),
-                None,
-            )
-            .await;
-        if reply.status == 404 {
-            return Vec::new();
-        }
-        reply.ok()["events"].as_array().cloned().expect("events")
-    }
+    assert_eq!(status, 200, "{body}");
+    body["events"].as_array().cloned().expect("events")
 }
 
 /// The position of a successful command's last event.
 #[track_caller]
 fn position(reply: &Reply) -> u64 {
     reply.ok()["position"].as_u64().expect("position")
-}
-
-/// A fresh id, unique in this test binary.
-fn fresh_id(prefix: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Asserts that a call that can only end at its deadline did, near it.
@@ -381,22 +159,29 @@ async fn assert_bank_serves(api: &Api) {
     let id = fresh_id("bank");
     api.command("open-account", &id, json!({"owner": "ada"}))
         .await
+        .unwrap()
         .ok();
-    let deposit = api.command("deposit", &id, json!({"amount": 5})).await;
+    let deposit = api
+        .command("deposit", &id, json!({"amount": 5}))
+        .await
+        .unwrap();
     assert_eq!(deposit.ok()["version"], 2, "{}", deposit.body);
 }
 
 /// Asserts that the SQL plugins serve what behaves: a command and a query.
 async fn assert_sql_serves(api: &Api) {
-    let ping = api.command("sql-ping", &fresh_id("ping"), json!({})).await;
+    let ping = api
+        .command("sql-ping", &fresh_id("ping"), json!({}))
+        .await
+        .unwrap();
     assert_eq!(ping.ok()["events"][0]["type"], "Pinged");
-    let pong = api.query("sql-ping", "").await;
+    let pong = api.query("sql-ping", "", &[]).await.unwrap();
     assert_eq!(pong.ok()["pong"], true, "{}", pong.body);
 }
 
 /// `sql-notes`: the SQL projection's `notes` rows, `counter` and `attempts` rows.
 async fn notes(api: &Api) -> (u64, u64, u64) {
-    let reply = api.query("sql-notes", "").await;
+    let reply = api.query("sql-notes", "", &[]).await.unwrap();
     let body = reply.ok();
     (
         body["notes"].as_u64().expect("notes"),
@@ -425,12 +210,16 @@ async fn sql_host(configure: impl FnOnce(&mut tessera::Config)) -> TestHost {
         configure(config);
     })
     .await;
-    Api::of(&host).wait_live_at_head(SQL_PROJECTION).await;
+    host.with_timeout(REQUEST_BOUND)
+        .wait_live_at_head(SQL_PROJECTION)
+        .await;
     host
 }
 
 async fn host_with(plugins: &[&str], configure: impl FnOnce(&mut tessera::Config)) -> TestHost {
-    start_host(plugins, configure).await.expect("host starts")
+    TestHost::start_with(plugins, configure)
+        .await
+        .expect("host starts")
 }
 
 /// Limits for one plugin: a deadline and/or a disk bound.
@@ -492,20 +281,9 @@ impl Run {
 
 /// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in MiB.
 fn status_mb(pid: u32, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(field)?
-                .strip_prefix(':')?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
-    kb as f64 / 1024.0
+    let kib =
+        proc_status_kib(pid, field).unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    kib as f64 / 1024.0
 }
 
 fn rss_mb(pid: u32) -> f64 {
@@ -625,13 +403,16 @@ fn disk_allowance(bound: u64) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_endless_statement_in_a_query_answers_504_near_its_deadline() {
     let host = sql_host(|_| {}).await;
-    let api = Api::of(&host);
+    let api = host.with_timeout(REQUEST_BOUND);
 
     // `sql-spin-retry` starts the statement again whenever it fails: the deadline
     // must end the call, not only the statement.
     for name in ["sql-spin", "sql-spin-retry", "sql-spin"] {
         let started = Instant::now();
-        let reply = api.query(name, &format!("n={}", fresh_id("spin"))).await;
+        let reply = api
+            .query(name, &format!("n={}", fresh_id("spin")), &[])
+            .await
+            .unwrap();
         let took = started.elapsed();
         reply.assert_error(504, "deadline_exceeded");
         assert_near_deadline(took, DEADLINE, name);
@@ -644,16 +425,16 @@ async fn an_endless_statement_in_a_query_answers_504_near_its_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_statement_that_ends_after_many_deadlines_of_work_is_cut_at_the_deadline() {
     let host = sql_host(|_| {}).await;
-    let api = Api::of(&host);
+    let api = host.with_timeout(REQUEST_BOUND);
 
     // Counting to 400 million: tens of seconds of SQLite work, finite.
     let started = Instant::now();
-    let reply = api.query("sql-slow", "").await;
+    let reply = api.query("sql-slow", "", &[]).await.unwrap();
     let took = started.elapsed();
     reply.assert_error(504, "deadline_exceeded");
     assert_near_deadline(took, DEADLINE, "sql-slow");
     // A short count is answered: the statement is fine, only its length is not.
-    let short = api.query("sql-slow", "n=1000").await;
+    let short = api.query("sql-slow", "n=1000", &[]).await.unwrap();
     assert_eq!(short.ok()["rows"][0]["n"], 1000, "{}", short.body);
 
     // The same statement in a projection's apply fails that event at its deadline.
@@ -662,7 +443,7 @@ async fn a_statement_that_ends_after_many_deadlines_of_work_is_cut_at_the_deadli
         json!({"on_failure": "stop", "max_attempts": 1}),
     )
     .await;
-    let slow = api.emit_ok("SqlSlow", json!({})).await;
+    let slow = emit_ok(&api, "SqlSlow", json!({})).await;
     let failed = api
         .wait_projection(SQL_PROJECTION, &format!("halted at {slow}"), |p| {
             p["halted"] == true && p["failed_at"].as_u64() == Some(slow)
@@ -686,10 +467,10 @@ async fn a_per_plugin_deadline_bounds_that_plugins_statements() {
             .insert(SQL_QUERY.into(), plugin_limits(Some(ROOMY), None));
     })
     .await;
-    let api = Api::of(&host);
+    let api = host.with_timeout(REQUEST_BOUND);
 
     let started = Instant::now();
-    let reply = api.query("sql-spin", "n=1").await;
+    let reply = api.query("sql-spin", "n=1", &[]).await.unwrap();
     let took = started.elapsed();
     reply.assert_error(504, "deadline_exceeded");
     assert_near_deadline(took, ROOMY, "sql-spin under a 2 s per-plugin deadline");
@@ -715,7 +496,7 @@ async fn hundreds_of_hung_queries_at_once_all_answer_504_while_others_are_served
         config.limits.query_deadline = HUNG_DEADLINE;
     })
     .await;
-    let api = Api::of(&host);
+    let api = host.with_timeout(REQUEST_BOUND);
     api.wait_live_at_head(SQL_PROJECTION).await;
     api.wait_live_at_head("bank-totals").await;
 
@@ -725,7 +506,7 @@ async fn hundreds_of_hung_queries_at_once_all_answer_504_while_others_are_served
         let api = api.clone();
         hung.spawn(async move {
             let sent = Instant::now();
-            let reply = api.query("sql-spin", &format!("n={n}")).await;
+            let reply = api.query("sql-spin", &format!("n={n}"), &[]).await.unwrap();
             (n, reply, sent.elapsed())
         });
     }
@@ -749,12 +530,18 @@ async fn hundreds_of_hung_queries_at_once_all_answer_504_while_others_are_served
             let sent = Instant::now();
             let reply = match &query {
                 None => {
-                    let reply = api.command(name, &id, json!({"owner": "ada"})).await;
+                    let reply = api
+                        .command(name, &id, json!({"owner": "ada"}))
+                        .await
+                        .unwrap();
                     opened_at = reply.body["position"].as_u64().unwrap_or(0);
                     reply
                 }
-                Some(query) if name == "account" => api.query_at(name, query, opened_at).await,
-                Some(query) => api.query(name, query).await,
+                Some(query) if name == "account" => {
+                    let fresh = [("tessera-min-position", opened_at.to_string())];
+                    api.query(name, query, &fresh).await.unwrap()
+                }
+                Some(query) => api.query(name, query, &[]).await.unwrap(),
             };
             let took = sent.elapsed();
             assert_eq!(
@@ -799,24 +586,24 @@ async fn hundreds_of_hung_queries_at_once_all_answer_504_while_others_are_served
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hung_statements_in_a_projection_apply_fail_their_events_by_policy_alone() {
     let host = sql_host(|_| {}).await;
-    let api = Api::of(&host);
+    let api = host.with_timeout(REQUEST_BOUND);
     api.set_policy(
         SQL_PROJECTION,
         json!({"on_failure": "skip", "max_attempts": 1}),
     )
     .await;
 
-    let first = api.emit_ok("SqlNote", json!({})).await;
+    let first = emit_ok(&api, "SqlNote", json!({})).await;
     let mut hostile = Vec::new();
     for event_type in ["SqlSpin", "SqlSpinRetry", "SqlSlow"] {
-        hostile.push((event_type, api.emit_ok(event_type, json!({})).await));
+        hostile.push((event_type, emit_ok(&api, event_type, json!({})).await));
     }
-    let last = api.emit_ok("SqlNote", json!({})).await;
+    let last = emit_ok(&api, "SqlNote", json!({})).await;
 
     // The bank is served while the projection is stuck.
     assert_bank_serves(&api).await;
     let started = Instant::now();
-    api.wait_past(SQL_PROJECTION, last).await;
+    wait_past(&api, SQL_PROJECTION, last).await;
     let took = started.elapsed();
     // Each hostile event costs a few attempts of one deadline each, no more.
     assert!(
@@ -824,7 +611,7 @@ async fn hung_statements_in_a_projection_apply_fail_their_events_by_policy_alone
         "three hung events took {took:?} to be parked"
     );
 
-    let parked = api.parked(SQL_PROJECTION).await;
+    let parked = api.parked(SQL_PROJECTION).await.unwrap();
     for (event_type, at) in &hostile {
         let entry = parked
             .iter()
@@ -855,7 +642,7 @@ async fn a_hung_projection_loses_its_catch_up_turn_and_one_deployed_meanwhile_ca
         |config| config.limits = short_limits(DEADLINE),
     )
     .await;
-    let api = Api::of(&host);
+    let api = host.with_timeout(REQUEST_BOUND);
 
     // A log long enough that a projection deployed now is catching up (and takes
     // catch-up turns): a few accounts, a hung event for the SQL projection early on,
@@ -867,23 +654,26 @@ async fn a_hung_projection_loses_its_catch_up_turn_and_one_deployed_meanwhile_ca
             json!({"owner": "ada"}),
         )
         .await
+        .unwrap()
         .ok();
     }
-    api.emit_ok("SqlSpin", json!({})).await;
+    emit_ok(&api, "SqlSpin", json!({})).await;
     let filler = api
         .command(
             "sql-emit",
             "filler",
             json!({"type": "Filler", "count": 2000}),
         )
-        .await;
+        .await
+        .unwrap();
     let head = position(&filler);
     assert!(head > 2000);
 
     // Two projections that hang in SQL: one in setup (for ever: setup is retried
     // until it succeeds), one in apply (at the `SqlSpin` event).
-    api.deploy(SETUP_SPIN, plugins::TEST_SQL_SETUP_SPIN).await;
-    api.deploy(SQL_PROJECTION, plugins::TEST_SQL_PROJECTION)
+    api.deploy_file(SETUP_SPIN, plugins::TEST_SQL_SETUP_SPIN)
+        .await;
+    api.deploy_file(SQL_PROJECTION, plugins::TEST_SQL_PROJECTION)
         .await;
     api.wait_projection(SETUP_SPIN, "the setup-spin projection started", |_| true)
         .await;
@@ -894,7 +684,7 @@ async fn a_hung_projection_loses_its_catch_up_turn_and_one_deployed_meanwhile_ca
 
     // Deployed meanwhile, an honest projection catches up all the same.
     let started = Instant::now();
-    api.deploy("bank-totals", plugins::BANK_TOTALS).await;
+    api.deploy_file("bank-totals", plugins::BANK_TOTALS).await;
     let totals = api
         .wait_projection("bank-totals", "bank-totals live at the head", |p| {
             p["status"] == "live" && p["checkpoint"].as_u64() >= Some(head)
@@ -902,15 +692,23 @@ async fn a_hung_projection_loses_its_catch_up_turn_and_one_deployed_meanwhile_ca
         .await;
     assert_eq!(totals["role"], "active", "{totals}");
     let took = started.elapsed();
-    let reply = api.query("totals", "").await;
+    let reply = api.query("totals", "", &[]).await.unwrap();
     assert_eq!(reply.ok()["open_accounts"], 3, "{}", reply.body);
 
     // The hung ones are failing, saying why, and not live.
-    let spin = api.projection(SETUP_SPIN).await.expect("setup-spin listed");
+    let spin = api
+        .projection(SETUP_SPIN)
+        .await
+        .unwrap()
+        .expect("setup-spin listed");
     assert_ne!(spin["status"], "live", "{spin}");
     let error = spin["error"].as_str().unwrap_or_default();
     assert!(error.contains("deadline"), "setup-spin: {spin}");
-    let stuck = api.projection(SQL_PROJECTION).await.expect("listed");
+    let stuck = api
+        .projection(SQL_PROJECTION)
+        .await
+        .unwrap()
+        .expect("listed");
     assert!(stuck["checkpoint"].as_u64() < Some(head), "{stuck}");
     assert_bank_serves(&api).await;
     eprintln!("bank-totals caught up {head} events beside two hung projections in {took:?}");
@@ -929,7 +727,9 @@ async fn inline_host() -> TestHost {
         |config| config.limits = short_limits(DEADLINE),
     )
     .await;
-    Api::of(&host).wait_live_at_head(SQL_INLINE).await;
+    host.with_timeout(REQUEST_BOUND)
+        .wait_live_at_head(SQL_INLINE)
+        .await;
     host
 }
 
@@ -937,14 +737,14 @@ async fn inline_host() -> TestHost {
 /// asserts each is answered, lagging, within about the projection's deadline.
 async fn assert_inline_wait_is_bounded(event_type: &str) {
     let host = inline_host().await;
-    let api = Api::of(&host);
+    let api = host.with_timeout(REQUEST_BOUND);
     // An honest one first: commands wait for it, and it keeps up.
-    let note = api.emit("InlineNote", json!({})).await;
+    let note = emit(&api, "InlineNote", json!({})).await;
     note.ok();
     assert_eq!(note.header("tessera-inline"), None, "{:?}", note.headers);
 
     let started = Instant::now();
-    let stuck = api.emit(event_type, json!({})).await;
+    let stuck = emit(&api, event_type, json!({})).await;
     let took = started.elapsed();
     stuck.ok();
     assert_eq!(stuck.header("tessera-inline"), Some("lagging"));
@@ -962,7 +762,7 @@ async fn assert_inline_wait_is_bounded(event_type: &str) {
             ("sql-ping", json!({})),
         ] {
             let started = Instant::now();
-            let reply = api.command(name, &id, payload).await;
+            let reply = api.command(name, &id, payload).await.unwrap();
             let took = started.elapsed();
             reply.ok();
             assert_eq!(reply.header("tessera-inline"), Some("lagging"), "{name}");
@@ -972,7 +772,7 @@ async fn assert_inline_wait_is_bounded(event_type: &str) {
             );
         }
     }
-    let status = api.projection(SQL_INLINE).await.expect("listed");
+    let status = api.projection(SQL_INLINE).await.unwrap().expect("listed");
     assert_ne!(status["status"], "live", "{status}");
 }
 
@@ -997,7 +797,7 @@ async fn no_statement_burns_cpu_after_its_call_has_ended() {
             "500",
         ])
         .await;
-    let api = Api::of_binary(&host);
+    let api = host.with_timeout(REQUEST_BOUND);
     api.wait_live_at_head(SQL_PROJECTION).await;
 
     // Hung queries, and a projection hung in apply until it halts.
@@ -1006,11 +806,11 @@ async fn no_statement_burns_cpu_after_its_call_has_ended() {
         json!({"on_failure": "stop", "max_attempts": 1}),
     )
     .await;
-    let spin = api.emit_ok("SqlSpin", json!({})).await;
+    let spin = emit_ok(&api, "SqlSpin", json!({})).await;
     let mut hung = JoinSet::new();
     for n in 0..8 {
         let api = api.clone();
-        hung.spawn(async move { api.query("sql-spin", &format!("n={n}")).await });
+        hung.spawn(async move { api.query("sql-spin", &format!("n={n}"), &[]).await.unwrap() });
     }
     while let Some(reply) = hung.join_next().await {
         reply.expect("task").assert_error(504, "deadline_exceeded");
@@ -1038,7 +838,7 @@ async fn a_statement_whose_client_went_away_does_not_keep_burning_cpu() {
     let host = run
         .start(&["--plugin-limit", "test-sql-query:deadline_ms=600000"])
         .await;
-    let api = Api::of_binary(&host);
+    let api = host.with_timeout(REQUEST_BOUND);
     api.wait_live_at_head(SQL_PROJECTION).await;
 
     // Clients that give up after a second on queries that would run ten minutes.
@@ -1059,7 +859,7 @@ async fn a_statement_whose_client_went_away_does_not_keep_burning_cpu() {
         cpu < 0.8,
         "the host used {cpu:.2} s of CPU in 2 s after the clients went away"
     );
-    let pong = api.query("sql-ping", "").await;
+    let pong = api.query("sql-ping", "", &[]).await.unwrap();
     assert_eq!(pong.ok()["pong"], true);
 }
 
@@ -1070,7 +870,7 @@ async fn memory_hungry_statements_fail_their_call_alone_and_the_host_stays_small
     let run = Run::new(&SQL_PLUGINS);
     // SQLite may hold 128 MiB in all; every plugin instance 64 MiB.
     let host = run.start_warm(&["--sqlite-heap-mb", "128"]).await;
-    let api = Api::of_binary(&host);
+    let api = host.with_timeout(REQUEST_BOUND);
     api.wait_live_at_head(SQL_PROJECTION).await;
     api.set_policy(
         SQL_PROJECTION,
@@ -1082,7 +882,10 @@ async fn memory_hungry_statements_fail_their_call_alone_and_the_host_stays_small
 
     // In queries: each fails alone, and the plugin serves the next one.
     for what in MEMORY {
-        let reply = api.query("sql-memory", &format!("what={what}")).await;
+        let reply = api
+            .query("sql-memory", &format!("what={what}"), &[])
+            .await
+            .unwrap();
         assert_failed_alone(&reply, &format!("sql-memory {what}"));
         eprintln!(
             "query {what}: {} {}; {:.0} MiB resident at most so far",
@@ -1103,12 +906,12 @@ async fn memory_hungry_statements_fail_their_call_alone_and_the_host_stays_small
     for what in MEMORY {
         fed.push((
             what,
-            api.emit_ok("SqlMemory", json!({ "what": what })).await,
+            emit_ok(&api, "SqlMemory", json!({ "what": what })).await,
         ));
     }
-    let last = api.emit_ok("SqlNote", json!({})).await;
-    api.wait_past(SQL_PROJECTION, last).await;
-    let parked = api.parked(SQL_PROJECTION).await;
+    let last = emit_ok(&api, "SqlNote", json!({})).await;
+    wait_past(&api, SQL_PROJECTION, last).await;
+    let parked = api.parked(SQL_PROJECTION).await.unwrap();
     for (what, at) in &fed {
         assert!(
             parked.iter().any(|p| p["position"].as_u64() == Some(*at)),
@@ -1138,7 +941,7 @@ async fn large_aggregate_states_do_not_grow_the_host_without_bound() {
     const STATE_MB: u64 = 4;
     let run = Run::new(&[plugins::TEST_SQL_COMMANDS]);
     let host = run.start_warm(&[]).await;
-    let api = Api::of_binary(&host);
+    let api = host.with_timeout(REQUEST_BOUND);
     let baseline = rss_mb(host.pid);
 
     let mut streams = JoinSet::new();
@@ -1154,9 +957,10 @@ async fn large_aggregate_states_do_not_grow_the_host_without_bound() {
                 let id = format!("fat-{n}");
                 api.command("sql-fatten", &id, json!({ "mb": STATE_MB }))
                     .await
+                    .unwrap()
                     .ok();
                 // Folding the event makes the state that the cache keeps.
-                let reply = api.command("sql-ping", &id, json!({})).await;
+                let reply = api.command("sql-ping", &id, json!({})).await.unwrap();
                 assert_eq!(reply.ok()["version"], 2, "{}", reply.body);
             }
         });
@@ -1171,7 +975,7 @@ async fn large_aggregate_states_do_not_grow_the_host_without_bound() {
          (started at {baseline:.0} MiB)"
     );
     // A cached state or not, the next command on a fat stream is right.
-    let reply = api.command("sql-ping", "fat-0", json!({})).await;
+    let reply = api.command("sql-ping", "fat-0", json!({})).await.unwrap();
     assert_eq!(reply.ok()["version"], 3);
     eprintln!("resident memory: {baseline:.0} MiB at start, {rss:.0} MiB after");
 }
@@ -1187,16 +991,16 @@ async fn a_projection_that_fills_its_disk_bound_halts_and_says_why() {
         config.limits.projection_deadline = Duration::from_secs(60);
     })
     .await;
-    let api = Api::of(&host);
+    let api = host.with_timeout(REQUEST_BOUND);
     api.set_policy(
         SQL_PROJECTION,
         json!({"on_failure": "stop", "max_attempts": 1}),
     )
     .await;
-    let note = api.emit_ok("SqlNote", json!({})).await;
-    api.wait_past(SQL_PROJECTION, note).await;
+    let note = emit_ok(&api, "SqlNote", json!({})).await;
+    wait_past(&api, SQL_PROJECTION, note).await;
 
-    let fill = api.emit_ok("FillDisk", json!({"mb": 300})).await;
+    let fill = emit_ok(&api, "FillDisk", json!({"mb": 300})).await;
     let halted = api
         .wait_projection(SQL_PROJECTION, &format!("halted at {fill}"), |p| {
             p["halted"] == true && p["failed_at"].as_u64() == Some(fill)
@@ -1232,18 +1036,18 @@ async fn a_per_plugin_disk_bound_parks_the_event_that_fills_it_and_the_projectio
         );
     })
     .await;
-    let api = Api::of(&host);
+    let api = host.with_timeout(REQUEST_BOUND);
     api.set_policy(
         SQL_PROJECTION,
         json!({"on_failure": "skip", "max_attempts": 1}),
     )
     .await;
 
-    let fill = api.emit_ok("FillDisk", json!({"mb": 200})).await;
-    let note = api.emit_ok("SqlNote", json!({})).await;
-    api.wait_past(SQL_PROJECTION, note).await;
+    let fill = emit_ok(&api, "FillDisk", json!({"mb": 200})).await;
+    let note = emit_ok(&api, "SqlNote", json!({})).await;
+    wait_past(&api, SQL_PROJECTION, note).await;
 
-    let parked = api.parked(SQL_PROJECTION).await;
+    let parked = api.parked(SQL_PROJECTION).await.unwrap();
     let entry = parked
         .iter()
         .find(|p| p["position"].as_u64() == Some(fill))
@@ -1280,7 +1084,7 @@ async fn a_projection_that_swallows_a_full_disk_or_memory_error_still_commits_al
             "test-sql-projection:disk_mb=8,deadline_ms=60000",
         ])
         .await;
-    let api = Api::of_binary(&host);
+    let api = host.with_timeout(REQUEST_BOUND);
     api.wait_live_at_head(SQL_PROJECTION).await;
     api.set_policy(
         SQL_PROJECTION,
@@ -1289,27 +1093,27 @@ async fn a_projection_that_swallows_a_full_disk_or_memory_error_still_commits_al
     .await;
 
     let quiet = json!({"quiet": true, "then_note": true});
-    let fill = api
-        .emit_ok(
-            "FillDisk",
-            json!({"mb": 200, "quiet": true, "then_note": true}),
-        )
-        .await;
+    let fill = emit_ok(
+        &api,
+        "FillDisk",
+        json!({"mb": 200, "quiet": true, "then_note": true}),
+    )
+    .await;
     let mut memory = quiet.clone();
     memory["what"] = json!("columns");
-    let columns = api.emit_ok("SqlMemory", memory).await;
-    let last = api.emit_ok("SqlNote", json!({})).await;
+    let columns = emit_ok(&api, "SqlMemory", memory).await;
+    let last = emit_ok(&api, "SqlNote", json!({})).await;
 
     // Whether the host commits what fitted or parks the event, it gets past both.
     let started = Instant::now();
-    let mut status = api.projection(SQL_PROJECTION).await;
+    let mut status = api.projection(SQL_PROJECTION).await.unwrap();
     while started.elapsed() < Duration::from_secs(30)
         && status
             .as_ref()
             .is_none_or(|s| s["checkpoint"].as_u64() < Some(last))
     {
         tokio::time::sleep(POLL).await;
-        status = api.projection(SQL_PROJECTION).await;
+        status = api.projection(SQL_PROJECTION).await.unwrap();
     }
     // Each note is counted once: `notes` has one row per position, and `counter`
     // rises on every apply that was committed, in a batch or outside one.
@@ -1340,7 +1144,7 @@ async fn the_disk_bounds_are_set_from_the_command_line() {
             "test-sql-projection:disk_mb=8,deadline_ms=60000",
         ])
         .await;
-    let api = Api::of_binary(&host);
+    let api = host.with_timeout(REQUEST_BOUND);
     api.wait_live_at_head(SQL_PROJECTION).await;
     api.set_policy(
         SQL_PROJECTION,
@@ -1348,7 +1152,7 @@ async fn the_disk_bounds_are_set_from_the_command_line() {
     )
     .await;
 
-    let fill = api.emit_ok("FillDisk", json!({"mb": 200})).await;
+    let fill = emit_ok(&api, "FillDisk", json!({"mb": 200})).await;
     let halted = api
         .wait_projection(SQL_PROJECTION, &format!("halted at {fill}"), |p| {
             p["halted"] == true && p["failed_at"].as_u64() == Some(fill)
@@ -1372,19 +1176,19 @@ async fn the_disk_bounds_are_set_from_the_command_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn temp_schema_tricks_are_denied_and_nothing_is_applied_twice_after_a_restart() {
     let host = sql_host(|_| {}).await;
-    let api = Api::of(&host);
+    let api = host.with_timeout(REQUEST_BOUND);
 
     for _ in 0..3 {
-        api.emit_ok("SqlNote", json!({})).await;
+        emit_ok(&api, "SqlNote", json!({})).await;
     }
-    api.emit_ok("TempTrick", json!({})).await;
+    emit_ok(&api, "TempTrick", json!({})).await;
     for _ in 0..3 {
-        api.emit_ok("SqlNote", json!({})).await;
+        emit_ok(&api, "SqlNote", json!({})).await;
     }
     api.wait_live_at_head(SQL_PROJECTION).await;
 
     // Every trick was denied.
-    let reply = api.query("sql-attempts", "").await;
+    let reply = api.query("sql-attempts", "", &[]).await.unwrap();
     let attempts = reply.ok()["attempts"]
         .as_array()
         .cloned()
@@ -1397,7 +1201,7 @@ async fn temp_schema_tricks_are_denied_and_nothing_is_applied_twice_after_a_rest
     assert_eq!(notes(&api).await, (6, 6, attempts.len() as u64));
 
     // On the read side too, and nothing a query did shadows what the next one reads.
-    let reply = api.query("sql-temp-tricks", "").await;
+    let reply = api.query("sql-temp-tricks", "", &[]).await.unwrap();
     for attempt in reply.ok()["attempts"].as_array().expect("attempts") {
         let outcome = attempt["outcome"].as_str().unwrap_or_default();
         assert!(
@@ -1415,13 +1219,13 @@ async fn temp_schema_tricks_are_denied_and_nothing_is_applied_twice_after_a_rest
 
     // After a restart, the projection goes on from where it really was.
     let host = host.restart().await.expect("restart");
-    let api = Api::of(&host);
-    api.emit_ok("SqlNote", json!({})).await;
-    api.emit_ok("SqlNote", json!({})).await;
+    let api = host.with_timeout(REQUEST_BOUND);
+    emit_ok(&api, "SqlNote", json!({})).await;
+    emit_ok(&api, "SqlNote", json!({})).await;
     let status = api.wait_live_at_head(SQL_PROJECTION).await;
     assert_eq!(
         status["checkpoint"].as_u64(),
-        Some(api.head().await),
+        Some(api.head().await.unwrap()),
         "{status}"
     );
     assert_eq!(
@@ -1437,7 +1241,7 @@ async fn temp_schema_tricks_are_denied_and_nothing_is_applied_twice_after_a_rest
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn malformed_guest_output_is_refused_and_nothing_is_stored() {
     let host = sql_host(|_| {}).await;
-    let api = Api::of(&host);
+    let api = host.with_timeout(REQUEST_BOUND);
 
     // Event types: 1-128 characters of ASCII letters, digits and `-_.:`.
     let long = "T".repeat(129);
@@ -1454,11 +1258,11 @@ async fn malformed_guest_output_is_refused_and_nothing_is_stored() {
         "",
         long.as_str(),
     ] {
-        let reply = api.emit(bad, json!({})).await;
+        let reply = emit(&api, bad, json!({})).await;
         assert_refused_output(&reply, &format!("event type {bad:?}"));
     }
     for good in ["T".repeat(128), "Ok.type:v1-a_b9".to_string()] {
-        api.emit(&good, json!({})).await.ok();
+        emit(&api, &good, json!({})).await.ok();
     }
 
     // Event data: JSON nested at most 64 deep.
@@ -1466,12 +1270,14 @@ async fn malformed_guest_output_is_refused_and_nothing_is_stored() {
         let id = fresh_id("deep");
         let reply = api
             .command("sql-deep-data", &id, json!({ "depth": depth }))
-            .await;
+            .await
+            .unwrap();
         assert_refused_output(&reply, &format!("event data {depth} deep"));
-        assert!(api.stream(&format!("sql-{id}")).await.is_empty());
+        assert!(stream(&api, &format!("sql-{id}")).await.is_empty());
     }
     api.command("sql-deep-data", &fresh_id("deep"), json!({"depth": 64}))
         .await
+        .unwrap()
         .ok();
 
     // States: `apply` must return JSON, nested at most 64 deep. The event that makes
@@ -1483,23 +1289,30 @@ async fn malformed_guest_output_is_refused_and_nothing_is_stored() {
         ("sql-deepen-state", json!({"depth": 64})),
     ] {
         let id = fresh_id("state");
-        api.command(command, &id, payload.clone()).await.ok();
-        let reply = api.command("sql-ping", &id, json!({})).await;
+        api.command(command, &id, payload.clone())
+            .await
+            .unwrap()
+            .ok();
+        let reply = api.command("sql-ping", &id, json!({})).await.unwrap();
         assert_refused_output(&reply, &format!("the state after {command} {payload}"));
-        assert_eq!(api.stream(&format!("sql-{id}")).await.len(), 1);
+        assert_eq!(stream(&api, &format!("sql-{id}")).await.len(), 1);
     }
 
     // Answers: JSON nested at most 64 deep.
     for depth in [65, 1000, 100_000] {
         let reply = api
-            .query("sql-deep-answer", &format!("depth={depth}"))
-            .await;
+            .query("sql-deep-answer", &format!("depth={depth}"), &[])
+            .await
+            .unwrap();
         assert_refused_output(&reply, &format!("an answer {depth} deep"));
     }
-    api.query("sql-deep-answer", "depth=64").await.ok();
+    api.query("sql-deep-answer", "depth=64", &[])
+        .await
+        .unwrap()
+        .ok();
 
     // The log is readable by anyone, and holds only types by the rules.
-    let log = api.read_log().await;
+    let log = api.read_log().await.unwrap();
     for event in &log {
         let event_type = event["type"].as_str().expect("type");
         assert!(
@@ -1521,7 +1334,7 @@ async fn a_log_flood_is_capped_per_call_and_the_rest_counted() {
     let host = run
         .start(&["--plugin-limit", "test-sql-commands:deadline_ms=120000"])
         .await;
-    let api = Api::of_binary(&host);
+    let api = host.with_timeout(REQUEST_BOUND);
     let before = std::fs::metadata(&run.log).map(|m| m.len()).unwrap_or(0);
 
     // 100 MiB through `log`, then 100 MiB through each of stdout, stderr and `log`.
@@ -1532,7 +1345,8 @@ async fn a_log_flood_is_capped_per_call_and_the_rest_counted() {
                 &fresh_id("flood"),
                 json!({ "mb": mb, "via": via }),
             )
-            .await;
+            .await
+            .unwrap();
         assert_eq!(reply.ok()["events"][0]["type"], "Flooded", "{}", reply.body);
     }
     let grown = std::fs::metadata(&run.log).map(|m| m.len()).unwrap_or(0) - before;
@@ -1552,23 +1366,27 @@ async fn a_log_flood_is_capped_per_call_and_the_rest_counted() {
         grown >> 10,
         text.lines().filter(|l| l.contains("dropped")).count()
     );
-    let pong = api.command("sql-ping", "after-flood", json!({})).await;
+    let pong = api
+        .command("sql-ping", "after-flood", json!({}))
+        .await
+        .unwrap();
     pong.ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_deploy_over_64_mib_is_413_with_the_json_error_body() {
     let host = host_with(&[plugins::BANK_ACCOUNT, plugins::ACCOUNT_BALANCE], |_| {}).await;
-    let api = Api::of(&host);
+    let api = host.with_timeout(REQUEST_BOUND);
 
     let reply = api
-        .deploy_bytes("too-big", vec![0u8; (64 << 20) + 1024])
-        .await;
+        .deploy("too-big", vec![0u8; (64 << 20) + 1024], None)
+        .await
+        .unwrap();
     assert_eq!(reply.status, 413, "{}", reply.body);
     assert!(is_error_body(&reply.body), "{}", reply.body);
     assert_eq!(reply.body["error"]["code"], "payload_too_large");
 
-    let listing = api.send(reqwest::Method::GET, "/plugins", None).await;
+    let listing = api.request(reqwest::Method::GET, "/plugins").await.unwrap();
     assert!(
         !listing.body.to_string().contains("too-big"),
         "{}",
@@ -1585,11 +1403,12 @@ type Acks = Vec<(u64, String, String)>;
 async fn acknowledge(api: &Api, acks: &mut Acks, count: usize) {
     for _ in 0..count {
         let id = fresh_id("ack");
-        let reply = api.command("sql-ping", &id, json!({})).await;
+        let reply = api.command("sql-ping", &id, json!({})).await.unwrap();
         acks.push((position(&reply), format!("sql-{id}"), "Pinged".into()));
         let reply = api
             .command("open-account", &id, json!({"owner": "ada"}))
-            .await;
+            .await
+            .unwrap();
         acks.push((
             position(&reply),
             format!("account-{id}"),
@@ -1601,7 +1420,7 @@ async fn acknowledge(api: &Api, acks: &mut Acks, count: usize) {
 /// Hangs the host every way at once: a projection in an endless statement, and
 /// endless queries in flight. Returns the queries.
 async fn hang_everything(api: &Api) -> JoinSet<Option<Reply>> {
-    api.emit_ok("SqlSpin", json!({})).await;
+    emit_ok(api, "SqlSpin", json!({})).await;
     let mut queries = JoinSet::new();
     for n in 0..3 {
         let (client, url) = (api.client.clone(), api.url.clone());
@@ -1629,7 +1448,7 @@ async fn sigterm_stops_the_host_in_bounded_time_whatever_plugins_do() {
         "test-sql-projection:deadline_ms=600000",
     ];
     let mut host = run.start(&long).await;
-    let api = Api::of_binary(&host);
+    let api = host.with_timeout(REQUEST_BOUND);
     api.wait_live_at_head(SQL_PROJECTION).await;
     let mut acks = Acks::new();
     acknowledge(&api, &mut acks, 5).await;
@@ -1658,7 +1477,7 @@ async fn sigterm_stops_the_host_in_bounded_time_whatever_plugins_do() {
     let mut host = run
         .start(&[&long[..], &["--shutdown-timeout-ms", "2000"]].concat())
         .await;
-    let api = Api::of_binary(&host);
+    let api = host.with_timeout(REQUEST_BOUND);
     assert_acknowledged(&api, &acks).await;
 
     // The same hang, stopped within that bound.
@@ -1680,12 +1499,12 @@ async fn sigterm_stops_the_host_in_bounded_time_whatever_plugins_do() {
     eprintln!("SIGTERM under a 2 s bound: exited after {took:?} with {status}");
 
     let host = run.start(&[]).await;
-    assert_acknowledged(&Api::of_binary(&host), &acks).await;
+    assert_acknowledged(&host.with_timeout(REQUEST_BOUND), &acks).await;
 }
 
 /// Asserts that every acknowledged command's event is in the log, as acknowledged.
 async fn assert_acknowledged(api: &Api, acks: &Acks) {
-    let log = api.read_log().await;
+    let log = api.read_log().await.unwrap();
     for (at, stream, event_type) in acks {
         let event = log
             .iter()

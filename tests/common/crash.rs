@@ -14,9 +14,9 @@ use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use super::hardening::Binary;
+use super::binary::Binary;
 use super::lifecycle::copy_log;
-use super::read_side::{Ledger, all_accounts, head, query, query_at, wait_live_for};
+use super::read_side::Ledger;
 use super::{Reply, plugins};
 
 /// What the log says when a run finds the `RUNNING` marker of a run that did not stop.
@@ -236,10 +236,6 @@ impl Ack {
             replayed: reply.header("idempotent-replayed") == Some("true"),
         })
     }
-
-    pub fn command_id(&self) -> &str {
-        self.event["metadata"]["command_id"].as_str().unwrap_or("")
-    }
 }
 
 /// What [`check_log`] found.
@@ -363,23 +359,20 @@ pub async fn compare_with_rebuild(
         extra,
     )
     .await?;
-    let at = head(&host.client, &host.url).await?;
+    let at = host.head().await?;
     ensure!(at == log.len() as u64, "head {at} for {} events", log.len());
-    ensure!(
-        head(&rebuilt.client, &rebuilt.url).await? == at,
-        "the copy has another head"
-    );
-    wait_live_for(&host.client, &host.url, &BANK_PROJECTIONS, LIVE_POLLS).await?;
-    wait_live_for(&rebuilt.client, &rebuilt.url, &BANK_PROJECTIONS, LIVE_POLLS).await?;
+    ensure!(rebuilt.head().await? == at, "the copy has another head");
+    host.wait_live_for(&BANK_PROJECTIONS, LIVE_POLLS).await?;
+    rebuilt.wait_live_for(&BANK_PROJECTIONS, LIVE_POLLS).await?;
 
-    let accounts = all_accounts(&host.client, &host.url, 5, at).await?;
-    let rebuilt_accounts = all_accounts(&rebuilt.client, &rebuilt.url, 5, at).await?;
+    let accounts = host.all_accounts(5, at).await?;
+    let rebuilt_accounts = rebuilt.all_accounts(5, at).await?;
     ensure!(
         accounts == rebuilt_accounts,
         "accounts differ from a rebuild:\n{accounts:#?}\n{rebuilt_accounts:#?}"
     );
-    let totals = query_at(&host.client, &host.url, "totals", "", at).await?;
-    let rebuilt_totals = query_at(&rebuilt.client, &rebuilt.url, "totals", "", at).await?;
+    let totals = host.query_at("totals", "", at).await?;
+    let rebuilt_totals = rebuilt.query_at("totals", "", at).await?;
     ensure!(totals.status == 200, "{}", totals.body);
     ensure!(
         totals.body == rebuilt_totals.body,
@@ -391,8 +384,8 @@ pub async fn compare_with_rebuild(
     let mut answers = accounts.len().div_ceil(5) + 1;
     for (id, (owner, balance, version)) in &ledger.accounts {
         let params = format!("id={id}");
-        let answer = query(&host.client, &host.url, "account", &params, &[]).await?;
-        let rebuilt_answer = query(&rebuilt.client, &rebuilt.url, "account", &params, &[]).await?;
+        let answer = host.query("account", &params, &[]).await?;
+        let rebuilt_answer = rebuilt.query("account", &params, &[]).await?;
         ensure!(
             answer.status == 200 && answer.body == rebuilt_answer.body,
             "account {id} differs from a rebuild:\n{} {}\n{} {}",

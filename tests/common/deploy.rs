@@ -1,95 +1,13 @@
-//! Helpers for the deployment tests: a host with a custom configuration and named
-//! plugin files, the admin endpoints (`PUT`/`DELETE /plugins/{name}`, rollback), the
-//! plugin listing, changes to the plugins folder, new versions of a plugin's code
-//! (a custom section appended), and bounded waits.
+//! Plugin files for the deployment tests: their bytes and names, new versions of a
+//! plugin's code (a custom section appended), and changes to a host's plugins folder.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
 use serde_json::Value;
-use tempfile::TempDir;
-
-use super::{Reply, TestHost};
-
-/// The longest a bounded wait waits.
-pub const WAIT: Duration = Duration::from_secs(30);
-/// The pause between two polls of a bounded wait.
-const POLL: Duration = Duration::from_millis(10);
-
-/// Starts a host whose plugins folder holds `files`, each `(name in the folder, file
-/// to copy)`, with the default configuration changed by `configure` (an admin token,
-/// no watcher...).
-pub async fn start_host(
-    files: &[(&str, &str)],
-    configure: impl FnOnce(&mut tessera::Config),
-) -> Result<TestHost> {
-    let dir = Arc::new(TempDir::new()?);
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir_all(&plugins)?;
-    for (name, source) in files {
-        std::fs::copy(source, plugins.join(name)).with_context(|| format!("copy {source}"))?;
-    }
-    TestHost::start_configured(dir, configure).await
-}
 
 /// The bytes of a plugin file.
 pub fn bytes(path: &str) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
-}
-
-/// `PUT /plugins/{name}` with `bytes`, and the bearer `token` if given.
-pub async fn deploy(
-    client: &reqwest::Client,
-    url: &str,
-    name: &str,
-    bytes: Vec<u8>,
-    token: Option<&str>,
-) -> Result<Reply> {
-    let mut request = client
-        .put(format!("{url}/plugins/{name}"))
-        .header("content-type", "application/wasm")
-        .body(bytes);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    Reply::read(request.send().await?).await
-}
-
-/// `DELETE /plugins/{name}`, with the bearer `token` if given.
-pub async fn remove(host: &TestHost, name: &str, token: Option<&str>) -> Result<Reply> {
-    let mut request = host.client.delete(format!("{}/plugins/{name}", host.url));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    Reply::read(request.send().await?).await
-}
-
-/// `POST /plugins/{name}/rollback`, with the bearer `token` if given.
-pub async fn rollback(host: &TestHost, name: &str, token: Option<&str>) -> Result<Reply> {
-    let mut request = host
-        .client
-        .post(format!("{}/plugins/{name}/rollback", host.url));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    Reply::read(request.send().await?).await
-}
-
-/// The entries of `GET /plugins`.
-pub async fn listing(host: &TestHost) -> Result<Vec<Value>> {
-    let (status, body) = host.get("/plugins").await?;
-    anyhow::ensure!(status == 200, "GET /plugins failed: {status} {body}");
-    Ok(body["plugins"].as_array().context("plugins")?.clone())
-}
-
-/// The listing entry of the file named `file`.
-pub async fn entry(host: &TestHost, file: &str) -> Result<Option<Value>> {
-    Ok(listing(host)
-        .await?
-        .into_iter()
-        .find(|entry| entry["file"] == file))
 }
 
 /// A component's bytes with a custom section named `tessera-test` holding `tag`
@@ -133,17 +51,15 @@ pub fn overwrite(dir: &Path, file: &str, bytes: &[u8]) {
     std::fs::write(dir.join(file), bytes).expect("overwrite");
 }
 
-/// Polls `probe` until it returns `Some`, for at most [`WAIT`]; panics with `what`
-/// and the last thing seen otherwise.
-pub async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Result<T, String>) -> T {
-    let started = Instant::now();
-    loop {
-        match probe().await {
-            Ok(value) => return value,
-            Err(last) if started.elapsed() > WAIT => {
-                panic!("waited {WAIT:?} for {what}; last seen: {last}")
-            }
-            Err(_) => tokio::time::sleep(POLL).await,
-        }
-    }
+/// The file name a plugin path is copied under.
+pub fn file_name(plugin: &str) -> String {
+    Path::new(plugin)
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The `GET /plugins` entry of the plugin file named `file` in `listing`.
+pub fn listing_entry<'a>(listing: &'a [Value], file: &str) -> Option<&'a Value> {
+    listing.iter().find(|entry| entry["file"] == file)
 }

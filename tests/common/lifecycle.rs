@@ -1,54 +1,17 @@
-//! Helpers for the projection lifecycle tests: hosts on prepared data folders (a copy
-//! of another host's log, a log appended straight through the event store) or with an
-//! admin token, the lifecycle endpoints, the status of one projection version, and
-//! bounded waits.
+//! Helpers for the projection lifecycle tests: data folders prepared for a host (a copy
+//! of another host's log, a log appended straight through the event store) and the
+//! status of one projection version.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
-use tempfile::TempDir;
 use tessera::event_store::{
     AppendOutcome, AppendRequest, Durability, EventStore, Metadata, NewEvent, SqliteEventStore,
 };
 
-use super::{Reply, TestHost};
-
-/// The longest a bounded wait waits: generous, for a slow machine under load.
-pub const WAIT: Duration = Duration::from_secs(120);
-/// The pause between two polls of a bounded wait.
-const POLL: Duration = Duration::from_millis(10);
-
-/// A fresh folder for a host: `plugins/` holding copies of `plugins`, and an empty
-/// `data/` for the caller to prepare (a log copied from another host, or appended
-/// with [`append_bank_log`]) before [`start_in`].
-pub fn new_dir(plugins: &[&str]) -> Result<Arc<TempDir>> {
-    let dir = Arc::new(TempDir::new()?);
-    let plugins_dir = dir.path().join("plugins");
-    std::fs::create_dir_all(&plugins_dir)?;
-    std::fs::create_dir_all(dir.path().join("data"))?;
-    for plugin in plugins {
-        let name = Path::new(plugin).file_name().context("plugin file name")?;
-        std::fs::copy(plugin, plugins_dir.join(name)).with_context(|| format!("copy {plugin}"))?;
-    }
-    Ok(dir)
-}
-
-/// The data folder of a folder made by [`new_dir`].
-pub fn data_dir(dir: &TempDir) -> PathBuf {
-    dir.path().join("data")
-}
-
-/// Starts a host on a folder made by [`new_dir`], with the default configuration
-/// changed by `configure` (an admin token...).
-pub async fn start_in(
-    dir: Arc<TempDir>,
-    configure: impl FnOnce(&mut tessera::Config),
-) -> Result<TestHost> {
-    TestHost::start_configured(dir, configure).await
-}
+use super::{Api, eventually};
 
 /// Copies the write store of the (stopped) host whose data folder is `from` into the
 /// data folder `to`: the log alone, no projection, lifecycle or plugin archive.
@@ -135,69 +98,6 @@ where
     }
 }
 
-/// Sends `method` to `path` with an optional JSON body and bearer token.
-pub async fn call(
-    host: &TestHost,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<&Value>,
-    token: Option<&str>,
-) -> Result<Reply> {
-    let mut request = host.client.request(method, format!("{}{path}", host.url));
-    if let Some(body) = body {
-        request = request.json(body);
-    }
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    Reply::read(request.send().await?).await
-}
-
-/// `PUT /plugins/{name}` with the bytes of the plugin file `plugin`; asserts success.
-pub async fn deploy(host: &TestHost, name: &str, plugin: &str) -> Reply {
-    let bytes = std::fs::read(plugin).unwrap_or_else(|e| panic!("cannot read {plugin}: {e}"));
-    let response = host
-        .client
-        .put(format!("{}/plugins/{name}", host.url))
-        .header("content-type", "application/wasm")
-        .body(bytes)
-        .send()
-        .await
-        .expect("deploy sent");
-    let reply = Reply::read(response).await.expect("deploy reply");
-    assert!(
-        (200..300).contains(&reply.status),
-        "deploying {plugin} as {name} failed: {} {}",
-        reply.status,
-        reply.body
-    );
-    reply
-}
-
-/// `PUT /projections/{name}/policy` with `change`; asserts success, returns the policy.
-pub async fn set_policy(host: &TestHost, name: &str, change: Value) -> Value {
-    let reply = call(
-        host,
-        reqwest::Method::PUT,
-        &format!("/projections/{name}/policy"),
-        Some(&change),
-        None,
-    )
-    .await
-    .expect("policy request");
-    reply.ok().clone()
-}
-
-/// Every projection version, from `GET /projections`.
-pub async fn statuses(host: &TestHost) -> Result<Vec<Value>> {
-    let (status, body) = host.get("/projections").await?;
-    ensure!(status == 200, "GET /projections failed: {status} {body}");
-    body["projections"]
-        .as_array()
-        .cloned()
-        .context("projections list")
-}
-
 /// The newest generation of version `version` of projection `name` in `list`.
 pub fn version_of<'a>(list: &'a [Value], name: &str, version: u64) -> Option<&'a Value> {
     list.iter()
@@ -216,23 +116,16 @@ pub fn versions_of(list: &[Value], name: &str) -> Vec<u64> {
     versions
 }
 
-/// The write store's head, from `GET /health`.
-pub async fn head(host: &TestHost) -> Result<u64> {
-    let (status, body) = host.get("/health").await?;
-    ensure!(status == 200, "GET /health failed: {status} {body}");
-    body["head"].as_u64().context("head")
-}
-
 /// Waits until version `version` of `name` satisfies `test`; returns its status.
 pub async fn wait_version(
-    host: &TestHost,
+    host: &Api,
     name: &str,
     version: u64,
     what: &str,
     test: impl Fn(&Value) -> bool,
 ) -> Value {
     eventually(what, async || {
-        let list = statuses(host).await.map_err(|e| e.to_string())?;
+        let list = host.projections().await.map_err(|e| e.to_string())?;
         match version_of(&list, name, version) {
             Some(status) if test(status) => Ok(status.clone()),
             Some(status) => Err(status.to_string()),
@@ -244,7 +137,7 @@ pub async fn wait_version(
 
 /// Waits until version `version` of `name` is live at the write head (no newer event
 /// arrives meanwhile) with `role`; returns its status.
-pub async fn wait_caught_up(host: &TestHost, name: &str, version: u64, role: &str) -> Value {
+pub async fn wait_caught_up(host: &Api, name: &str, version: u64, role: &str) -> Value {
     wait_version(
         host,
         name,
@@ -258,37 +151,4 @@ pub async fn wait_caught_up(host: &TestHost, name: &str, version: u64, role: &st
         },
     )
     .await
-}
-
-/// `GET /queries/{name}?{query}`, at least as fresh as `position` if given.
-pub async fn query(
-    host: &TestHost,
-    name: &str,
-    query: &str,
-    position: Option<u64>,
-) -> Result<Reply> {
-    let mut request = host
-        .client
-        .get(format!("{}/queries/{name}?{query}", host.url));
-    if let Some(position) = position {
-        request = request
-            .header("tessera-min-position", position.to_string())
-            .header("tessera-max-wait", "30000");
-    }
-    Reply::read(request.send().await?).await
-}
-
-/// Polls `probe` until it returns `Ok`, for at most [`WAIT`]; panics with `what` and
-/// the last thing seen otherwise.
-pub async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Result<T, String>) -> T {
-    let started = Instant::now();
-    loop {
-        match probe().await {
-            Ok(value) => return value,
-            Err(last) if started.elapsed() > WAIT => {
-                panic!("waited {WAIT:?} for {what}; last seen: {last}")
-            }
-            Err(_) => tokio::time::sleep(POLL).await,
-        }
-    }
 }

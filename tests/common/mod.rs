@@ -1,32 +1,132 @@
-//! Helpers shared by the end-to-end tests: a real host on `127.0.0.1:0` over a real
-//! SQLite file, an HTTP client for it, and given/when/then fixtures for handlers.
-#![allow(dead_code)]
+//! The test kit of the end-to-end tests: everything a test needs to start a host, talk
+//! to it and wait for it, written once. Reach for:
+//!
+//! - [`TestHost`] for a host serving in this process on a fresh folder:
+//!   [`TestHost::start`] with plugin files, [`TestHost::start_with`] to change the
+//!   configuration too (limits, an admin token, `--auth`), [`TestHost::start_files`]
+//!   for plugins under names of the test's choosing, [`TestHost::start_configured`] on
+//!   a folder the test prepared first ([`test_dir`]), [`TestHost::start_sharing`] for
+//!   a second host on the same SQLite file, [`TestHost::restart`];
+//! - [`binary::Binary`] for the real `tessera` binary as a child process: what needs a
+//!   SIGKILL, a SIGTERM, the pid (`/proc`) or the process's log;
+//! - [`http::Api`] for the HTTP API: both hosts dereference to one, so `host.head()`,
+//!   `host.query(..)`, `host.deploy(..)`, `host.read_log()`, `host.wait_live(..)` work
+//!   on either; [`http::Api::of`] gives one for a client of a task's own, and
+//!   [`http::Api::with_timeout`] one whose requests give up;
+//! - [`http::Reply`], a response to assert on ([`Reply::ok`], [`Reply::assert_error`]),
+//!   and [`is_error_body`] for the JSON error contract as a predicate;
+//! - [`eventually`] for every bounded wait on an outcome (no assertion is on time);
+//! - [`AggregateTest`] for given/when/then on a command handler, with no host;
+//! - the modules for what a family of tests shares: [`deploy`] (plugin files and new
+//!   versions of their code), [`lifecycle`] (prepared logs, projection versions),
+//!   [`read_side`] (the bank's ledger computed from the log), [`crash`] (the crash
+//!   tests' acknowledgements and checks against a rebuild);
+//! - `fastrand::Rng::with_seed` for a seeded random sequence (the seed printed, so a
+//!   run can be repeated).
 
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tempfile::TempDir;
 use tessera::event_store::{Metadata, RecordedEvent};
 use tessera::plugin::{Command, CommandHandler, Limits, PluginCode, Refusal, Runtime};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use http::{Api, Reply, assert_error, at_least, is_error_body};
 pub use tessera_test_support::plugins;
+
+pub mod binary;
 pub mod crash;
 pub mod deploy;
-pub mod hardening;
+pub mod http;
 pub mod lifecycle;
 pub mod read_side;
 
-/// A host serving over HTTP in this process, on a data folder that outlives restarts.
+/// The longest a bounded wait waits: generous, for a slow machine under load.
+pub const WAIT: Duration = Duration::from_secs(120);
+/// The pause between two polls of a bounded wait.
+pub const POLL: Duration = Duration::from_millis(25);
+
+/// Polls `probe` until it returns `Ok`, for at most [`WAIT`]; panics with `what` and
+/// the last thing seen (the `Err`) otherwise.
+pub async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Result<T, String>) -> T {
+    let started = Instant::now();
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(last) if started.elapsed() > WAIT => {
+                panic!("waited {WAIT:?} for {what}; last seen: {last}")
+            }
+            Err(_) => tokio::time::sleep(POLL).await,
+        }
+    }
+}
+
+/// A fresh id (`<prefix>-<n>`), unique in this test process.
+pub fn fresh_id(prefix: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A fresh folder for a host: `plugins/` holding copies of `plugins`, and an empty
+/// `data/` for the caller to prepare (a log copied from another host, or appended
+/// straight through the event store) before [`TestHost::start_configured`].
+pub fn test_dir(plugins: &[&str]) -> Result<Arc<TempDir>> {
+    let files = plugins
+        .iter()
+        .map(|plugin| {
+            Ok((
+                Path::new(plugin).file_name().context("plugin file name")?,
+                *plugin,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let dir = Arc::new(TempDir::new()?);
+    let plugins_dir = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins_dir)?;
+    std::fs::create_dir_all(dir.path().join("data"))?;
+    for (name, source) in files {
+        std::fs::copy(source, plugins_dir.join(name)).with_context(|| format!("copy {source}"))?;
+    }
+    Ok(dir)
+}
+
+/// The data folder of a folder made by [`test_dir`].
+pub fn data_dir(dir: &TempDir) -> PathBuf {
+    dir.path().join("data")
+}
+
+/// Limits with the same short deadline for every kind of call, and default memory.
+pub fn short_limits(deadline: Duration) -> Limits {
+    Limits {
+        command_deadline: deadline,
+        query_deadline: deadline,
+        projection_deadline: deadline,
+        ..Limits::default()
+    }
+}
+
+/// A host serving over HTTP in this process, on a data folder that outlives restarts;
+/// its [`Api`] is reached through it (`host.command(..)`).
 pub struct TestHost {
-    pub url: String,
-    pub client: reqwest::Client,
+    api: Api,
     dir: Arc<TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+}
+
+impl Deref for TestHost {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 /// Sends the logs of the hosts this test process runs in-process to the test's own
@@ -45,15 +145,32 @@ fn show_host_logs() {
 }
 
 impl TestHost {
-    /// Starts a host serving the given plugin files.
+    /// Starts a host serving copies of the given plugin files.
     pub async fn start(plugins: &[&str]) -> Result<TestHost> {
-        let dir = Arc::new(TempDir::new()?);
-        std::fs::create_dir_all(dir.path().join("plugins"))?;
-        for plugin in plugins {
-            let name = Path::new(plugin).file_name().context("plugin file name")?;
-            std::fs::copy(plugin, dir.path().join("plugins").join(name))?;
+        TestHost::start_with(plugins, |_| {}).await
+    }
+
+    /// Starts a host serving copies of `plugins`, with the default configuration
+    /// changed by `configure` (limits, an admin token...).
+    pub async fn start_with(
+        plugins: &[&str],
+        configure: impl FnOnce(&mut tessera::Config),
+    ) -> Result<TestHost> {
+        TestHost::start_configured(test_dir(plugins)?, configure).await
+    }
+
+    /// Starts a host whose plugins folder holds `files`, each `(name in the folder, file
+    /// to copy)`, with the default configuration changed by `configure`.
+    pub async fn start_files(
+        files: &[(&str, &str)],
+        configure: impl FnOnce(&mut tessera::Config),
+    ) -> Result<TestHost> {
+        let dir = test_dir(&[])?;
+        for (name, source) in files {
+            std::fs::copy(source, dir.path().join("plugins").join(name))
+                .with_context(|| format!("copy {source}"))?;
         }
-        TestHost::start_in(dir).await
+        TestHost::start_configured(dir, configure).await
     }
 
     /// Starts a second host on the same data and plugins folders as `other`: two
@@ -61,15 +178,12 @@ impl TestHost {
     /// write connection, stream locks and state cache, so only the store's optimistic
     /// concurrency keeps their appends apart.
     pub async fn start_sharing(other: &TestHost) -> Result<TestHost> {
-        TestHost::start_in(other.dir.clone()).await
+        TestHost::start_configured(other.dir.clone(), |_| {}).await
     }
 
-    async fn start_in(dir: Arc<TempDir>) -> Result<TestHost> {
-        TestHost::start_configured(dir, |_| {}).await
-    }
-
-    /// Starts a host on `dir` (its `data` and `plugins` folders) with the default
-    /// configuration changed by `configure` (an admin token, short deadlines...).
+    /// Starts a host on `dir` (its `data` and `plugins` folders, see [`test_dir`]) with
+    /// the default configuration changed by `configure` (an admin token, short
+    /// deadlines...).
     pub async fn start_configured(
         dir: Arc<TempDir>,
         configure: impl FnOnce(&mut tessera::Config),
@@ -89,8 +203,7 @@ impl TestHost {
                 .expect("host failed");
         });
         let host = TestHost {
-            url,
-            client: reqwest::Client::new(),
+            api: Api::of(&reqwest::Client::new(), &url),
             dir,
             stop: Some(stop),
             task: Some(task),
@@ -106,7 +219,7 @@ impl TestHost {
             {
                 return Ok(());
             }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         anyhow::bail!("host at {} never became ready", self.url)
     }
@@ -114,7 +227,7 @@ impl TestHost {
     /// Stops the host gracefully and starts a new one on the same folders.
     pub async fn restart(mut self) -> Result<TestHost> {
         self.shutdown().await;
-        TestHost::start_in(self.dir.clone()).await
+        TestHost::start_configured(self.dir.clone(), |_| {}).await
     }
 
     pub async fn shutdown(&mut self) {
@@ -134,203 +247,16 @@ impl TestHost {
         self.dir.path().join("plugins")
     }
 
-    /// Sends a command; returns the status and the JSON body.
-    pub async fn command(
-        &self,
-        name: &str,
-        aggregate_id: &str,
-        payload: Value,
-    ) -> Result<(u16, Value)> {
-        self.command_with(
-            name,
-            json!({ "aggregate_id": aggregate_id, "payload": payload }),
-            &[],
-        )
-        .await
+    /// The host's [`Api`], to clone into a task.
+    pub fn api(&self) -> &Api {
+        &self.api
     }
 
-    /// Sends a command body with extra headers; returns the status and the JSON body.
-    pub async fn command_with(
-        &self,
-        name: &str,
-        body: Value,
-        headers: &[(&str, &str)],
-    ) -> Result<(u16, Value)> {
-        let mut request = self
-            .client
-            .post(format!("{}/commands/{name}", self.url))
-            .json(&body);
-        for (header, value) in headers {
-            request = request.header(*header, *value);
-        }
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        Ok((status, response.json().await?))
+    /// The host, its requests giving up after `timeout` (see [`Api::with_timeout`]).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> TestHost {
+        self.api = self.api.with_timeout(timeout);
+        self
     }
-
-    /// Sends raw bytes as a command body with the given content type.
-    pub async fn raw_command(
-        &self,
-        name: &str,
-        content_type: &str,
-        body: &'static str,
-    ) -> Result<(u16, Value)> {
-        let response = self
-            .client
-            .post(format!("{}/commands/{name}", self.url))
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await?;
-        let status = response.status().as_u16();
-        Ok((status, response.json().await?))
-    }
-
-    /// Sends a command body with extra headers; returns the whole reply, headers included.
-    pub async fn send(&self, name: &str, body: &Value, headers: &[(&str, &str)]) -> Result<Reply> {
-        send_command(&self.client, &self.url, name, body, headers).await
-    }
-
-    /// Sends any bytes to `path` with an optional content type.
-    pub async fn post_raw(
-        &self,
-        path: &str,
-        content_type: Option<&str>,
-        body: impl Into<reqwest::Body>,
-    ) -> Result<Reply> {
-        let mut request = self.client.post(format!("{}{path}", self.url)).body(body);
-        if let Some(content_type) = content_type {
-            request = request.header("content-type", content_type);
-        }
-        Reply::read(request.send().await?).await
-    }
-
-    /// Sends a request with any method and no body.
-    pub async fn request(&self, method: reqwest::Method, path: &str) -> Result<Reply> {
-        let response = self
-            .client
-            .request(method, format!("{}{path}", self.url))
-            .send()
-            .await?;
-        Reply::read(response).await
-    }
-
-    /// Every event of a stream, read page by page through `GET /streams/{stream}`.
-    pub async fn read_stream(&self, stream: &str) -> Result<Vec<Value>> {
-        let mut events = Vec::new();
-        let mut after = 0;
-        loop {
-            let (status, page) = self
-                .get(&format!(
-                    "/streams/{stream}?after_version={after}&limit=1000"
-                ))
-                .await?;
-            anyhow::ensure!(status == 200, "reading {stream} failed: {status} {page}");
-            events.extend(page["events"].as_array().context("events")?.iter().cloned());
-            match page["next_after_version"].as_u64() {
-                Some(next) => after = next,
-                None => return Ok(events),
-            }
-        }
-    }
-
-    /// The whole global log, read page by page through `GET /events`.
-    pub async fn read_log(&self) -> Result<Vec<Value>> {
-        let mut events = Vec::new();
-        let mut after = 0;
-        loop {
-            let (status, page) = self
-                .get(&format!("/events?after={after}&limit=1000"))
-                .await?;
-            anyhow::ensure!(status == 200, "reading the log failed: {status} {page}");
-            let batch = page["events"].as_array().context("events")?;
-            if batch.is_empty() {
-                return Ok(events);
-            }
-            events.extend(batch.iter().cloned());
-            after = page["next_after"].as_u64().context("next_after")?;
-        }
-    }
-
-    pub async fn get(&self, path: &str) -> Result<(u16, Value)> {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await?;
-        let status = response.status().as_u16();
-        Ok((status, response.json().await?))
-    }
-}
-
-/// A response as the tests look at it: status, headers and body.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: reqwest::header::HeaderMap,
-    /// The JSON body; a body that is not JSON is kept as a JSON string, so that an
-    /// assertion on it fails with the text in the message.
-    pub body: Value,
-}
-
-impl Reply {
-    pub async fn read(response: reqwest::Response) -> Result<Reply> {
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        // A stream of server-sent events (`GET /events/stream`) does not end: its body
-        // is left unread, as null.
-        let streaming = headers
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(|value| value.starts_with("text/event-stream"));
-        if streaming {
-            return Ok(Reply {
-                status,
-                headers,
-                body: Value::Null,
-            });
-        }
-        let text = response.text().await?;
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Ok(Reply {
-            status,
-            headers,
-            body,
-        })
-    }
-
-    /// A header's value, if present and visible ASCII.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|value| value.to_str().ok())
-    }
-
-    /// Asserts the JSON error contract (see [`assert_error`]).
-    #[track_caller]
-    pub fn assert_error(&self, expected_status: u16, expected_code: &str) {
-        assert_error(self.status, &self.body, expected_status, expected_code);
-    }
-
-    /// Asserts a 200 and returns the body.
-    #[track_caller]
-    pub fn ok(&self) -> &Value {
-        assert_eq!(self.status, 200, "expected success, body: {}", self.body);
-        &self.body
-    }
-}
-
-/// Sends a command through any client, so that tests can use one client per task.
-pub async fn send_command(
-    client: &reqwest::Client,
-    url: &str,
-    name: &str,
-    body: &Value,
-    headers: &[(&str, &str)],
-) -> Result<Reply> {
-    let mut request = client.post(format!("{url}/commands/{name}")).json(body);
-    for (header, value) in headers {
-        request = request.header(*header, *value);
-    }
-    Reply::read(request.send().await?).await
 }
 
 impl Drop for TestHost {
@@ -339,23 +265,6 @@ impl Drop for TestHost {
             let _ = stop.send(());
         }
     }
-}
-
-/// Asserts the JSON error contract: status, code, and a request id in the body.
-#[track_caller]
-pub fn assert_error(status: u16, body: &Value, expected_status: u16, expected_code: &str) {
-    assert_eq!(status, expected_status, "unexpected status, body: {body}");
-    assert_eq!(body["error"]["code"], expected_code, "body: {body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "error without a message: {body}"
-    );
-    assert!(
-        body["request_id"].as_str().is_some(),
-        "error without a request id: {body}"
-    );
 }
 
 /// Given/when/then for a command handler plugin, straight through the plugin runtime.

@@ -1,143 +1,37 @@
-//! Helpers for the hardening tests (hostile plugins, bad input, the OpenAPI
-//! description, crashes): an in-process host with custom limits, a seeded random
-//! generator, the JSON error contract as a predicate, and the real `tessera` binary as
-//! a child process that a test can SIGKILL or SIGTERM and restart.
+//! The real `tessera` binary (`tessera serve`) as a child process that a test can
+//! SIGKILL or SIGTERM and restart on the same folders, and what a test reads of a
+//! process from outside: its pid, its resident memory, its log.
 
 use std::fs::File;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use serde_json::Value;
-use tempfile::TempDir;
-use tessera::plugin::Limits;
 
-use super::TestHost;
+use super::POLL;
+use super::http::Api;
 
-/// The pause between two polls of a bounded wait.
-pub const POLL: Duration = Duration::from_millis(25);
-
-/// Starts an in-process host serving copies of `plugins` (paths of `.wasm` files),
-/// with the default configuration changed by `configure` (limits, admin token...).
-pub async fn start_host(
-    plugins: &[&str],
-    configure: impl FnOnce(&mut tessera::Config),
-) -> Result<TestHost> {
-    let dir = Arc::new(TempDir::new()?);
-    let plugins_dir = dir.path().join("plugins");
-    std::fs::create_dir_all(&plugins_dir)?;
-    for plugin in plugins {
-        let name = Path::new(plugin).file_name().context("plugin file name")?;
-        std::fs::copy(plugin, plugins_dir.join(name)).with_context(|| format!("copy {plugin}"))?;
-    }
-    TestHost::start_configured(dir, configure).await
-}
-
-/// Limits with the same short deadline for every kind of call, and default memory.
-pub fn short_limits(deadline: Duration) -> Limits {
-    Limits {
-        command_deadline: deadline,
-        query_deadline: deadline,
-        projection_deadline: deadline,
-        ..Limits::default()
-    }
-}
-
-/// `GET /plugins`: every plugin file with its status and last error.
-pub async fn plugin_listing(host: &TestHost) -> Result<Vec<Value>> {
-    let (status, body) = host.get("/plugins").await?;
-    anyhow::ensure!(status == 200, "GET /plugins: {status} {body}");
-    body["plugins"].as_array().cloned().context("plugins list")
-}
-
-/// The listing entry of the plugin file named `file`.
-pub fn listing_entry<'a>(listing: &'a [Value], file: &str) -> Option<&'a Value> {
-    listing.iter().find(|entry| entry["file"] == file)
-}
-
-/// The file name a plugin path is copied under.
-pub fn file_name(plugin: &str) -> String {
-    Path::new(plugin)
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-/// Whether a body is the JSON error contract: `{"error": {"code", "message",
-/// "details"?}, "request_id"}` with a non-empty code and message.
-pub fn is_error_body(body: &Value) -> bool {
-    body["error"]["code"]
-        .as_str()
-        .is_some_and(|c| !c.is_empty())
-        && body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty())
-        && body["request_id"].as_str().is_some_and(|r| !r.is_empty())
-}
-
-/// Polls `check` until it returns `Some`, for at most `timeout`.
-pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await? {
-            return Ok(value);
-        }
-        if start.elapsed() > timeout {
-            bail!("gave up waiting after {timeout:?} for {what}");
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// A small deterministic generator (SplitMix64): the same seed gives the same run.
-#[derive(Debug, Clone)]
-pub struct Prng(u64);
-
-impl Prng {
-    pub fn new(seed: u64) -> Self {
-        Prng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (`n` > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-
-    /// A number in `low..=high`.
-    pub fn between(&mut self, low: u64, high: u64) -> u64 {
-        low + self.below(high - low + 1)
-    }
-
-    /// True with probability `percent` / 100.
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-}
-
-/// The resident set size of process `pid` (`VmRSS` in `/proc/<pid>/status`), in KiB;
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`...) of process `pid`;
 /// `None` once the process is gone, or where `/proc` does not say.
-pub fn rss_kib(pid: u32) -> Option<u64> {
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    status.lines().find_map(|line| {
+        line.strip_prefix(field)?
+            .strip_prefix(':')?
+            .trim()
+            .strip_suffix("kB")?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// The resident set size of process `pid` (`VmRSS`), in KiB; `None` once the process
+/// is gone.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    proc_status_kib(pid, "VmRSS")
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
@@ -164,18 +58,24 @@ pub fn pin_binary(dir: &Path) -> Result<PathBuf> {
     Ok(copy)
 }
 
-/// The real `tessera` binary (`tessera serve`) as a child process. Dropping it kills
-/// the process, so a failing test leaves nothing running.
+/// The real `tessera` binary (`tessera serve`) as a child process; its [`Api`] is
+/// reached through it (`binary.head()`). Dropping it kills the process, so a failing
+/// test leaves nothing running.
 #[derive(Debug)]
 pub struct Binary {
     child: Option<Child>,
     pub pid: u32,
-    pub url: String,
-    pub client: reqwest::Client,
-    pub data: PathBuf,
-    pub plugins: PathBuf,
+    api: Api,
     /// Where the process's stdout and stderr go, appended across restarts.
     pub log: PathBuf,
+}
+
+impl Deref for Binary {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 impl Binary {
@@ -207,15 +107,13 @@ impl Binary {
                 .stderr(output)
                 .spawn()
                 .context("cannot start the tessera binary")?;
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()?;
             let mut binary = Binary {
                 pid: child.id(),
                 child: Some(child),
-                url: format!("http://127.0.0.1:{port}"),
-                client: reqwest::Client::builder()
-                    .timeout(Duration::from_secs(60))
-                    .build()?,
-                data: data.to_path_buf(),
-                plugins: plugins.to_path_buf(),
+                api: Api::of(&client, &format!("http://127.0.0.1:{port}")),
                 log: log.to_path_buf(),
             };
             match binary.wait_ready().await {
