@@ -784,6 +784,86 @@ async fn a_rebuild_swaps_in_a_new_generation_with_the_same_data() {
     }
 }
 
+/// Accounts and deposits in the log of the promoted-rebuild test: enough events that
+/// the rebuild is still under way when it is promoted.
+const PROMOTED_ACCOUNTS: usize = 500;
+const PROMOTED_DEPOSITS: usize = 99;
+
+/// Promoting a rebuild before it has caught up makes it active and retires the
+/// generation it replaces, as its own cut-over would: that generation's worker stops,
+/// its database is deleted, and rollback has nothing to return to. (Before the
+/// lifecycle became a state machine, the promotion kept the old generation's worker
+/// and database and pointed rollback at a version the lifecycle no longer knew.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn promoting_a_rebuild_retires_the_generation_it_replaces() {
+    let dir = test_dir(&BANK).expect("folder");
+    let head = append_bank_log(&data_dir(&dir), PROMOTED_ACCOUNTS, PROMOTED_DEPOSITS, "ada")
+        .await
+        .expect("log");
+    let host = TestHost::start_configured(dir, |_| {})
+        .await
+        .expect("host starts");
+    wait_caught_up(&host, BALANCE, 1, "active").await;
+    wait_caught_up(&host, "bank-totals", 1, "active").await;
+    let old_db = host
+        .data_dir()
+        .join("projections")
+        .join(BALANCE)
+        .join("v1.g1.db");
+    assert!(old_db.exists(), "{old_db:?}");
+
+    let started = host
+        .call(
+            Method::POST,
+            &format!("/projections/{BALANCE}/rebuild"),
+            None,
+            None,
+        )
+        .await
+        .expect("rebuild");
+    assert_eq!(started.status, 202, "{}", started.body);
+    let promoted = host
+        .call(
+            Method::POST,
+            &format!("/projections/{BALANCE}/promote"),
+            None,
+            None,
+        )
+        .await
+        .expect("promote");
+    assert_eq!(promoted.status, 200, "{}", promoted.body);
+    assert_eq!(
+        promoted.body["active"],
+        json!({ "version": 1, "generation": 2 })
+    );
+
+    let list = host.projections().await.expect("projections");
+    let generations: Vec<&Value> = list.iter().filter(|p| p["name"] == BALANCE).collect();
+    assert!(
+        matches!(generations.as_slice(), [only] if only["generation"] == 2 && only["role"] == "active"),
+        "{generations:?}"
+    );
+    assert!(
+        !old_db.exists(),
+        "the replaced generation's database is still there"
+    );
+    host.call(
+        Method::POST,
+        &format!("/projections/{BALANCE}/rollback"),
+        None,
+        None,
+    )
+    .await
+    .expect("rollback")
+    .assert_error(409, "no_previous_version");
+
+    // The promoted generation goes on to build the whole read model.
+    let last = account_id(PROMOTED_ACCOUNTS - 1);
+    let answer = account(&host, &last, Some(head)).await;
+    let total: u64 = (1..=PROMOTED_DEPOSITS as u64).sum();
+    assert_eq!(answer["balance"], json!(total), "{answer}");
+}
+
 // --- Failing events -----------------------------------------------------------------
 
 /// The poison projection (test-poison-projection): it fails on an account opened for
