@@ -621,48 +621,6 @@ impl Projections {
             worker.join().await;
         }
     }
-
-    /// Every projection version's status.
-    pub fn status(&self) -> Vec<ProjectionStatus> {
-        let head = *self.store.head().borrow();
-        let inner = self.lock();
-        let mut all = Vec::new();
-        for (name, state) in &inner.lifecycle.projections {
-            for record in &state.versions {
-                let role = if state.active == Some(record.key) {
-                    "active"
-                } else if record.pending {
-                    "building"
-                } else {
-                    "standby"
-                };
-                let id = |digest| status::Identity {
-                    name,
-                    key: record.key,
-                    role,
-                    mode: record.mode,
-                    digest,
-                };
-                match inner.workers.get(&(name.clone(), record.key)) {
-                    Some(worker) => {
-                        let status = worker.status.lock().expect("status lock");
-                        all.push(ProjectionStatus::new(
-                            id(&worker.digest),
-                            *worker.checkpoint().borrow(),
-                            head,
-                            &status,
-                        ));
-                    }
-                    None => {
-                        let mut status = status::Status::default();
-                        status.state = State::Stopped;
-                        all.push(ProjectionStatus::new(id(&record.digest), 0, head, &status));
-                    }
-                }
-            }
-        }
-        all
-    }
 }
 
 fn not_running(name: &str, key: VersionKey) -> LifecycleError {
