@@ -215,8 +215,10 @@ impl Projections {
                         ));
                     }
                     None => {
-                        let mut status = Status::default();
-                        status.state = State::Stopped;
+                        let status = Status {
+                            state: State::Stopped,
+                            ..Status::default()
+                        };
                         all.push(ProjectionStatus::new(id(&record.digest), 0, head, &status));
                     }
                 }
