@@ -114,7 +114,6 @@ pub enum Change {
         name: String,
         version: u32,
     },
-    PolicyChanged(String),
 }
 
 /// The outcome of one event.
@@ -484,7 +483,6 @@ impl Machine {
             name: name.to_string(),
             policy,
         });
-        self.changes.push(Change::PolicyChanged(name.to_string()));
         Ok(())
     }
 

@@ -254,7 +254,6 @@ impl Projections {
                 Change::Retired { name, version } => {
                     tracing::info!(projection = %name, version, "retired");
                 }
-                Change::PolicyChanged(_) => {}
             }
         }
         Ok((pending, version))
