@@ -126,6 +126,51 @@ async fn an_endless_loop_in_handle_is_cut_at_the_deadline_while_others_are_serve
     assert_bank_serves(&host).await;
 }
 
+/// A handler's decisions run on the async workers while they are fast
+/// (`command_bus/pace.rs`). One that turns slow once it has earned that is caught by
+/// its first slow decision: its next loops, as many as the host has workers and more,
+/// go to blocking threads, and the bank is served while they spin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_turns_slow_after_warming_up_no_longer_holds_the_async_workers() {
+    let deadline = Duration::from_secs(3);
+    let host = host_with(
+        &[
+            plugins::BANK_ACCOUNT,
+            plugins::ACCOUNT_BALANCE,
+            plugins::TEST_ROGUE_COMMANDS,
+        ],
+        |config| config.limits = short_limits(deadline),
+    )
+    .await;
+    // Fast decisions: the rogue's own ones now run on the async workers.
+    for _ in 0..12 {
+        assert_rogue_serves(&host).await;
+    }
+    let spin = host.command("spin", "turned-1", json!({})).await.unwrap();
+    spin.assert_error(504, "deadline_exceeded");
+
+    let mut spins = Vec::new();
+    for n in 0..4 {
+        let api = host.api().clone();
+        spins.push(tokio::spawn(async move {
+            let body = json!({ "aggregate_id": format!("turned-many-{n}"), "payload": {} });
+            api.send("spin", &body, &[]).await.expect("spin answered")
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_bank_serves(&host).await;
+    // Served before any loop was cut: no worker was held by one.
+    assert!(
+        spins.iter().all(|spin| !spin.is_finished()),
+        "the bank was served only after a loop ended"
+    );
+    for spin in spins {
+        spin.await
+            .expect("task")
+            .assert_error(504, "deadline_exceeded");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_endless_loop_in_a_query_is_cut_at_the_deadline() {
     let host = rogue_host().await;

@@ -16,7 +16,8 @@ use crate::plugin::{CallError, Command, CommandHandler, CommandSession, Decision
 pub trait AggregateCode: Send + Sync + 'static {
     /// A session for one command. The bus calls [`AggregateSession::fold`] once with
     /// the events its cached state lacks, then [`AggregateSession::handle`] once, on
-    /// one blocking thread.
+    /// one thread: an async worker while the code's decisions are fast, a blocking
+    /// thread otherwise (see `pace.rs`).
     fn session(&self) -> Result<Box<dyn AggregateSession>, CallError>;
 }
 

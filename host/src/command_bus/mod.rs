@@ -12,6 +12,7 @@
 //!   by principal: two callers' equal keys are two keys (see [`scoped_key`]).
 
 mod code;
+mod pace;
 mod state_cache;
 mod stream_locks;
 
@@ -28,6 +29,7 @@ use crate::event_store::{
 };
 use crate::plugin::{CallError, Command, CommandRoute, Plugins, Refusal};
 
+use pace::Pacer;
 use state_cache::{CachedState, StateCache};
 use stream_locks::StreamLocks;
 
@@ -123,6 +125,8 @@ pub struct CommandBus {
     plugins: Arc<Plugins>,
     states: StateCache,
     locks: StreamLocks,
+    /// Which plugins' decisions run on the async worker, and which on blocking threads.
+    pacer: Arc<Pacer>,
     /// Aggregates compiled into the host, by command name.
     natives: HashMap<String, Arc<NativeAggregate>>,
 }
@@ -176,6 +180,7 @@ impl CommandBus {
             plugins,
             states: StateCache::new(STATE_CACHE_CAPACITY, STATE_CACHE_BYTES),
             locks: StreamLocks::default(),
+            pacer: Arc::default(),
             natives: HashMap::new(),
         }
     }
@@ -293,7 +298,9 @@ impl CommandBus {
     }
 
     /// Brings the stream's state up to date and asks the handler for a decision, in one
-    /// instance on a blocking thread. Returns the version the decision was made at.
+    /// session: on this async worker while the plugin's decisions are fast, on a
+    /// blocking thread otherwise (see [`pace`]). Returns the version the decision was
+    /// made at.
     async fn decide(
         &self,
         route: &Target,
@@ -301,51 +308,47 @@ impl CommandBus {
         command: &Command,
     ) -> Result<(u64, crate::plugin::Decision), CommandError> {
         let cached = self.states.get(stream, route.digest());
-        let handler = route.code();
-        let command = command.clone();
-        let store = self.store.clone();
-        let stream_name = stream.to_string();
-        // The request's id goes along, so the plugin's log lines name the request.
-        let request_id = crate::request_id::current();
-        // One blocking hop for the whole decision: read what the cached state lacks,
-        // fold it and decide, on the same thread.
-        let (folded, decision) = tokio::task::spawn_blocking(move || {
-            crate::request_id::carry(request_id, || {
-                let (cached, newer) =
-                    unfolded(store.as_ref(), &stream_name, cached).map_err(Decide::Store)?;
-                let mut session = handler.session()?;
-                // One guest call for all of them (0.2.0 handlers; 0.1.0 ones fold per event).
-                let state = session.fold(cached.state, &newer)?;
-                let version = newer.last().map_or(cached.version, |event| event.version);
-                let mut snapshot = cached.snapshot;
-                if let Some(folded) = &state
-                    && version >= snapshot + SNAPSHOT_EVERY
-                {
-                    store.save_snapshot(Snapshot {
-                        stream: stream_name,
-                        digest: cached.digest.clone(),
-                        version,
-                        state: folded.to_string(),
-                    });
-                    snapshot = version;
-                }
-                let decision = session.handle(state.as_deref(), &command)?;
-                Ok::<_, Decide>((
-                    CachedState {
-                        digest: cached.digest,
-                        version,
-                        state,
-                        snapshot,
-                    },
-                    decision,
-                ))
+        let (folded, decision) = if self.pacer.inline(route.digest()) {
+            let started = pace::thread_cpu();
+            let decided = decide_now(
+                route.code().as_ref(),
+                self.store.as_ref(),
+                stream,
+                cached,
+                command,
+            );
+            self.pacer
+                .record(route.digest(), pace::thread_cpu().saturating_sub(started));
+            decided
+        } else {
+            let handler = route.code();
+            let command = command.clone();
+            let store = self.store.clone();
+            let stream_name = stream.to_string();
+            // The request's id goes along, so the plugin's log lines name the request.
+            let request_id = crate::request_id::current();
+            let pacer = self.pacer.clone();
+            let digest = route.digest().to_string();
+            tokio::task::spawn_blocking(move || {
+                crate::request_id::carry(request_id, || {
+                    let started = pace::thread_cpu();
+                    let decided = decide_now(
+                        handler.as_ref(),
+                        store.as_ref(),
+                        &stream_name,
+                        cached,
+                        &command,
+                    );
+                    pacer.record(&digest, pace::thread_cpu().saturating_sub(started));
+                    decided
+                })
             })
-        })
-        .await
-        .map_err(|e| CallError::Trapped {
-            plugin: route.plugin().to_string(),
-            reason: format!("host task failed: {e}"),
-        })?
+            .await
+            .map_err(|e| CallError::Trapped {
+                plugin: route.plugin().to_string(),
+                reason: format!("host task failed: {e}"),
+            })?
+        }
         .map_err(|e| match e {
             Decide::Store(error) => CommandError::from(error),
             Decide::Call(error) => CommandError::from(error),
@@ -354,6 +357,44 @@ impl CommandBus {
         self.states.put(stream.to_string(), folded);
         Ok((version, decision))
     }
+}
+
+/// One decision, on the calling thread: read what the cached state lacks, fold it (one
+/// guest call for all of it with 0.2.0 handlers; 0.1.0 ones fold per event), keep a
+/// snapshot when enough was folded since the last one, and decide.
+fn decide_now(
+    handler: &dyn AggregateCode,
+    store: &dyn EventStore,
+    stream: &str,
+    cached: CachedState,
+    command: &Command,
+) -> Result<(CachedState, crate::plugin::Decision), Decide> {
+    let (cached, newer) = unfolded(store, stream, cached).map_err(Decide::Store)?;
+    let mut session = handler.session()?;
+    let state = session.fold(cached.state, &newer)?;
+    let version = newer.last().map_or(cached.version, |event| event.version);
+    let mut snapshot = cached.snapshot;
+    if let Some(folded) = &state
+        && version >= snapshot + SNAPSHOT_EVERY
+    {
+        store.save_snapshot(Snapshot {
+            stream: stream.to_string(),
+            digest: cached.digest.clone(),
+            version,
+            state: folded.to_string(),
+        });
+        snapshot = version;
+    }
+    let decision = session.handle(state.as_deref(), command)?;
+    Ok((
+        CachedState {
+            digest: cached.digest,
+            version,
+            state,
+            snapshot,
+        },
+        decision,
+    ))
 }
 
 /// The state to start from and the events to fold into it. A stream the cache does not

@@ -1,0 +1,218 @@
+//! Where a decision runs: on the async worker that took the request, or on a blocking
+//! thread.
+//!
+//! A decision (read what the cached state lacks, fold, handle) of a warm, well-behaved
+//! plugin takes a few microseconds. Handing it to tokio's blocking pool and back costs
+//! more than that: two thread wake-ups and two context switches per command, which is
+//! where a loaded two-core host spent most of its time. So a plugin's decisions run
+//! inline on the async worker while they are fast, and on the blocking pool once one
+//! was slow.
+//!
+//! Guarantees:
+//! - a plugin whose decision took more CPU time than [`SLOW`] is sent to the blocking pool for
+//!   a cool-down that doubles each time it is caught again (from [`FIRST_COOLDOWN`] up
+//!   to [`MAX_COOLDOWN`]), so a plugin that is slow, or slow now and then on purpose,
+//!   holds an async worker for at most one call's deadline per cool-down;
+//! - a plugin version never seen before starts on the blocking pool: its first call
+//!   instantiates it, which is slow by nature;
+//! - the rule is kept per code digest: a new version of a plugin starts afresh, and two
+//!   plugins never share a pace.
+//!
+//! The state machine is pure ([`Pace::inline`] and [`Pace::record`] take the time as an
+//! argument) and tested below; [`Pacer`] is the shared map around it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A decision that took more CPU time than this is no longer run on an async worker.
+/// CPU time, not wall time: on a busy machine preemption stretches a fast decision's
+/// wall time past any bound that still catches slow code.
+pub const SLOW: Duration = Duration::from_millis(2);
+/// The first cool-down after a slow decision.
+pub const FIRST_COOLDOWN: Duration = Duration::from_secs(1);
+/// The longest cool-down.
+pub const MAX_COOLDOWN: Duration = Duration::from_secs(600);
+/// Decisions a new plugin version makes on the blocking pool before it is tried inline
+/// (its instances are being created and warmed).
+const WARM_UP: u32 = 8;
+
+/// One plugin version's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pace {
+    /// Fast decisions still to make on the blocking pool before trying inline.
+    warming: u32,
+    /// Until when decisions go to the blocking pool.
+    slow_until: Option<Instant>,
+    /// The next cool-down's length.
+    cooldown: Duration,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace {
+            warming: WARM_UP,
+            slow_until: None,
+            cooldown: FIRST_COOLDOWN,
+        }
+    }
+}
+
+impl Pace {
+    /// Whether the next decision may run inline at `now`.
+    pub fn inline(&self, now: Instant) -> bool {
+        self.warming == 0 && self.slow_until.is_none_or(|until| now >= until)
+    }
+
+    /// Takes note of a decision that took `elapsed`, finished at `now`.
+    pub fn record(&mut self, elapsed: Duration, now: Instant) {
+        if elapsed > SLOW {
+            self.slow_until = Some(now + self.cooldown);
+            self.cooldown = (self.cooldown * 2).min(MAX_COOLDOWN);
+        } else {
+            self.warming = self.warming.saturating_sub(1);
+        }
+    }
+}
+
+/// The CPU time the calling thread has used so far (zero where the clock is missing,
+/// which only makes every decision look fast).
+#[allow(unsafe_code)]
+pub fn thread_cpu() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `clock_gettime` writes one `timespec` through the pointer, which points
+    // to a live local of that type.
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    if status != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+/// Every plugin version's pace, by code digest.
+#[derive(Debug, Default)]
+pub struct Pacer {
+    paces: Mutex<HashMap<String, Pace>>,
+}
+
+/// Plugin versions remembered at most; past it the map starts over (every version
+/// warms up again, which costs a few decisions on the blocking pool each).
+const MAX_ENTRIES: usize = 1024;
+
+impl Pacer {
+    /// Whether a decision by the code of `digest` may run inline now.
+    pub fn inline(&self, digest: &str) -> bool {
+        let paces = self.paces.lock().expect("pacer lock");
+        paces
+            .get(digest)
+            .is_some_and(|pace| pace.inline(Instant::now()))
+    }
+
+    /// Takes note of a decision by the code of `digest` that took `elapsed`.
+    pub fn record(&self, digest: &str, elapsed: Duration) {
+        let now = Instant::now();
+        let mut paces = self.paces.lock().expect("pacer lock");
+        if let Some(pace) = paces.get_mut(digest) {
+            pace.record(elapsed, now);
+            return;
+        }
+        if paces.len() >= MAX_ENTRIES {
+            paces.clear();
+        }
+        let mut pace = Pace::default();
+        pace.record(elapsed, now);
+        paces.insert(digest.to_string(), pace);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FAST: Duration = Duration::from_micros(20);
+    const SLOW_CALL: Duration = Duration::from_millis(5);
+
+    fn warmed(now: Instant) -> Pace {
+        let mut pace = Pace::default();
+        for _ in 0..WARM_UP {
+            assert!(!pace.inline(now), "inline before warming up");
+            pace.record(FAST, now);
+        }
+        pace
+    }
+
+    #[test]
+    fn a_new_version_warms_up_on_the_blocking_pool_then_runs_inline() {
+        let now = Instant::now();
+        let pace = warmed(now);
+        assert!(pace.inline(now));
+    }
+
+    #[test]
+    fn a_slow_decision_sends_the_plugin_away_for_a_doubling_cooldown() {
+        let start = Instant::now();
+        let mut pace = warmed(start);
+        pace.record(SLOW_CALL, start);
+        assert!(!pace.inline(start));
+        assert!(!pace.inline(start + FIRST_COOLDOWN - Duration::from_millis(1)));
+        let back = start + FIRST_COOLDOWN;
+        assert!(pace.inline(back));
+        // Caught again: twice as long away.
+        pace.record(SLOW_CALL, back);
+        assert!(!pace.inline(back + FIRST_COOLDOWN));
+        assert!(pace.inline(back + FIRST_COOLDOWN * 2));
+    }
+
+    #[test]
+    fn the_cooldown_is_bounded() {
+        let mut now = Instant::now();
+        let mut pace = warmed(now);
+        for _ in 0..40 {
+            pace.record(SLOW_CALL, now);
+            now += MAX_COOLDOWN;
+        }
+        assert_eq!(pace.cooldown, MAX_COOLDOWN);
+        assert!(pace.inline(now));
+    }
+
+    #[test]
+    fn fast_decisions_do_not_shorten_a_cooldown() {
+        let now = Instant::now();
+        let mut pace = warmed(now);
+        pace.record(SLOW_CALL, now);
+        for _ in 0..100 {
+            pace.record(FAST, now);
+        }
+        assert!(!pace.inline(now + Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn thread_cpu_time_counts_work_not_sleep() {
+        let before = thread_cpu();
+        std::thread::sleep(Duration::from_millis(30));
+        let slept = thread_cpu() - before;
+        assert!(slept < Duration::from_millis(10), "sleeping used {slept:?}");
+        let before = thread_cpu();
+        let mut x = 0u64;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(30) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(thread_cpu() - before > Duration::ZERO);
+    }
+
+    #[test]
+    fn versions_are_paced_apart() {
+        let pacer = Pacer::default();
+        for _ in 0..WARM_UP {
+            pacer.record("a", FAST);
+        }
+        assert!(pacer.inline("a"));
+        assert!(!pacer.inline("b"), "an unseen version starts on the pool");
+        pacer.record("b", SLOW_CALL);
+        assert!(pacer.inline("a"), "b's slowness is not a's");
+    }
+}
