@@ -51,12 +51,12 @@ plugins-ts: npm-ts
 		(cd plugins/$$plugin && npm run --silent build -- --out ../../target/plugins-ts/$$plugin.wasm) || exit 1; \
 	done
 
-# The TypeScript plugins' own tests, natively with `node --test` and no host
-# (given/when/then from the SDK's `@tessera/sdk/testing`; `npm test` is the SDK's
+# The TypeScript SDK's and plugins' own tests, natively with `node --test` and no host
+# (the plugins' given/when/then from `@tessera/sdk/testing`; `npm test` is the SDK's
 # tessera-test: type check, bundle, run).
 TS_TESTED := bank-account-ts
 test-ts: npm-ts
-	for plugin in $(TS_TESTED); do (cd plugins/$$plugin && npm test) || exit 1; done
+	for dir in sdk-ts $(TS_TESTED); do (cd plugins/$$dir && npm test) || exit 1; done
 
 # The Python plugins (the SDK in plugins/sdk-py, docs/plugins/python.md), built with
 # componentize-py into target/plugins-py. componentize-py is installed from the pinned
