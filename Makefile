@@ -35,19 +35,28 @@ plugins: setup
 # with Node 20+ and npm into target/plugins-ts. `npm ci` runs only when a lockfile is
 # newer than the install (node_modules/.package-lock.json); the tests build the same
 # files themselves (tests/support/build.rs).
-TS_PLUGINS := bank-account-ts
-.PHONY: plugins-ts
-plugins-ts:
+TS_PLUGINS := bank-account-ts account-balance-ts bank-queries-ts
+.PHONY: plugins-ts npm-ts test-ts
+npm-ts:
 	for dir in plugins/sdk-ts $(addprefix plugins/,$(TS_PLUGINS)); do \
 		if [ ! -f $$dir/node_modules/.package-lock.json ] || \
 			[ $$dir/package-lock.json -nt $$dir/node_modules/.package-lock.json ]; then \
 			(cd $$dir && npm ci --no-audit --no-fund) || exit 1; \
 		fi; \
 	done
+
+plugins-ts: npm-ts
 	mkdir -p target/plugins-ts
 	for plugin in $(TS_PLUGINS); do \
 		(cd plugins/$$plugin && npm run --silent build -- --out ../../target/plugins-ts/$$plugin.wasm) || exit 1; \
 	done
+
+# The TypeScript SDK's and plugins' own tests, natively with `node --test` and no host
+# (the plugins' given/when/then from `@tessera/sdk/testing`; `npm test` is the SDK's
+# tessera-test: type check, bundle, run).
+TS_TESTED := bank-account-ts
+test-ts: npm-ts
+	for dir in sdk-ts $(TS_TESTED); do (cd plugins/$$dir && npm test) || exit 1; done
 
 # The Python plugins (the SDK in plugins/sdk-py, docs/plugins/python.md), built with
 # componentize-py into target/plugins-py. componentize-py is installed from the pinned
@@ -83,7 +92,7 @@ dev: plugins
 # noisy machine. With cargo-nextest (on the project's machines) each test runs in its
 # own process and a failed test is run once more; nextest reports it as FLAKY, so a
 # flaky test is visible, not hidden. Without nextest, plain `cargo test`. Then the
-# plugin SDK's and the bank example's own tests, natively (given/when/then, no host).
+# plugin SDKs' and the bank examples' own tests, natively (given/when/then, no host).
 test: setup browser
 	if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --retries 1 --no-fail-fast; \
@@ -93,6 +102,7 @@ test: setup browser
 	$(MAKE) schemathesis
 	$(CARGO) test --manifest-path plugins/Cargo.toml --target-dir target/native-plugins \
 		-p tessera-sdk -p bank-account
+	$(MAKE) test-ts
 
 # The OpenAPI description against the real host (tests/schemathesis/run.sh):
 # schemathesis, pinned in tests/schemathesis/requirements.txt and installed in

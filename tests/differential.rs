@@ -1,9 +1,13 @@
 //! The TypeScript bank against the Rust bank: one scripted sequence of commands and
-//! queries, sent to a host serving the Rust `bank-account` (plugins/bank-account) and to
-//! a host serving the TypeScript one (plugins/bank-account-ts, built with the SDK in
-//! plugins/sdk-ts), must get the same answers: the same statuses, the same error codes,
-//! reasons, messages and field errors, the same events (types and data) in the log, and
-//! the same query answers from the Rust projections and queries served beside each.
+//! queries, sent to a host serving the Rust `bank-account`, `account-balance` and
+//! `bank-queries` (plugins/bank-account, ...) and to a host serving the TypeScript ones
+//! (plugins/bank-account-ts, plugins/account-balance-ts, plugins/bank-queries-ts, built
+//! with the SDK in plugins/sdk-ts), both beside the Rust `bank-totals`, must get the
+//! same answers: the same statuses, the same error codes, reasons, messages and field
+//! errors, the same events (types and data) in the log, and the same query answers.
+//! A second test holds the TypeScript read side to the Rust one on every query of
+//! `bank-queries`, valid and invalid, and on walks through `accounts` page by page
+//! (`common::read_compare`, which the Python read side is held to as well).
 //!
 //! The script covers what a client meets: accepted commands, business rejections,
 //! invalid payloads (wrong types, missing and unknown fields, amounts past 2^53 and past
@@ -22,6 +26,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 use tessera::auth::{AuthConfig, JwtConfig};
 
+use crate::common::read_compare::{assert_serves, compare_read_sides, host};
 use crate::common::{Reply, TestHost, plugins};
 
 const SECRET: &[u8] = b"a-differential-test-hs256-secret-of-32-bytes";
@@ -146,18 +151,47 @@ fn token(caller: &str) -> String {
     .unwrap()
 }
 
-/// A host authenticating callers with HS256 tokens and serving `handler` beside the
-/// Rust bank's projections and queries.
-async fn bank(handler: &str) -> TestHost {
+/// The Rust bank: command handler, projections, queries.
+const RUST_BANK: &[&str] = &[
+    plugins::BANK_ACCOUNT,
+    plugins::ACCOUNT_BALANCE,
+    plugins::BANK_TOTALS,
+    plugins::BANK_QUERIES,
+];
+
+/// The TypeScript bank: its command handler, `account-balance` projection and query
+/// handler, beside the Rust `bank-totals` (which has no TypeScript twin; the Python one
+/// is held to it by tests/differential_py.rs).
+const TS_BANK: &[&str] = &[
+    plugins::BANK_ACCOUNT_TS,
+    plugins::ACCOUNT_BALANCE_TS,
+    plugins::BANK_TOTALS,
+    plugins::BANK_QUERIES_TS,
+];
+
+/// The TypeScript files as each host lists them: (file, name, kind).
+const TS_SERVED: &[(&str, &str, &str)] = &[
+    ("bank-account-ts.wasm", "bank-account", "command-handler"),
+    ("account-balance-ts.wasm", "account-balance", "projection"),
+    ("bank-queries-ts.wasm", "bank-queries", "query-handler"),
+];
+
+fn assert_built(files: &[&str]) {
+    for file in files {
+        assert!(
+            Path::new(file).exists(),
+            "{file} is missing: the TypeScript plugins build with Node 20+ and npm \
+             (`make plugins-ts`; the test build's warnings say what failed)"
+        );
+    }
+}
+
+/// A host authenticating callers with HS256 tokens and serving `files`.
+async fn bank(files: &[&str]) -> TestHost {
     let dir = Arc::new(TempDir::new().unwrap());
     let plugins_dir = dir.path().join("plugins");
     std::fs::create_dir_all(&plugins_dir).unwrap();
-    for plugin in [
-        handler,
-        plugins::ACCOUNT_BALANCE,
-        plugins::BANK_TOTALS,
-        plugins::BANK_QUERIES,
-    ] {
+    for &plugin in files {
         let name = Path::new(plugin).file_name().unwrap();
         std::fs::copy(plugin, plugins_dir.join(name)).unwrap();
     }
@@ -353,31 +387,29 @@ async fn run(host: &TestHost) -> Transcript {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_typescript_bank_answers_exactly_as_the_rust_bank() {
-    assert!(
-        Path::new(plugins::BANK_ACCOUNT_TS).exists(),
-        "{} is missing: the TypeScript plugins build with Node 20+ and npm \
-         (`make plugins-ts`; the test build's warnings say what failed)",
-        plugins::BANK_ACCOUNT_TS
-    );
-    let (rust, typescript) =
-        tokio::join!(bank(plugins::BANK_ACCOUNT), bank(plugins::BANK_ACCOUNT_TS));
+    assert_built(TS_BANK);
+    let (rust, typescript) = tokio::join!(bank(RUST_BANK), bank(TS_BANK));
 
-    // Each host really serves its own handler: the TypeScript one is the large
-    // componentize-js file, not a copy of the Rust one.
-    for (host, file) in [
-        (&rust, "bank_account.wasm"),
-        (&typescript, "bank-account-ts.wasm"),
-    ] {
-        let (status, listing) = host.get("/plugins").await.unwrap();
-        assert_eq!(status, 200, "{listing}");
+    // Each host really serves its own plugins: the TypeScript ones are the large
+    // componentize-js files, not copies of the Rust ones.
+    assert_serves(&typescript, TS_SERVED).await;
+    assert_serves(
+        &rust,
+        &[
+            ("bank_account.wasm", "bank-account", "command-handler"),
+            ("account_balance.wasm", "account-balance", "projection"),
+            ("bank_queries.wasm", "bank-queries", "query-handler"),
+        ],
+    )
+    .await;
+    for host in [&rust, &typescript] {
+        let (_, listing) = host.get("/plugins").await.unwrap();
         let handler = listing["plugins"]
             .as_array()
             .unwrap()
             .iter()
             .find(|plugin| plugin["plugin"]["kind"] == "command-handler")
             .expect("a command handler is loaded");
-        assert_eq!(handler["file"], file, "{listing}");
-        assert_eq!(handler["plugin"]["name"], "bank-account", "{listing}");
         assert_eq!(
             handler["plugin"]["handles"],
             json!(["open-account", "deposit", "withdraw"])
@@ -448,6 +480,24 @@ async fn the_typescript_bank_answers_exactly_as_the_rust_bank() {
         "{:?}",
         expected.queries
     );
+}
+
+/// The TypeScript read side (`account-balance-ts` and `bank-queries-ts`) against the Rust
+/// one, both behind the Rust `bank-account`: every query of `bank-queries`, valid and
+/// invalid, by GET and by POST, and walks through `accounts` page by page (across a
+/// deposit that reorders the accounts, and with a cursor the other host returned) get
+/// the same statuses, errors and answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_typescript_read_side_answers_exactly_as_the_rust_one() {
+    let files = [
+        plugins::BANK_ACCOUNT,
+        plugins::ACCOUNT_BALANCE_TS,
+        plugins::BANK_TOTALS,
+        plugins::BANK_QUERIES_TS,
+    ];
+    let (rust, typescript) = tokio::join!(host(RUST_BANK), host(&files));
+    assert_serves(&typescript, &TS_SERVED[1..]).await;
+    compare_read_sides(&rust, &typescript, "TypeScript").await;
 }
 
 /// componentize-js imports wasi:http unless told not to; the host offers no network, so

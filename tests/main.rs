@@ -31,3 +31,4 @@ mod sandbox_read_store;
 mod scaffold;
 mod soak;
 mod sql_sandbox;
+mod swap_ts;

@@ -46,6 +46,7 @@ pub mod crash;
 pub mod deploy;
 pub mod http;
 pub mod lifecycle;
+pub mod read_compare;
 pub mod read_side;
 
 /// The longest a bounded wait waits: generous, for a slow machine under load.

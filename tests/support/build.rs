@@ -164,7 +164,7 @@ fn members(plugins: &Path) -> Vec<String> {
 }
 
 /// The TypeScript plugins under `plugins/`, each an npm package with a `build` script.
-const TS_PLUGINS: &[&str] = &["bank-account-ts"];
+const TS_PLUGINS: &[&str] = &["bank-account-ts", "account-balance-ts", "bank-queries-ts"];
 
 /// Installs what the TypeScript plugin `name` needs and builds it into `out`, unless
 /// `out` is newer than every source it is built from.

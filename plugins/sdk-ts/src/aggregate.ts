@@ -16,7 +16,7 @@
  */
 
 import { DecodeError, type Field, type InferSchema, type Schema, object } from "./fields";
-import { JsonSyntaxError, parse } from "./json";
+import { JsonSyntaxError, parse, parseStored } from "./json";
 import { Refusal } from "./refusal";
 import type { WitAggregate, WitCommand, WitEvent, WitMetadata, WitNewEvent, WitPluginInfo } from "./wit";
 import { parsePlain, type Json } from "./json";
@@ -127,7 +127,7 @@ export function commandHandler<S extends Schema, C extends Record<string, Schema
     if (text === undefined) return definition.initial();
     // The host only hands back what `fold` returned: a state that does not decode is
     // a bug in this plugin, so it traps (as the Rust SDK panics) rather than guess.
-    return state.decode(parse(text), []);
+    return state.decode(parseStored(text), []);
   };
 
   const encodeEvent = (event: EventOf<E>): WitNewEvent => {
@@ -155,7 +155,7 @@ export function commandHandler<S extends Schema, C extends Record<string, Schema
         if (field === undefined) {
           throw new Error(`event ${event.position} has type ${event.eventType}, not declared in events`);
         }
-        const data = field.decode(parse(event.data), []);
+        const data = field.decode(parseStored(event.data), []);
         const next = definition.apply(current, { type: event.eventType, data } as EventOf<E>);
         if (next !== undefined) current = next;
       }

@@ -8,6 +8,7 @@
  */
 
 import { JsonNumber, JsonObject, type Json, type JsonValue, stringify, toPlain } from "./json";
+import { floatText } from "./rust";
 
 /** Why a value does not fit its field: the path to it, and serde's message. */
 export class DecodeError extends Error {
@@ -67,15 +68,6 @@ function integerOf(value: JsonNumber): bigint | undefined {
   if (!value.isInteger) return undefined;
   const n = BigInt(value.raw);
   return n >= I64_MIN && n <= U64_MAX ? n : undefined;
-}
-
-/** A float as serde_json writes it in a message: `5.0`, `1.5`, `1.8446744073709552e+19`. */
-function floatText(n: number): string {
-  if (!Number.isFinite(n)) return String(n);
-  const abs = Math.abs(n);
-  if (abs !== 0 && (abs >= 1e16 || abs < 1e-5)) return n.toExponential();
-  const text = String(n);
-  return text.includes(".") ? text : `${text}.0`;
 }
 
 function invalidType(value: JsonValue, expected: string, path: string[]): DecodeError {
