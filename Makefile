@@ -62,8 +62,9 @@ test-ts: npm-ts
 # componentize-py into target/plugins-py. componentize-py is installed from the pinned
 # plugins/sdk-py/requirements.txt into target/py-venv, which is reused while it was made
 # from that very file (its copy inside says so); the tests build the same files
-# themselves (tests/support/build.rs). Then the SDK's own tests, natively.
-PY_PLUGINS := bank-totals-py bank-queries-py
+# themselves (tests/support/build.rs). Then the SDK's own tests and each example's
+# given/when/then tests (a plugin's tests/ folder), natively.
+PY_PLUGINS := bank-account-py bank-totals-py bank-queries-py
 PY_VENV := target/py-venv
 .PHONY: plugins-py
 plugins-py:
@@ -78,6 +79,11 @@ plugins-py:
 			--out target/plugins-py/$$plugin.wasm || exit 1; \
 	done
 	PYTHONDONTWRITEBYTECODE=1 $(PY_VENV)/bin/python -m unittest discover -s plugins/sdk-py/tests
+	for plugin in $(PY_PLUGINS); do \
+		if [ -d plugins/$$plugin/tests ]; then \
+			PYTHONDONTWRITEBYTECODE=1 $(PY_VENV)/bin/python -m unittest discover -s plugins/$$plugin/tests || exit 1; \
+		fi; \
+	done
 
 run: plugins
 	$(CARGO) run -p tessera -- serve --data $(DATA) --plugins target/plugins --listen $(LISTEN)

@@ -11,9 +11,15 @@
 //!    64 bits, which both projections store as SQLite does (the total becomes a REAL).
 //! 2. The TypeScript `bank-account` (plugins/bank-account-ts), the Rust projections and
 //!    the Python `bank-queries` in one host answer as the all-Rust host does.
+//! 3. The Python `bank-account` (plugins/bank-account-py) answers the bank's differential
+//!    script (`common::bank_script`, the one the TypeScript bank answers in
+//!    tests/differential.rs) exactly as the Rust one: statuses, bodies, log, queries.
 //!
 //! What differs between two runs by nature (request ids, timestamps) is left out.
 
+use std::path::Path;
+
+use crate::common::bank_script::assert_answers_as_rust;
 use crate::common::plugins;
 use crate::common::read_compare::{
     Ask, ask, assert_serves, compare_read_sides, host, label, queries, run_script, seen,
@@ -97,4 +103,25 @@ async fn typescript_commands_rust_projections_and_python_queries_serve_together(
             label(&query)
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_python_bank_answers_exactly_as_the_rust_bank() {
+    assert!(
+        Path::new(plugins::BANK_ACCOUNT_PY).exists(),
+        "{} is missing: the Python plugins build with python3 \
+         (`make plugins-py`; the test build's warnings say what failed)",
+        plugins::BANK_ACCOUNT_PY
+    );
+    assert_answers_as_rust(
+        &[
+            plugins::BANK_ACCOUNT_PY,
+            plugins::ACCOUNT_BALANCE,
+            plugins::BANK_TOTALS,
+            plugins::BANK_QUERIES,
+        ],
+        &[("bank-account-py.wasm", "bank-account", "command-handler")],
+        "Python",
+    )
+    .await;
 }

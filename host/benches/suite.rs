@@ -31,6 +31,8 @@
 //! - `TESSERA_BENCH_LAG_RATE` (default 5,000): commands per second offered in the lag
 //!   figure.
 //! - `TESSERA_BENCH_DURABILITY` (default `full`): the host's `--durability`.
+//! - `TESSERA_BENCH_HOST_ARGS`: more arguments for every host, separated by spaces
+//!   (e.g. `--instance-reuse 0` to measure queries on fresh instances).
 //! - `TESSERA_BENCH_PLUGINS`: a folder holding the four example `.wasm` files
 //!   (default `target/plugins`, where `make plugins` puts the release builds; without
 //!   them the suite falls back to the test builds and says so).
@@ -1849,6 +1851,11 @@ impl Host {
             .arg("--durability")
             .arg(durability)
             .args(extra)
+            .args(
+                std::env::var("TESSERA_BENCH_HOST_ARGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)

@@ -200,10 +200,10 @@ struct ServeArgs {
     /// Allocate plugin instances on demand instead of from a pool.
     #[arg(long)]
     no_pooling: bool,
-    /// How many commands one command handler instance may serve before it is
-    /// replaced (after a failed call it is replaced at once); 0 for a fresh instance
-    /// per command. A plugin's globals survive between the commands one instance
-    /// serves. Per plugin: `--plugin-limit NAME:reuse=0`.
+    /// How many calls (commands, queries) one command handler or query handler
+    /// instance may serve before it is replaced (after a failed call it is replaced at
+    /// once); 0 for a fresh instance per call. A plugin's globals survive between the
+    /// calls one instance serves. Per plugin: `--plugin-limit NAME:reuse=0`.
     #[arg(long, default_value_t = 1000)]
     instance_reuse: u32,
     /// How long idempotency keys are kept, in hours (0: forever). A command sent

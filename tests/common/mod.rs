@@ -19,7 +19,8 @@
 //! - [`AggregateTest`] for given/when/then on a command handler, with no host;
 //! - the modules for what a family of tests shares: [`deploy`] (plugin files and new
 //!   versions of their code), [`lifecycle`] (prepared logs, projection versions),
-//!   [`read_side`] (the bank's ledger computed from the log), [`crash`] (the crash
+//!   [`read_side`] (the bank's ledger computed from the log), [`bank_script`] (the
+//!   differential script run against the bank in each language), [`crash`] (the crash
 //!   tests' acknowledgements and checks against a rebuild);
 //! - `fastrand::Rng::with_seed` for a seeded random sequence (the seed printed, so a
 //!   run can be repeated).
@@ -41,6 +42,7 @@ use tokio::task::JoinHandle;
 pub use http::{Api, Reply, assert_error, at_least, is_error_body};
 pub use tessera_test_support::plugins;
 
+pub mod bank_script;
 pub mod binary;
 pub mod crash;
 pub mod deploy;

@@ -239,7 +239,7 @@ fn newest(path: &Path) -> Option<std::time::SystemTime> {
 }
 
 /// The Python plugins under `plugins/`, each a folder with an `app.py`.
-const PY_PLUGINS: &[&str] = &["bank-totals-py", "bank-queries-py"];
+const PY_PLUGINS: &[&str] = &["bank-account-py", "bank-totals-py", "bank-queries-py"];
 
 /// The virtual environment with componentize-py, made from the SDK's pinned
 /// `requirements.txt` unless `venv` already holds a copy of that very file (it is

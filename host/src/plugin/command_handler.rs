@@ -13,7 +13,7 @@
 //! memory reset per command; the instance's memory bound holds across its commands,
 //! and its globals survive between them (ARCHITECTURE.md says what authors must know).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde_json::value::RawValue;
 use wasmtime::Store;
@@ -29,7 +29,7 @@ use super::describe::{Description, quote};
 use super::error::{CallError, LoadError, Refusal};
 use super::events::{slice_len, to_wit_event, to_wit_metadata};
 use super::host::HostState;
-use super::linked::{Linked, World};
+use super::linked::{Idle, Linked, Live, World};
 use super::runtime::Runtime;
 use super::world::{Contract, PluginKind};
 use crate::event_store::{Metadata, RecordedEvent};
@@ -37,21 +37,7 @@ use crate::event_store::{Metadata, RecordedEvent};
 /// A command handler plugin, linked and ready to instantiate.
 pub struct CommandHandler {
     linked: Linked<Bindings>,
-    idle: Arc<Idle>,
-}
-
-/// The most idle instances one handler keeps for reuse.
-const MAX_IDLE: usize = 16;
-
-/// Instances that served their commands well and may serve more.
-#[derive(Default)]
-struct Idle(Mutex<Vec<Live>>);
-
-/// An instance and how many commands it has served.
-struct Live {
-    store: Store<HostState>,
-    bindings: Bindings,
-    served: u32,
+    idle: Arc<Idle<Bindings>>,
 }
 
 /// The linked component, by contract.
@@ -138,12 +124,8 @@ impl CommandHandler {
     /// An instance for one command (fold the stream, then decide): an idle one that
     /// may serve another command, or a fresh one.
     pub fn session(&self) -> Result<CommandSession, CallError> {
-        let reused = self.idle.0.lock().expect("idle instances lock").pop();
-        let live = match reused {
-            Some(mut live) => {
-                live.store.data_mut().start_call();
-                live
-            }
+        let live = match self.idle.take() {
+            Some(live) => live,
             None => {
                 let caller = &self.linked.caller;
                 let mut store = caller.store();
@@ -173,7 +155,7 @@ impl CommandHandler {
     /// Instances kept for reuse now (for tests).
     #[doc(hidden)]
     pub fn idle_instances(&self) -> usize {
-        self.idle.0.lock().expect("idle instances lock").len()
+        self.idle.len()
     }
 }
 
@@ -187,7 +169,7 @@ pub struct CommandSession {
     bindings: Bindings,
     /// Commands the instance served before this one.
     served: u32,
-    idle: Arc<Idle>,
+    idle: Arc<Idle<Bindings>>,
     /// A call failed: the instance must not be called again.
     failed: bool,
     /// Calls made into the guest so far (`describe` aside).
@@ -211,18 +193,15 @@ impl CommandSession {
     /// Ends the command: the instance goes back to its handler's idle list if every
     /// call succeeded and it may serve more commands; otherwise it is dropped.
     pub fn finish(self) {
-        let served = self.served + 1;
-        if self.failed || served >= self.caller.limits.reuse {
+        if self.failed {
             return;
         }
-        let mut idle = self.idle.0.lock().expect("idle instances lock");
-        if idle.len() < MAX_IDLE {
-            idle.push(Live {
-                store: self.store,
-                bindings: self.bindings,
-                served,
-            });
-        }
+        let live = Live {
+            store: self.store,
+            bindings: self.bindings,
+            served: self.served,
+        };
+        self.idle.offer(live, self.caller.limits.reuse);
     }
 
     /// Folds `events` (in stream order) into `state`, none before the stream's first

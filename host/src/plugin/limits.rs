@@ -30,9 +30,10 @@ pub struct Limits {
     pub sqlite_heap: u64,
     /// Use the pooling allocator when the address space allows it.
     pub pooling: bool,
-    /// How many commands one command handler instance may serve before it is dropped
-    /// (it is dropped at once after a failed call). 0 or 1: a fresh instance for every
-    /// command. Globals of a plugin survive between the commands an instance serves.
+    /// How many calls one command handler or query handler instance may serve (commands
+    /// or queries) before it is dropped (it is dropped at once after a failed call). 0
+    /// or 1: a fresh instance for every call. Globals of a plugin survive between the
+    /// calls an instance serves.
     pub instance_reuse: u32,
     /// Overrides for single plugins, by plugin name.
     pub per_plugin: HashMap<String, PluginLimits>,
@@ -47,8 +48,8 @@ pub struct PluginLimits {
     pub max_memory: Option<usize>,
     /// For a projection: the largest its database may grow, in bytes.
     pub max_disk: Option<u64>,
-    /// For a command handler: how many commands one instance may serve (0: fresh
-    /// instances only).
+    /// For a command handler or a query handler: how many calls one instance may serve
+    /// (0: fresh instances only).
     pub reuse: Option<u32>,
 }
 
@@ -58,7 +59,7 @@ pub struct CallLimits {
     pub deadline: Duration,
     pub max_memory: usize,
     pub max_disk: u64,
-    /// How many calls in sequence one instance may serve (command handlers).
+    /// How many calls in sequence one instance may serve (command and query handlers).
     pub reuse: u32,
 }
 
@@ -86,8 +87,12 @@ impl Limits {
             max_memory: custom.max_memory.unwrap_or(self.max_memory),
             max_disk: custom.max_disk.unwrap_or(self.max_disk),
             reuse: match kind {
-                PluginKind::CommandHandler => custom.reuse.unwrap_or(self.instance_reuse),
-                PluginKind::Projection | PluginKind::QueryHandler => 0,
+                PluginKind::CommandHandler | PluginKind::QueryHandler => {
+                    custom.reuse.unwrap_or(self.instance_reuse)
+                }
+                // A projection's batch is one call per instance, so there is nothing
+                // to reuse it for.
+                PluginKind::Projection => 0,
             },
         }
     }
@@ -142,12 +147,12 @@ mod tests {
     }
 
     #[test]
-    fn only_command_handlers_reuse_instances() {
+    fn command_and_query_handlers_reuse_instances_projections_do_not() {
         let limits = limits();
         let reuse = |kind| limits.for_plugin("bank", kind).reuse;
         assert_eq!(reuse(PluginKind::CommandHandler), 7);
         assert_eq!(reuse(PluginKind::Projection), 0);
-        assert_eq!(reuse(PluginKind::QueryHandler), 0);
+        assert_eq!(reuse(PluginKind::QueryHandler), 7);
     }
 
     #[test]

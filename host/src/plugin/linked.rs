@@ -9,6 +9,13 @@
 //!
 //! Linking fails for a component that does not fit the world, before any of its code
 //! runs.
+//!
+//! [`Idle<B>`] is the list of instances a handler keeps for reuse (command handlers and
+//! query handlers): one list per loaded plugin version, so an instance never serves
+//! another plugin or version, and only instances whose every call succeeded go back
+//! to it, each for at most the plugin's `reuse` bound of calls.
+
+use std::sync::Mutex;
 
 use wasmtime::Store;
 use wasmtime::component::{Component, InstancePre};
@@ -99,5 +106,53 @@ impl<B: World> std::fmt::Debug for Linked<B> {
             .field("name", &self.caller.name)
             .field("contract", &self.contract)
             .finish_non_exhaustive()
+    }
+}
+
+/// The most idle instances one handler keeps for reuse.
+const MAX_IDLE: usize = 16;
+
+/// An instance and how many calls (commands, queries) it has served.
+pub(super) struct Live<B> {
+    pub(super) store: Store<HostState>,
+    pub(super) bindings: B,
+    pub(super) served: u32,
+}
+
+/// Instances of one handler (one loaded plugin version) that served their calls well
+/// and may serve more.
+pub(super) struct Idle<B>(Mutex<Vec<Live<B>>>);
+
+impl<B> Default for Idle<B> {
+    fn default() -> Self {
+        Idle(Mutex::new(Vec::new()))
+    }
+}
+
+impl<B> Idle<B> {
+    /// An idle instance, its store ready for a new call (a whole log budget), if any.
+    pub(super) fn take(&self) -> Option<Live<B>> {
+        let mut live = self.0.lock().expect("idle instances lock").pop()?;
+        live.store.data_mut().start_call();
+        Some(live)
+    }
+
+    /// Offers an instance that has just served one more call, with every call of it
+    /// successful, for the next: kept while it has served fewer than `reuse` calls and
+    /// the list has room; dropped otherwise. A failed instance must not be offered.
+    pub(super) fn offer(&self, mut live: Live<B>, reuse: u32) {
+        live.served += 1;
+        if live.served >= reuse {
+            return;
+        }
+        let mut idle = self.0.lock().expect("idle instances lock");
+        if idle.len() < MAX_IDLE {
+            idle.push(live);
+        }
+    }
+
+    /// How many instances are kept now.
+    pub(super) fn len(&self) -> usize {
+        self.0.lock().expect("idle instances lock").len()
     }
 }

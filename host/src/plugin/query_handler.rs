@@ -1,5 +1,15 @@
-//! Calling a query handler: one fresh instance per query, reading through read-only
-//! pools of the projections it declared.
+//! Calling a query handler: one instance per query, reading through read-only pools
+//! of the projections it declared.
+//!
+//! Instances are reused as command handlers' are ([`super::linked::Idle`]): an
+//! instance whose query succeeded (an answer or a refusal) goes back to its handler's
+//! idle list and answers another query of the same loaded plugin version, up to the
+//! plugin's `reuse` bound of queries; a failed call (trap, deadline, stop, bad output)
+//! drops it, so it is never called again. Between queries the instance keeps no access
+//! to any read model: the read pools are handed over per query and taken back after.
+//! Reuse spares instantiating per query (most of a large component's query cost); the
+//! instance's memory bound holds across its queries, and its globals survive between
+//! them (ARCHITECTURE.md says what authors must know).
 //!
 //! The `querier` interface is the same in both contracts but for its types, so a 0.1.0
 //! answer is only lifted to the host's types.
@@ -17,7 +27,7 @@ use super::deadline::set_deadline;
 use super::describe::Description;
 use super::error::{CallError, LoadError, Refusal};
 use super::host::HostState;
-use super::linked::{Linked, World};
+use super::linked::{Idle, Linked, Live, World};
 use super::runtime::Runtime;
 use super::world::{Contract, PluginKind};
 use crate::read_store::ReadPool;
@@ -25,6 +35,7 @@ use crate::read_store::ReadPool;
 /// A query handler plugin, linked and ready to instantiate.
 pub struct QueryHandler {
     linked: Linked<Bindings>,
+    idle: Idle<Bindings>,
 }
 
 /// The linked component, by contract.
@@ -102,7 +113,11 @@ impl QueryHandler {
         contract: Contract,
     ) -> Result<(Description, Self), LoadError> {
         let (description, linked) = Linked::load(runtime, component, contract)?;
-        Ok((description, QueryHandler { linked }))
+        let handler = QueryHandler {
+            linked,
+            idle: Idle::default(),
+        };
+        Ok((description, handler))
     }
 
     /// The version of the contract the plugin implements.
@@ -110,8 +125,8 @@ impl QueryHandler {
         self.linked.contract()
     }
 
-    /// Answers query `name` with `params` (a JSON object), reading only `reads`.
-    /// Returns the answer as JSON. Blocking.
+    /// Answers query `name` with `params` (a JSON object), reading only `reads`, on an
+    /// idle instance or a fresh one. Returns the answer as JSON. Blocking.
     pub fn call(
         &self,
         name: &str,
@@ -121,20 +136,46 @@ impl QueryHandler {
     ) -> Result<Result<Box<RawValue>, Refusal>, CallError> {
         let caller = &self.linked.caller;
         let _timer = caller.timer(crate::metrics::Call::Query);
-        let mut store = caller.store();
-        store.data_mut().reads = reads;
-        store.data_mut().abandoned = abandoned;
-        set_deadline(&mut store, caller.limits.deadline);
         let fail = |e| caller.fail(e);
-        let bindings = self.linked.instantiate(&mut store).map_err(fail)?;
-        let answer = bindings
-            .handle(&mut store, name, &params.to_string())
+        let mut live = match self.idle.take() {
+            Some(live) => live,
+            None => {
+                let mut store = caller.store();
+                set_deadline(&mut store, caller.limits.deadline);
+                let bindings = self.linked.instantiate(&mut store).map_err(fail)?;
+                Live {
+                    store,
+                    bindings,
+                    served: 0,
+                }
+            }
+        };
+        live.store.data_mut().reads = reads;
+        live.store.data_mut().abandoned = abandoned;
+        set_deadline(&mut live.store, caller.limits.deadline);
+        // On any error below, `live` is dropped with its store: a failed instance is
+        // never called again.
+        let answer = live
+            .bindings
+            .handle(&mut live.store, name, &params.to_string())
             .map_err(fail)?;
-        match answer {
-            Ok(json) => crate::json::checked(json)
-                .map(Ok)
-                .map_err(|e| caller.bad_output(format!("the answer: {e}"))),
-            Err(refusal) => Ok(Err(refusal.into())),
-        }
+        let answer = match answer {
+            Ok(json) => Ok(crate::json::checked(json)
+                .map_err(|e| caller.bad_output(format!("the answer: {e}")))?),
+            Err(refusal) => Err(refusal.into()),
+        };
+        // An idle instance keeps no read model open (a swapped or retired projection's
+        // database must close) and no tie to this request.
+        let data = live.store.data_mut();
+        data.reads = Vec::new();
+        data.abandoned = Arc::default();
+        self.idle.offer(live, caller.limits.reuse);
+        Ok(answer)
+    }
+
+    /// Instances kept for reuse now (for tests).
+    #[doc(hidden)]
+    pub fn idle_instances(&self) -> usize {
+        self.idle.len()
     }
 }

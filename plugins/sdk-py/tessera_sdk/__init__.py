@@ -1,5 +1,5 @@
-"""The Tessera guest SDK for Python: write projections and query handlers as Python
-classes, built with componentize-py into WebAssembly components of the
+"""The Tessera guest SDK for Python: write command handlers (aggregates), projections
+and query handlers as Python classes, built with componentize-py into WebAssembly components of the
 `tessera:plugin@0.2.0` contract (`wit/tessera.wit`).
 
 It behaves as the Rust SDK (`plugins/sdk`): the same refusals and HTTP statuses, the
@@ -20,7 +20,8 @@ request exactly as the Rust plugin it replaces.
 See docs/plugins/python.md.
 """
 
-from . import log
+from . import fields, log
+from .aggregate import Command, CommandHandler, Event, command_handler
 from ._json import dumps, format_float, parse
 from .projection import Db, Envelope, EventDataError, Metadata, Mode, Projection, projection
 from .query import (
@@ -42,6 +43,7 @@ from .refusal import FieldError, Refusal, invalid, not_found, rejected
 from .sql import Rows, SqlError
 
 __all__ = [
+    "Command", "CommandHandler", "Event", "command_handler", "fields",
     "Db", "Envelope", "EventDataError", "FieldError", "Metadata", "Mode", "Page",
     "PageRequest", "Params", "Projection", "QueryHandler", "Refusal", "Rows", "SqlError",
     "boolean", "dumps", "format_float", "i32", "i64", "invalid", "log", "not_found",

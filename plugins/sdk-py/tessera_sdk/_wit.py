@@ -4,7 +4,7 @@ componentize-py snapshots the interpreter after importing the plugin's module: o
 modules imported by then exist in the component (it has no filesystem to import from
 later), so the SDK imports the bindings here, at import time. Each is ``None`` where it
 does not exist: natively (a plugin's own tests) and in a world without it (a query
-handler has no projection store).
+handler has no projection store, a command handler no SQL at all).
 """
 
 try:
@@ -13,9 +13,15 @@ except ImportError:  # natively
     Err = None
 
 try:
-    from wit_world.imports import log, sql_types, types
+    from wit_world.imports import log, types
 except ImportError:
-    log = sql_types = types = None
+    log = types = None
+
+# A command handler's world has no SQL.
+try:
+    from wit_world.imports import sql_types
+except ImportError:
+    sql_types = None
 
 try:
     from wit_world.imports import projection_store
@@ -31,6 +37,11 @@ try:
     from wit_world.exports.projector import BatchFailure
 except ImportError:
     BatchFailure = None
+
+try:
+    from wit_world.exports.aggregate import NewEvent
+except ImportError:
+    NewEvent = None
 
 
 def native() -> bool:

@@ -1,6 +1,7 @@
 //! The misbehaviours shared by the rogue test plugins: a loop that never ends, memory
 //! that grows without end, outputs of any size, and a probe of the sandbox that tries
-//! the filesystem, the environment and the network and reports what happened.
+//! the filesystem, the environment and the network and reports what happened; and a
+//! counter of calls kept in a global, which tells a fresh instance from a reused one.
 //!
 //! Everything here runs inside a guest. What the host must do about it (cut the loop
 //! at the deadline, trap the growth at the memory bound, deny every probe) is what the
@@ -10,6 +11,13 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
+
+/// Counts this call in a global of the instance and returns the count: 1 in a fresh
+/// instance, n in an instance's n-th call (globals survive when the host reuses it).
+pub fn count_call() -> u64 {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+}
 
 /// Loops forever, doing nothing anyone can see.
 pub fn spin_forever() -> ! {

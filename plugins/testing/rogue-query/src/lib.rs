@@ -8,6 +8,9 @@
 //!   is not JSON.
 //! - `probe` (`ports`, comma-separated): tries files, environment and network and
 //!   answers what each attempt got.
+//! - `count` (any `n`, to make each request its own cache key): answers how many
+//!   `count` queries the instance it runs in has answered, this one included, from a
+//!   global: 1 means a fresh instance (the instance-reuse tests read it).
 
 use serde_json::Value;
 use tessera_sdk::__bindings::command::tessera::plugin0_2_0::types::{
@@ -31,6 +34,7 @@ impl QueryHandler for RogueQuery {
         "rogue-huge",
         "rogue-bad-json",
         "rogue-probe",
+        "rogue-count",
     ];
 
     fn handle(name: &str, params: Params) -> Result<Json, Refusal> {
@@ -48,6 +52,7 @@ impl QueryHandler for RogueQuery {
                 let ports: Vec<u16> = ports.split(',').filter_map(|p| p.parse().ok()).collect();
                 Ok(kit::probe(&ports))
             }
+            "rogue-count" => Ok(json!({ "calls": kit::count_call() })),
             other => Err(Refusal::not_found(format!("no query named {other}"))),
         }
     }
