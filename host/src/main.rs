@@ -61,14 +61,19 @@ enum Commands {
         #[arg(long = "crate")]
         crates: Vec<String>,
     },
-    /// Write a new plugin crate: a small working plugin of KIND, with a README (and,
-    /// for a command handler, given/when/then tests that run with `cargo test`).
+    /// Write a new plugin: a small working plugin of KIND, with a README (and, for a
+    /// Rust command handler, given/when/then tests that run with `cargo test`).
     New {
         /// command-handler, projection or query-handler.
         #[arg(value_enum)]
         kind: tessera::scaffold::Kind,
         /// The crate's and the plugin's name, in kebab-case (gift-card).
         name: String,
+        /// The plugin's language: rust (a crate), ts (an npm package on the TypeScript
+        /// SDK: command handlers) or py (a folder with an app.py on the Python SDK:
+        /// projections and query handlers).
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: tessera::scaffold::Lang,
         /// The folder the crate's folder is made in. In a plugins workspace (such as
         /// Tessera's `plugins/`) the crate joins its members; elsewhere it is a
         /// workspace of its own and finds the SDK with `--sdk`.
@@ -79,7 +84,9 @@ enum Commands {
         #[arg(long)]
         from: Option<String>,
         /// The `tessera-sdk` crate (`plugins/sdk` of Tessera's repository), for a crate
-        /// outside a plugins workspace. By default the SDK this binary was built with.
+        /// outside a plugins workspace; with `--lang ts`, the TypeScript SDK
+        /// (`plugins/sdk-ts`), by default `sdk-ts` in DIR if there. By default the SDK
+        /// this binary was built with.
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
@@ -329,12 +336,14 @@ async fn run() -> anyhow::Result<()> {
         Commands::New {
             kind,
             name,
+            lang,
             dir,
             from,
             sdk,
         } => {
             let request = tessera::scaffold::Request {
                 kind,
+                lang,
                 name,
                 dir,
                 from,
