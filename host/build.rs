@@ -13,8 +13,10 @@ fn main() {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("src/scaffold");
     println!("cargo:rerun-if-changed={}", root.display());
     let mut table = String::from(
-        "/// Per language and kind, the template files: (path in the plugin, text).\n\
-         pub(crate) const TEMPLATES: &[(&str, &str, &[(&str, &str)])] = &[\n",
+        "/// One template file: its path in the plugin, and its text.\n\
+         pub(crate) type File = (&'static str, &'static str);\n\
+         /// Per language and kind, the template files.\n\
+         pub(crate) const TEMPLATES: &[(&str, &str, &[File])] = &[\n",
     );
     for lang in ["ts", "py"] {
         for kind in sorted_dirs(&root.join(lang)) {

@@ -981,7 +981,8 @@ async fn a_compile_in_progress_is_listed_until_the_plugin_serves() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.body["status"], "active", "{}", reply.body);
     for file in ["bank-account.wasm", "bank-totals.wasm"] {
-        let entry = wait_for_entry(&host, file, "active", |entry| entry["status"] == "active").await;
+        let entry =
+            wait_for_entry(&host, file, "active", |entry| entry["status"] == "active").await;
         assert!(entry.get("compiling_since").is_none(), "{entry}");
     }
     let opened = host

@@ -113,7 +113,10 @@ async fn a_python_plugin_is_rebuilt_and_served_on_every_save() -> Result<()> {
     );
     let served = dir.path().join("plugins");
     std::fs::create_dir_all(&served)?;
-    std::fs::copy(plugins::ACCOUNT_BALANCE, served.join("account-balance.wasm"))?;
+    std::fs::copy(
+        plugins::ACCOUNT_BALANCE,
+        served.join("account-balance.wasm"),
+    )?;
     let dev = Binary::start_as(
         "dev",
         &dir.path().join("data"),
@@ -144,9 +147,16 @@ async fn a_python_plugin_is_rebuilt_and_served_on_every_save() -> Result<()> {
     std::fs::write(&app, app_py("three") + "\ndef broken(:\n")?;
     wait_logged(&dev, "plugin build failed", failed_before).await;
     let (status, body): (u16, Value) = dev.get(&format!("/queries/{PLUGIN}")).await?;
-    assert_eq!((status, body["says"].as_str()), (200, Some("two")), "{body}");
+    assert_eq!(
+        (status, body["says"].as_str()),
+        (200, Some("two")),
+        "{body}"
+    );
     let log = dev.log_text();
-    assert!(log.contains("cannot read"), "the build's reason is not in the log:\n{log}");
+    assert!(
+        log.contains("cannot read"),
+        "the build's reason is not in the log:\n{log}"
+    );
 
     // Each compile's start and end is logged, the end with how long it took.
     assert!(count(&log, "plugin compile started") >= 2, "{log}");

@@ -273,25 +273,53 @@ async fn scaffolded_typescript_and_python_plugins_build_and_answer() -> Result<(
     let into = dir.path().to_str().context("a UTF-8 path")?;
     for args in [
         ["new", "command-handler", TS_HANDLER, "--lang", "ts"].as_slice(),
-        &["new", "projection", PY_PROJECTION, "--lang", "py", "--from", TS_HANDLER],
-        &["new", "query-handler", PY_QUERIES, "--lang", "py", "--from", PY_PROJECTION],
+        &[
+            "new",
+            "projection",
+            PY_PROJECTION,
+            "--lang",
+            "py",
+            "--from",
+            TS_HANDLER,
+        ],
+        &[
+            "new",
+            "query-handler",
+            PY_QUERIES,
+            "--lang",
+            "py",
+            "--from",
+            PY_PROJECTION,
+        ],
     ] {
         let mut args = args.to_vec();
         args.extend(["--dir", into]);
         assert_success(&args.join(" "), &tessera(&args));
     }
     let ts = dir.path().join(TS_HANDLER);
-    for file in ["package.json", "package-lock.json", "tsconfig.json", "src/index.ts", "README.md"] {
+    for file in [
+        "package.json",
+        "package-lock.json",
+        "tsconfig.json",
+        "src/index.ts",
+        "README.md",
+    ] {
         assert!(ts.join(file).is_file(), "{TS_HANDLER} has no {file}");
     }
     for name in [PY_PROJECTION, PY_QUERIES] {
         for file in ["app.py", "README.md"] {
-            assert!(dir.path().join(name).join(file).is_file(), "{name} has no {file}");
+            assert!(
+                dir.path().join(name).join(file).is_file(),
+                "{name} has no {file}"
+            );
         }
     }
 
     // What the SDKs do not cover yet is refused by name, and nothing is written.
-    for (kind, lang, title) in [("projection", "ts", "TypeScript"), ("command-handler", "py", "Python")] {
+    for (kind, lang, title) in [
+        ("projection", "ts", "TypeScript"),
+        ("command-handler", "py", "Python"),
+    ] {
         let refused = tessera(&["new", kind, "not-yet", "--lang", lang, "--dir", into]);
         assert!(!refused.status.success(), "{kind} in {lang} was written");
         let stderr = String::from_utf8_lossy(&refused.stderr);
@@ -313,7 +341,12 @@ async fn scaffolded_typescript_and_python_plugins_build_and_answer() -> Result<(
     );
     let ts_build = {
         let ts = ts.clone();
-        std::thread::spawn(move || Command::new("npm").args(["run", "build"]).current_dir(ts).output())
+        std::thread::spawn(move || {
+            Command::new("npm")
+                .args(["run", "build"])
+                .current_dir(ts)
+                .output()
+        })
     };
     let py_builds: Vec<_> = [PY_PROJECTION, PY_QUERIES]
         .into_iter()

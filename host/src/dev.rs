@@ -161,9 +161,9 @@ impl DevLoop {
                 plugins.insert(plugin.clone());
                 continue;
             }
-            let generated = relative.components().any(|part| {
-                SKIPPED.iter().any(|skip| part.as_os_str() == *skip)
-            });
+            let generated = relative
+                .components()
+                .any(|part| SKIPPED.iter().any(|skip| part.as_os_str() == *skip));
             let Some(ext) = relative.extension().and_then(|ext| ext.to_str()) else {
                 continue;
             };
@@ -269,7 +269,10 @@ impl DevLoop {
         if status.success() {
             Ok(())
         } else {
-            Err(format!("tessera-build-py {} failed ({status})", folder.display()))
+            Err(format!(
+                "tessera-build-py {} failed ({status})",
+                folder.display()
+            ))
         }
     }
 
@@ -360,7 +363,9 @@ fn npm_build(folder: &Path, out: &Path) -> Result<(), String> {
             return Err(format!("npm {} failed ({status})", install[0]));
         }
     }
-    let out = out.to_str().ok_or("the target directory's path is not UTF-8")?;
+    let out = out
+        .to_str()
+        .ok_or("the target directory's path is not UTF-8")?;
     let status = npm(&["run", "--silent", "build", "--", "--out", out])?;
     if status.success() {
         Ok(())
@@ -505,9 +510,15 @@ mod tests {
             r#"{"scripts": {"build": "tessera-build"}, "devDependencies": {"@tessera/sdk": "file:../sdk-ts"}}"#,
         );
         write(&root.join("tally-ts/src/index.ts"), "");
-        write(&root.join("tally-py/app.py"), "from tessera_sdk import projection\n");
+        write(
+            &root.join("tally-py/app.py"),
+            "from tessera_sdk import projection\n",
+        );
         write(&root.join("notes/app.py"), "print('not a plugin')\n");
-        write(&root.join("web/package.json"), r#"{"scripts": {"build": "vite"}}"#);
+        write(
+            &root.join("web/package.json"),
+            r#"{"scripts": {"build": "vite"}}"#,
+        );
         dir
     }
 

@@ -251,7 +251,11 @@ impl Scaffolded {
                 if let Some(why) = &self.install_failed {
                     writeln!(f, "`npm install` did not succeed ({why}); run it in {path}")?;
                 }
-                writeln!(f, "build it: (cd {path} && npm run build)   # dist/{}.wasm", self.name)?;
+                writeln!(
+                    f,
+                    "build it: (cd {path} && npm run build)   # dist/{}.wasm",
+                    self.name
+                )?;
             }
             _ => writeln!(
                 f,
@@ -785,7 +789,10 @@ mod tests {
                     "{error}"
                 );
                 let message = error.to_string();
-                assert!(message.contains(lang.title()) && message.contains(kind.words()), "{message}");
+                assert!(
+                    message.contains(lang.title()) && message.contains(kind.words()),
+                    "{message}"
+                );
                 assert!(message.contains("--lang rust"), "{message}");
                 refused += 1;
             }
@@ -794,6 +801,9 @@ mod tests {
         // Today the TypeScript SDK has no projection or query-handler world and the
         // Python SDK no command-handler world; when a template folder is added, this
         // count goes down with it.
-        assert!(refused > 0, "every combination has a template: drop this test");
+        assert!(
+            refused > 0,
+            "every combination has a template: drop this test"
+        );
     }
 }

@@ -305,8 +305,8 @@ impl Plugins {
             load(&runtime, cache.as_ref(), &compiles, file.as_deref(), &bytes)
         })
         .await
-            .map_err(|e| format!("loader failed: {e}"))?
-            .map(|(plugin, _)| plugin)
+        .map_err(|e| format!("loader failed: {e}"))?
+        .map(|(plugin, _)| plugin)
     }
 
     /// Rescans the folder and swaps in the resulting catalog. Unchanged files are not
@@ -349,9 +349,7 @@ impl Plugins {
             let runtime = self.runtime.clone();
             let cache = self.cache.clone();
             let compiles = self.compiles.clone();
-            let file = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned());
+            let file = path.file_name().map(|n| n.to_string_lossy().into_owned());
             let bytes = Arc::new(bytes);
             let bytes_for_archive = bytes.clone();
             let loaded = tokio::task::spawn_blocking(move || {
@@ -510,20 +508,16 @@ impl Plugins {
             .collect();
         // New files, and deploys whose file is not written yet: nothing serves from
         // them, they are compiling.
-        listing.extend(
-            compiling
-                .into_iter()
-                .map(|(file, since)| PluginListing {
-                    file,
-                    status: "compiling",
-                    plugin: None,
-                    digest: None,
-                    loaded_at: None,
-                    compiled_from_cache: None,
-                    last_error: None,
-                    compiling_since: Some(since),
-                }),
-        );
+        listing.extend(compiling.into_iter().map(|(file, since)| PluginListing {
+            file,
+            status: "compiling",
+            plugin: None,
+            digest: None,
+            loaded_at: None,
+            compiled_from_cache: None,
+            last_error: None,
+            compiling_since: Some(since),
+        }));
         listing.sort_by(|a, b| a.file.cmp(&b.file));
         listing
     }
