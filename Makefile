@@ -36,7 +36,7 @@ plugins: setup
 # newer than the install (node_modules/.package-lock.json); the tests build the same
 # files themselves (tests/support/build.rs).
 TS_PLUGINS := bank-account-ts account-balance-ts bank-queries-ts
-.PHONY: plugins-ts npm-ts test-ts
+.PHONY: plugins-ts npm-ts test-ts ts-sdk
 npm-ts:
 	for dir in plugins/sdk-ts $(addprefix plugins/,$(TS_PLUGINS)); do \
 		if [ ! -f $$dir/node_modules/.package-lock.json ] || \
@@ -66,13 +66,8 @@ test-ts: npm-ts
 # given/when/then tests (a plugin's tests/ folder), natively.
 PY_PLUGINS := bank-account-py bank-totals-py bank-queries-py
 PY_VENV := target/py-venv
-.PHONY: plugins-py
-plugins-py:
-	if ! cmp -s plugins/sdk-py/requirements.txt $(PY_VENV)/requirements.txt; then \
-		rm -rf $(PY_VENV) && python3 -m venv $(PY_VENV) && \
-		$(PY_VENV)/bin/pip install --quiet --disable-pip-version-check -r plugins/sdk-py/requirements.txt && \
-		cp plugins/sdk-py/requirements.txt $(PY_VENV)/requirements.txt || exit 1; \
-	fi
+.PHONY: plugins-py py-venv
+plugins-py: py-venv
 	mkdir -p target/plugins-py
 	for plugin in $(PY_PLUGINS); do \
 		$(PY_VENV)/bin/python plugins/sdk-py/bin/tessera-build-py plugins/$$plugin \
@@ -85,14 +80,36 @@ plugins-py:
 		fi; \
 	done
 
+# The TypeScript SDK's packages alone (what a TypeScript plugin's build needs), with
+# `npm ci` only when its lockfile is newer than the install.
+ts-sdk:
+	if [ ! -f plugins/sdk-ts/node_modules/.package-lock.json ] || \
+		[ plugins/sdk-ts/package-lock.json -nt plugins/sdk-ts/node_modules/.package-lock.json ]; then \
+		(cd plugins/sdk-ts && npm ci --no-audit --no-fund) || exit 1; \
+	fi
+
+# componentize-py in target/py-venv, made again only when the pin changed.
+py-venv:
+	if ! cmp -s plugins/sdk-py/requirements.txt $(PY_VENV)/requirements.txt; then \
+		rm -rf $(PY_VENV) && python3 -m venv $(PY_VENV) && \
+		$(PY_VENV)/bin/pip install --quiet --disable-pip-version-check -r plugins/sdk-py/requirements.txt && \
+		cp plugins/sdk-py/requirements.txt $(PY_VENV)/requirements.txt || exit 1; \
+	fi
+
 run: plugins
 	$(CARGO) run -p tessera -- serve --data $(DATA) --plugins target/plugins --listen $(LISTEN)
 
-# Serves every plugin crate directly under plugins/ (the examples, and any written by
-# `tessera new`) and rebuilds one whenever its source changes.
+# Serves every plugin directly under plugins/ (the examples, and any written by `tessera
+# new`: Rust crates, TypeScript and Python plugins) and rebuilds one whenever its source
+# changes. The TypeScript and Python examples are translations of Rust ones under the
+# same plugin names, so they are skipped (DEV_SKIP=) to serve them instead. The
+# TypeScript SDK and the Python venv are installed first when npm and python3 are there.
+DEV_SKIP ?= bank-account-ts account-balance-ts bank-queries-ts bank-account-py bank-totals-py bank-queries-py
 dev: plugins
+	if command -v npm >/dev/null; then $(MAKE) ts-sdk; fi
+	if command -v python3 >/dev/null; then $(MAKE) py-venv; fi
 	$(CARGO) run -p tessera -- dev --data $(DATA) --plugins target/plugins --listen $(LISTEN) \
-		--sources plugins --target-dir $(WASM_DIR)
+		--sources plugins --target-dir $(WASM_DIR) $(addprefix --skip ,$(DEV_SKIP))
 
 # The end-to-end tests run real servers and real processes on what may be a shared,
 # noisy machine. With cargo-nextest (on the project's machines) each test runs in its

@@ -924,3 +924,70 @@ async fn a_stale_plugin_keeps_serving_after_a_restart() {
     assert_code(command_code(&host).await, "v1");
     assert_eq!(after["status"], "stale", "{after}");
 }
+
+// --- Compiles in progress --------------------------------------------------------------
+
+/// A compile in progress is listed: a TypeScript component deployed over HTTP and a
+/// Python one dropped into the folder (each tens of MB, compiling for seconds) show as
+/// `compiling` with the time they started, while `GET /plugins` keeps answering at
+/// once; then both are `active` and the compile is no longer mentioned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_compile_in_progress_is_listed_until_the_plugin_serves() {
+    for plugin in [plugins::BANK_ACCOUNT_TS, plugins::BANK_TOTALS_PY] {
+        assert!(
+            Path::new(plugin).exists(),
+            "{plugin} was not built: see the build's warnings (npm and python3 are needed)"
+        );
+    }
+    let host = TestHost::start(&[]).await.expect("host starts");
+    let deploy = {
+        let api = Api::of(&host.client, &host.url);
+        let bytes = bytes(plugins::BANK_ACCOUNT_TS);
+        tokio::spawn(async move { api.deploy("bank-account", bytes, None).await })
+    };
+    std::fs::copy(
+        plugins::BANK_TOTALS_PY,
+        host.plugins_dir().join("bank-totals.wasm"),
+    )
+    .expect("copy into the plugins folder");
+
+    // Each listing must answer within seconds, though a reload is compiling.
+    let quick = host.with_timeout(Duration::from_secs(10));
+    let mut seen = std::collections::BTreeMap::new();
+    eventually("both files to be listed as compiling", async || {
+        for entry in quick.plugins().await.map_err(|e| format!("{e:#}"))? {
+            if entry["status"] == "compiling" {
+                seen.insert(entry["file"].as_str().unwrap_or("").to_string(), entry);
+            }
+        }
+        if seen.len() == 2 {
+            Ok(())
+        } else {
+            Err(format!("compiling so far: {seen:?}"))
+        }
+    })
+    .await;
+    for file in ["bank-account.wasm", "bank-totals.wasm"] {
+        let entry = &seen[file];
+        let since = entry["compiling_since"].as_str().unwrap_or_default();
+        assert!(
+            since.parse::<jiff::Timestamp>().is_ok(),
+            "compiling_since is not a time: {entry}"
+        );
+        assert!(entry.get("plugin").is_none(), "{entry}");
+    }
+
+    let reply = deploy.await.expect("deploy task").expect("deploy answered");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["status"], "active", "{}", reply.body);
+    for file in ["bank-account.wasm", "bank-totals.wasm"] {
+        let entry =
+            wait_for_entry(&host, file, "active", |entry| entry["status"] == "active").await;
+        assert!(entry.get("compiling_since").is_none(), "{entry}");
+    }
+    let opened = host
+        .command("open-account", "compiled-1", json!({ "owner": "ada" }))
+        .await
+        .expect("command");
+    assert_eq!(opened.status, 200, "{}", opened.body);
+}

@@ -14,6 +14,7 @@ mod contracts;
 mod crash_kill;
 mod dashboard_browser;
 mod deploy_http;
+mod dev_loop;
 mod differential;
 mod differential_py;
 mod event_stream;

@@ -5,6 +5,10 @@
 //! and serves them: a command is accepted, the projection catches up, and the query
 //! answers with what it projected.
 //!
+//! In TypeScript and Python (`--lang ts|py`), the same three plugins are written into a
+//! folder of their own, built with the SDKs' builds and served by a host, which answers
+//! as for the Rust ones.
+//!
 //! The copy keeps the real workspace untouched (the other tests build it) while
 //! exercising the default case, a crate made inside a plugins workspace. Builds share
 //! `target/wasm-plugins` with the other plugin builds, so only the new crates and the
@@ -198,7 +202,14 @@ async fn scaffolded_plugins_build_test_deploy_and_answer() -> Result<()> {
         ensure!(reply.status == 200, "deploy {name}: {reply:?}");
     }
 
-    let command = format!("record-{HANDLER}");
+    records_and_answers(&host, HANDLER, QUERIES).await
+}
+
+/// Sends a scaffolded command handler `handler` two records and a refused one, and
+/// asks the scaffolded query handler `queries` (reading a scaffolded projection of
+/// those events) for the total: what every language's templates must do alike.
+async fn records_and_answers(host: &TestHost, handler: &str, queries: &str) -> Result<()> {
+    let command = format!("record-{handler}");
     let Reply {
         status,
         body: first,
@@ -224,7 +235,7 @@ async fn scaffolded_plugins_build_test_deploy_and_answer() -> Result<()> {
     let answer = eventually("the query to answer with the projected total", async || {
         let response = host
             .client
-            .get(format!("{}/queries/{QUERIES}?id=1", host.url))
+            .get(format!("{}/queries/{queries}?id=1", host.url))
             .header("tessera-min-position", position.to_string())
             .send()
             .await
@@ -239,7 +250,130 @@ async fn scaffolded_plugins_build_test_deploy_and_answer() -> Result<()> {
     .await;
     assert_eq!(answer["id"], "1");
     assert_eq!(answer["recorded"], 2);
-    let (status, missing) = host.get(&format!("/queries/{QUERIES}?id=2")).await?;
+    let (status, missing) = host.get(&format!("/queries/{queries}?id=2")).await?;
     crate::common::assert_error(status, &missing, 404, "not_found");
     Ok(())
+}
+
+/// The TypeScript command handler and the Python projection and query handler of the
+/// test in other languages.
+const TS_HANDLER: &str = "tally-ts";
+const PY_PROJECTION: &str = "tally-py-totals";
+const PY_QUERIES: &str = "tally-py-queries";
+
+/// `tessera new --lang ts|py`, end to end: the real binary writes a TypeScript command
+/// handler and a Python projection of its events and query handler of that projection
+/// into a folder of their own; the SDKs' builds (`npm run build`, `tessera-build-py`,
+/// installed by the test build) make components of them; a host serves the three and
+/// they answer as the Rust ones do. A kind a language's SDK does not cover is refused,
+/// naming the language and the kind, and nothing is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn scaffolded_typescript_and_python_plugins_build_and_answer() -> Result<()> {
+    let dir = tempfile::TempDir::new()?;
+    let into = dir.path().to_str().context("a UTF-8 path")?;
+    for args in [
+        ["new", "command-handler", TS_HANDLER, "--lang", "ts"].as_slice(),
+        &[
+            "new",
+            "projection",
+            PY_PROJECTION,
+            "--lang",
+            "py",
+            "--from",
+            TS_HANDLER,
+        ],
+        &[
+            "new",
+            "query-handler",
+            PY_QUERIES,
+            "--lang",
+            "py",
+            "--from",
+            PY_PROJECTION,
+        ],
+    ] {
+        let mut args = args.to_vec();
+        args.extend(["--dir", into]);
+        assert_success(&args.join(" "), &tessera(&args));
+    }
+    let ts = dir.path().join(TS_HANDLER);
+    for file in [
+        "package.json",
+        "package-lock.json",
+        "tsconfig.json",
+        "src/index.ts",
+        "README.md",
+    ] {
+        assert!(ts.join(file).is_file(), "{TS_HANDLER} has no {file}");
+    }
+    for name in [PY_PROJECTION, PY_QUERIES] {
+        for file in ["app.py", "README.md"] {
+            assert!(
+                dir.path().join(name).join(file).is_file(),
+                "{name} has no {file}"
+            );
+        }
+    }
+
+    // What the SDKs do not cover yet is refused by name, and nothing is written.
+    for (kind, lang, title) in [
+        ("projection", "ts", "TypeScript"),
+        ("command-handler", "py", "Python"),
+    ] {
+        let refused = tessera(&["new", kind, "not-yet", "--lang", lang, "--dir", into]);
+        assert!(!refused.status.success(), "{kind} in {lang} was written");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        let words = kind.replace('-', " ");
+        assert!(
+            stderr.contains(title) && stderr.contains(&words),
+            "{kind} --lang {lang}: {stderr}"
+        );
+        assert!(!dir.path().join("not-yet").exists());
+    }
+
+    // The SDKs' own builds make components of them, side by side.
+    let out = dir.path().join("built");
+    let python = root().join("target/py-venv/bin/python");
+    ensure!(
+        python.exists(),
+        "{} is missing: the test build makes it (python3 is needed)",
+        python.display()
+    );
+    let ts_build = {
+        let ts = ts.clone();
+        std::thread::spawn(move || {
+            Command::new("npm")
+                .args(["run", "build"])
+                .current_dir(ts)
+                .output()
+        })
+    };
+    let py_builds: Vec<_> = [PY_PROJECTION, PY_QUERIES]
+        .into_iter()
+        .map(|name| {
+            Command::new(&python)
+                .arg(root().join("plugins/sdk-py/bin/tessera-build-py"))
+                .arg(dir.path().join(name))
+                .arg("--out")
+                .arg(out.join(format!("{name}.wasm")))
+                .output()
+        })
+        .collect();
+    for (name, output) in [PY_PROJECTION, PY_QUERIES].into_iter().zip(py_builds) {
+        assert_success(&format!("tessera-build-py {name}"), &output?);
+    }
+    let ts_output = ts_build.join().expect("the npm thread")?;
+    assert_success("npm run build", &ts_output);
+    std::fs::copy(
+        ts.join(format!("dist/{TS_HANDLER}.wasm")),
+        out.join(format!("{TS_HANDLER}.wasm")),
+    )?;
+
+    let files: Vec<String> = [TS_HANDLER, PY_PROJECTION, PY_QUERIES]
+        .iter()
+        .map(|name| out.join(format!("{name}.wasm")).display().to_string())
+        .collect();
+    let files: Vec<&str> = files.iter().map(String::as_str).collect();
+    let host = TestHost::start(&files).await?;
+    records_and_answers(&host, TS_HANDLER, PY_QUERIES).await
 }

@@ -48,27 +48,44 @@ enum Commands {
     Dev {
         #[command(flatten)]
         serve: ServeArgs,
-        /// The plugins workspace to watch and build.
+        /// The folder of plugin sources to watch and build: Tessera's `plugins/` (a
+        /// Rust plugins workspace, with TypeScript and Python plugins beside the crates)
+        /// or any folder of plugin folders.
         #[arg(long, default_value = "plugins")]
         sources: PathBuf,
-        /// The cargo target directory for plugin builds.
+        /// The cargo target directory for plugin builds; TypeScript and Python builds
+        /// write under its `tessera-dev/`.
         #[arg(long, default_value = "target/wasm-plugins")]
         target_dir: PathBuf,
-        /// The plugin crates to build and serve (repeatable). By default every plugin
-        /// crate directly under `--sources` (a folder holding a `cdylib` crate of the
-        /// same name), looked up again on every change, so a crate `tessera new`
-        /// writes while this runs is served too.
-        #[arg(long = "crate")]
+        /// The plugins to build and serve, by folder name (repeatable). By default every
+        /// plugin directly under `--sources`: a folder holding a `cdylib` crate of the
+        /// same name, a TypeScript plugin (a package.json depending on @tessera/sdk) or a
+        /// Python plugin (an app.py importing tessera_sdk), looked up again on every
+        /// change, so a plugin `tessera new` writes while this runs is served too.
+        #[arg(long = "crate", visible_alias = "plugin")]
         crates: Vec<String>,
+        /// A plugin folder never to build nor serve (repeatable), e.g. a translation of
+        /// another plugin under the same plugin name.
+        #[arg(long)]
+        skip: Vec<String>,
+        /// The Python that runs the Python SDK's build, beside componentize-py (`make
+        /// plugins-py` makes it).
+        #[arg(long, default_value = "target/py-venv/bin/python")]
+        python: PathBuf,
     },
-    /// Write a new plugin crate: a small working plugin of KIND, with a README (and,
-    /// for a command handler, given/when/then tests that run with `cargo test`).
+    /// Write a new plugin: a small working plugin of KIND, with a README (and, for a
+    /// Rust command handler, given/when/then tests that run with `cargo test`).
     New {
         /// command-handler, projection or query-handler.
         #[arg(value_enum)]
         kind: tessera::scaffold::Kind,
         /// The crate's and the plugin's name, in kebab-case (gift-card).
         name: String,
+        /// The plugin's language: rust (a crate), ts (an npm package on the TypeScript
+        /// SDK: command handlers) or py (a folder with an app.py on the Python SDK:
+        /// projections and query handlers).
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: tessera::scaffold::Lang,
         /// The folder the crate's folder is made in. In a plugins workspace (such as
         /// Tessera's `plugins/`) the crate joins its members; elsewhere it is a
         /// workspace of its own and finds the SDK with `--sdk`.
@@ -79,7 +96,9 @@ enum Commands {
         #[arg(long)]
         from: Option<String>,
         /// The `tessera-sdk` crate (`plugins/sdk` of Tessera's repository), for a crate
-        /// outside a plugins workspace. By default the SDK this binary was built with.
+        /// outside a plugins workspace; with `--lang ts`, the TypeScript SDK
+        /// (`plugins/sdk-ts`), by default `sdk-ts` in DIR if there. By default the SDK
+        /// this binary was built with.
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
@@ -302,12 +321,16 @@ async fn run() -> anyhow::Result<()> {
             sources,
             target_dir,
             crates,
+            skip,
+            python,
         } => {
             let dev = tessera::dev::DevLoop {
                 sources,
                 plugins_dir: args.plugins.clone(),
                 target_dir,
                 crates,
+                skip,
+                python,
             };
             let builder = dev.clone();
             if !tokio::task::spawn_blocking(move || builder.build_all()).await? {
@@ -329,12 +352,14 @@ async fn run() -> anyhow::Result<()> {
         Commands::New {
             kind,
             name,
+            lang,
             dir,
             from,
             sdk,
         } => {
             let request = tessera::scaffold::Request {
                 kind,
+                lang,
                 name,
                 dir,
                 from,

@@ -1,6 +1,7 @@
 //! `tessera new`: writes a new plugin crate, a small working plugin of one kind
 //! (command handler, projection or query handler) with a README, from the templates
-//! in `scaffold/` (embedded in the binary).
+//! in `scaffold/` (embedded in the binary), in Rust by default or, with `--lang`, in
+//! TypeScript or Python.
 //!
 //! What it guarantees: it never overwrites anything (the crate's folder must not
 //! exist), it accepts only kebab-case names that make valid crate, plugin and Rust
@@ -12,9 +13,17 @@
 //! - anywhere else, the crate is a workspace of its own and finds the SDK by path
 //!   (`--sdk`, by default the SDK of the checkout this binary was built from).
 //!
-//! The three templates fit together: a projection made `--from` a command handler
-//! consumes its events, and a query handler made `--from` that projection reads its
-//! table.
+//! The three templates fit together, in any language: a projection made `--from` a
+//! command handler consumes its events, and a query handler made `--from` that
+//! projection reads its table.
+//!
+//! TypeScript and Python plugins are a folder each (`package.json`, `tsconfig.json`
+//! and `src/index.ts`; `app.py`), filled from `scaffold/<lang>/<kind>/`, which the
+//! build embeds whole (`build.rs`): a template for another language or kind is one more
+//! folder there. A combination with no folder is refused ([`ScaffoldError::Unsupported`]).
+//! A TypeScript plugin links the TypeScript SDK (`--sdk`, else `sdk-ts` beside it,
+//! else the checkout's `plugins/sdk-ts`) and gets `npm install` run once, which writes
+//! its lockfile; a Python plugin needs nothing beside it (the SDK's build adds the SDK).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -29,10 +38,74 @@ pub enum Kind {
     QueryHandler,
 }
 
+impl Kind {
+    /// The kind as the command line and the template folders spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::CommandHandler => "command-handler",
+            Kind::Projection => "projection",
+            Kind::QueryHandler => "query-handler",
+        }
+    }
+
+    fn words(self) -> &'static str {
+        match self {
+            Kind::CommandHandler => "command handler",
+            Kind::Projection => "projection",
+            Kind::QueryHandler => "query handler",
+        }
+    }
+}
+
+/// The languages `tessera new` writes plugins in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// A crate on the Rust SDK (`plugins/sdk`).
+    #[default]
+    Rust,
+    /// An npm package on the TypeScript SDK (`plugins/sdk-ts`).
+    Ts,
+    /// A folder with an `app.py` on the Python SDK (`plugins/sdk-py`).
+    Py,
+}
+
+impl Lang {
+    /// The language's folder under `scaffold/` and its `--lang` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lang::Rust => "rust",
+            Lang::Ts => "ts",
+            Lang::Py => "py",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Lang::Rust => "Rust",
+            Lang::Ts => "TypeScript",
+            Lang::Py => "Python",
+        }
+    }
+}
+
+/// The languages other than Rust, per kind: which have a template.
+fn templates_of(lang: Lang, kind: Kind) -> Option<&'static [(&'static str, &'static str)]> {
+    generated::TEMPLATES
+        .iter()
+        .find(|(l, k, _)| *l == lang.as_str() && *k == kind.as_str())
+        .map(|(_, _, files)| *files)
+}
+
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/scaffold_templates.rs"));
+}
+
 /// What to write, and where.
 #[derive(Debug, Clone)]
 pub struct Request {
     pub kind: Kind,
+    /// The language of the plugin.
+    pub lang: Lang,
     /// The crate's and the plugin's name, in kebab-case.
     pub name: String,
     /// The folder the crate's folder is made in.
@@ -40,7 +113,8 @@ pub struct Request {
     /// For a projection, the command handler whose events it consumes; for a query
     /// handler, the projection it reads. By default the plugin's own name.
     pub from: Option<String>,
-    /// The `tessera-sdk` crate, for a crate outside a plugins workspace.
+    /// The `tessera-sdk` crate, for a crate outside a plugins workspace; for a
+    /// TypeScript plugin, the TypeScript SDK's folder (`plugins/sdk-ts`).
     pub sdk: Option<PathBuf>,
 }
 
@@ -68,6 +142,26 @@ pub enum ScaffoldError {
         dir: PathBuf,
         tried: Option<PathBuf>,
     },
+    /// No template of that kind exists in that language yet; the caller picks one of
+    /// the languages named.
+    #[error(
+        "there is no {kind} template in {lang} yet ({lang}'s SDK does not cover that kind); \
+         write it in {}: --lang {}",
+        .supported.join(" or "),
+        .supported.join(" or --lang ")
+    )]
+    Unsupported {
+        lang: &'static str,
+        kind: &'static str,
+        supported: Vec<&'static str>,
+    },
+    /// The TypeScript SDK was not found; the caller passes `--sdk`.
+    #[error(
+        "no TypeScript SDK (a package.json of @tessera/sdk) at {}; pass --sdk PATH (the \
+         `plugins/sdk-ts` folder of Tessera's repository)",
+        .0.display()
+    )]
+    NoTsSdk(PathBuf),
     /// The workspace manifest cannot be read or changed; the message says why.
     #[error("cannot use the workspace manifest {}: {message}", .path.display())]
     Manifest { path: PathBuf, message: String },
@@ -83,6 +177,7 @@ pub enum ScaffoldError {
 #[derive(Debug, Clone)]
 pub struct Scaffolded {
     pub kind: Kind,
+    pub lang: Lang,
     pub name: String,
     /// The new crate's folder.
     pub path: PathBuf,
@@ -90,15 +185,17 @@ pub struct Scaffolded {
     pub files: Vec<PathBuf>,
     /// The workspace manifest the crate was added to, if it was.
     pub joined: Option<PathBuf>,
+    /// For a TypeScript plugin: why `npm install` did not run or failed, if it did not
+    /// succeed (the plugin is written; the caller runs it by hand).
+    pub install_failed: Option<String>,
 }
 
 impl fmt::Display for Scaffolded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.kind {
-            Kind::CommandHandler => "command handler",
-            Kind::Projection => "projection",
-            Kind::QueryHandler => "query handler",
-        };
+        if self.lang != Lang::Rust {
+            return self.fmt_other(f);
+        }
+        let kind = self.kind.words();
         writeln!(
             f,
             "created the {kind} {} in {}",
@@ -134,7 +231,47 @@ impl fmt::Display for Scaffolded {
     }
 }
 
-/// Writes the crate `request` asks for.
+impl Scaffolded {
+    /// What a TypeScript or Python plugin's author does next.
+    fn fmt_other(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "created the {} {} {} in {}",
+            self.lang.title(),
+            self.kind.words(),
+            self.name,
+            self.path.display()
+        )?;
+        for file in &self.files {
+            writeln!(f, "  {}", file.display())?;
+        }
+        let path = self.path.display();
+        match self.lang {
+            Lang::Ts => {
+                if let Some(why) = &self.install_failed {
+                    writeln!(f, "`npm install` did not succeed ({why}); run it in {path}")?;
+                }
+                writeln!(
+                    f,
+                    "build it: (cd {path} && npm run build)   # dist/{}.wasm",
+                    self.name
+                )?;
+            }
+            _ => writeln!(
+                f,
+                "build it: target/py-venv/bin/python plugins/sdk-py/bin/tessera-build-py {path}   # dist/{}.wasm",
+                self.name
+            )?,
+        }
+        write!(
+            f,
+            "`tessera dev --sources {}` rebuilds and serves it on every save",
+            self.path.parent().unwrap_or(Path::new(".")).display()
+        )
+    }
+}
+
+/// Writes the plugin `request` asks for.
 pub fn new(request: &Request) -> Result<Scaffolded, ScaffoldError> {
     check_name(&request.name)?;
     let from = match (request.kind, &request.from) {
@@ -145,9 +282,23 @@ pub fn new(request: &Request) -> Result<Scaffolded, ScaffoldError> {
         }
         (_, None) => request.name.clone(),
     };
+    if request.lang != Lang::Rust && templates_of(request.lang, request.kind).is_none() {
+        return Err(ScaffoldError::Unsupported {
+            lang: request.lang.title(),
+            kind: request.kind.words(),
+            supported: [Lang::Rust, Lang::Ts, Lang::Py]
+                .into_iter()
+                .filter(|lang| *lang == Lang::Rust || templates_of(*lang, request.kind).is_some())
+                .map(Lang::as_str)
+                .collect(),
+        });
+    }
     let path = request.dir.join(&request.name);
     if path.symlink_metadata().is_ok() {
         return Err(ScaffoldError::Exists(path));
+    }
+    if request.lang != Lang::Rust {
+        return new_other(request, &from, path);
     }
 
     // Everything that can be refused is decided before anything is written.
@@ -203,11 +354,104 @@ pub fn new(request: &Request) -> Result<Scaffolded, ScaffoldError> {
     };
     Ok(Scaffolded {
         kind: request.kind,
+        lang: Lang::Rust,
         name: request.name.clone(),
         path,
         files: files.into_iter().map(|(file, _)| file).collect(),
         joined,
+        install_failed: None,
     })
+}
+
+/// Writes a TypeScript or Python plugin into `path` (checked not to exist), from the
+/// language's template folder of the kind.
+fn new_other(request: &Request, from: &str, path: PathBuf) -> Result<Scaffolded, ScaffoldError> {
+    let templates = templates_of(request.lang, request.kind).unwrap_or_default();
+    let sdk = match request.lang {
+        Lang::Ts => Some(ts_sdk_link(&request.dir, request.sdk.as_deref())?),
+        _ => None,
+    };
+    let files: Vec<(PathBuf, String)> = templates
+        .iter()
+        .map(|(file, template)| {
+            // The SDK's link first: `fill` would write a Rust SDK's path there.
+            let template = template.replace("{{sdk_path}}", sdk.as_deref().unwrap_or_default());
+            let text = fill(&template, &request.name, from, request.kind, None)
+                .replace("{{dir}}", &path.display().to_string());
+            (PathBuf::from(file), text)
+        })
+        .collect();
+
+    std::fs::create_dir_all(&request.dir).map_err(|source| io(&request.dir, source))?;
+    std::fs::create_dir(&path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::AlreadyExists => ScaffoldError::Exists(path.clone()),
+        _ => io(&path, source),
+    })?;
+    for (file, text) in &files {
+        let target = path.join(file);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| io(parent, source))?;
+        }
+        std::fs::write(&target, text).map_err(|source| io(&target, source))?;
+    }
+    let install_failed = match request.lang {
+        Lang::Ts => npm_install(&path).err(),
+        _ => None,
+    };
+    Ok(Scaffolded {
+        kind: request.kind,
+        lang: request.lang,
+        name: request.name.clone(),
+        path,
+        files: files.into_iter().map(|(file, _)| file).collect(),
+        joined: None,
+        install_failed,
+    })
+}
+
+/// How a TypeScript plugin made in `dir` names the SDK, as JSON string content: `../sdk-ts`
+/// when the SDK is `dir/sdk-ts` (Tessera's `plugins/`, so the checkout can move), else
+/// the SDK's absolute path (`--sdk`, else the SDK of the checkout this binary was
+/// built from).
+fn ts_sdk_link(dir: &Path, given: Option<&Path>) -> Result<String, ScaffoldError> {
+    let beside = dir.join("sdk-ts");
+    let candidate = match given {
+        Some(path) => path.to_path_buf(),
+        None if beside.join("package.json").is_file() => beside.clone(),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk-ts"),
+    };
+    let sdk = candidate
+        .join("package.json")
+        .canonicalize()
+        .ok()
+        .and_then(|manifest| manifest.parent().map(Path::to_path_buf))
+        .ok_or_else(|| ScaffoldError::NoTsSdk(candidate.clone()))?;
+    let link = if beside.canonicalize().ok().as_ref() == Some(&sdk) {
+        "../sdk-ts".to_string()
+    } else {
+        sdk.display().to_string()
+    };
+    // The link goes into JSON strings: escaped as JSON, without the quotes.
+    let json = serde_json::to_string(&link).expect("a string serializes");
+    Ok(json[1..json.len() - 1].to_string())
+}
+
+/// `npm install` in a new TypeScript plugin: links the SDK and writes the lockfile.
+/// Nothing is downloaded (the SDK's own packages are installed in the SDK's folder).
+fn npm_install(path: &Path) -> Result<(), String> {
+    let output = std::process::Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund"])
+        .current_dir(path)
+        .output()
+        .map_err(|error| format!("cannot run npm: {error}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "npm install failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
 }
 
 const MANIFEST_IN_WORKSPACE: &str = include_str!("scaffold/Cargo.workspace.toml.tmpl");
@@ -295,6 +539,8 @@ const RESERVED: &[&str] = &[
     "sdk",
     "serde",
     "serde-json",
+    "sdk-py",
+    "sdk-ts",
     "std",
     "target",
     "test",
@@ -510,5 +756,54 @@ mod tests {
             "{lib}"
         );
         assert!(lib.contains("pub struct CardTotals;"), "{lib}");
+        for (lang, kind, files) in generated::TEMPLATES {
+            for (file, template) in *files {
+                let template = template.replace("{{sdk_path}}", "../sdk-ts");
+                let text = fill(&template, "gift-card", "shop", Kind::Projection, None)
+                    .replace("{{dir}}", "plugins/gift-card");
+                assert!(!text.contains("{{"), "{lang}/{kind}/{file}: {text}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_language_without_the_kind_is_refused_and_nothing_is_written() {
+        let dir = std::env::temp_dir().join(format!("tessera-scaffold-{}", std::process::id()));
+        let mut refused = 0;
+        for lang in [Lang::Ts, Lang::Py] {
+            for kind in [Kind::CommandHandler, Kind::Projection, Kind::QueryHandler] {
+                if templates_of(lang, kind).is_some() {
+                    continue;
+                }
+                let request = Request {
+                    kind,
+                    lang,
+                    name: "gift-card".into(),
+                    dir: dir.clone(),
+                    from: None,
+                    sdk: None,
+                };
+                let error = new(&request).expect_err("no template, yet written");
+                assert!(
+                    matches!(error, ScaffoldError::Unsupported { .. }),
+                    "{error}"
+                );
+                let message = error.to_string();
+                assert!(
+                    message.contains(lang.title()) && message.contains(kind.words()),
+                    "{message}"
+                );
+                assert!(message.contains("--lang rust"), "{message}");
+                refused += 1;
+            }
+        }
+        assert!(!dir.exists());
+        // Today the TypeScript SDK has no projection or query-handler world and the
+        // Python SDK no command-handler world; when a template folder is added, this
+        // count goes down with it.
+        assert!(
+            refused > 0,
+            "every combination has a template: drop this test"
+        );
     }
 }

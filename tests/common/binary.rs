@@ -82,6 +82,17 @@ impl Binary {
     /// Starts `tessera serve --data D --plugins P --listen 127.0.0.1:<free port>` with
     /// `extra` arguments, and waits until it answers `GET /health`.
     pub async fn start(data: &Path, plugins: &Path, log: &Path, extra: &[&str]) -> Result<Self> {
+        Binary::start_as("serve", data, plugins, log, extra).await
+    }
+
+    /// As [`Binary::start`], with another subcommand that serves (`dev`).
+    pub async fn start_as(
+        subcommand: &str,
+        data: &Path,
+        plugins: &Path,
+        log: &Path,
+        extra: &[&str],
+    ) -> Result<Self> {
         let mut last_error = None;
         // The port was free when we looked; something may take it before the child
         // binds it, so a few tries.
@@ -92,7 +103,7 @@ impl Binary {
                 .get()
                 .map_or(Path::new(env!("CARGO_BIN_EXE_tessera")), PathBuf::as_path);
             let child = Command::new(program)
-                .arg("serve")
+                .arg(subcommand)
                 .arg("--data")
                 .arg(data)
                 .arg("--plugins")

@@ -17,8 +17,10 @@ use super::extract::{Body, Path};
 /// componentize-py weigh 10-20 MB.
 pub const MAX_PLUGIN_BYTES: usize = 64 << 20;
 
-/// Every plugin file: status, description, digest, load time, last error.
-#[utoipa::path(get, path = "/plugins", tag = "plugins", responses((status = 200, description = "The plugin listing")))]
+/// Every plugin file: status, description, digest, load time, last error, and the
+/// compiles in progress (a file whose new content is compiling, a deploy not yet
+/// answered).
+#[utoipa::path(get, path = "/plugins", tag = "plugins", responses((status = 200, description = "The plugin listing: per file its status (active, stale, failed, or compiling while nothing from it serves yet), what it serves, and compiling_since while new content for it compiles")))]
 pub async fn list(State(state): State<AppState>) -> impl IntoResponse {
     axum::Json(json!({ "plugins": state.plugins.listing().await }))
 }

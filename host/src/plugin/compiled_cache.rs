@@ -35,24 +35,36 @@ impl CompiledCache {
         }
     }
 
-    /// The component for `bytes` (whose sha256 is `digest`), from the cache if it is
-    /// there. Returns whether it came from the cache.
-    pub fn component(&self, digest: &str, bytes: &[u8]) -> Result<(Component, bool), LoadError> {
-        let path = self.dir.join(format!("{digest}-{}.cwasm", self.engine_key));
-        if path.is_file() {
-            match self.deserialize(&path) {
-                Ok(component) => return Ok((component, true)),
-                Err(error) => {
-                    tracing::warn!(file = %path.display(), %error, "compiled cache entry unusable, compiling again");
-                    let _ = std::fs::remove_file(&path);
-                }
+    /// The compiled component for the `.wasm` whose sha256 is `digest`, if this host
+    /// cached it. An unusable entry is removed, so the caller compiles again.
+    pub fn cached(&self, digest: &str) -> Option<Component> {
+        let path = self.path(digest);
+        if !path.is_file() {
+            return None;
+        }
+        match self.deserialize(&path) {
+            Ok(component) => Some(component),
+            Err(error) => {
+                tracing::warn!(file = %path.display(), %error, "compiled cache entry unusable, compiling again");
+                let _ = std::fs::remove_file(&path);
+                None
             }
         }
+    }
+
+    /// Compiles `bytes` (whose sha256 is `digest`) and keeps the result for
+    /// [`CompiledCache::cached`]; a cache that cannot be written costs only a warning.
+    pub fn compile(&self, digest: &str, bytes: &[u8]) -> Result<Component, LoadError> {
         let component = self.runtime.compile(bytes)?;
+        let path = self.path(digest);
         if let Err(error) = self.store(&path, &component) {
             tracing::warn!(file = %path.display(), %error, "cannot write compiled cache entry");
         }
-        Ok((component, false))
+        Ok(component)
+    }
+
+    fn path(&self, digest: &str) -> PathBuf {
+        self.dir.join(format!("{digest}-{}.cwasm", self.engine_key))
     }
 
     #[allow(unsafe_code)]

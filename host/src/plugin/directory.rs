@@ -8,6 +8,10 @@
 //!
 //! Every catalog change is published ([`Plugins::subscribe`]) so that other parts (the
 //! projection scheduler) follow without this module knowing them.
+//!
+//! A compile that is not answered from the compiled-code cache is listed while it runs
+//! (`status: compiling`, or `compiling_since` beside the version still served), and
+//! the listing never waits for a reload: it reads the files' last known state.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +24,7 @@ use tokio::sync::{Mutex, watch};
 
 use super::catalog::{Catalog, LoadFailure};
 use super::compiled_cache::CompiledCache;
+use super::compiles::Compiles;
 use super::{Description, Plugin, Runtime};
 
 /// The plugins a host serves: a runtime to load them, the files they came from, and
@@ -31,9 +36,13 @@ pub struct Plugins {
     cache: Option<CompiledCache>,
     catalog: ArcSwap<Catalog>,
     published: watch::Sender<Arc<Catalog>>,
-    /// Per file: what was last seen and what last loaded. Held across a whole reload
-    /// so two reloads never interleave.
-    files: Mutex<BTreeMap<PathBuf, FileState>>,
+    /// Held across a whole reload so two reloads never interleave.
+    reloading: Mutex<()>,
+    /// Per file: what was last seen and what last loaded. Locked only briefly (never
+    /// across a compile), so the listing answers while a reload compiles.
+    files: std::sync::Mutex<BTreeMap<PathBuf, FileState>>,
+    /// The compiles running now, which the listing shows.
+    compiles: Compiles,
     /// Every version that ever loaded, by digest, and per plugin name the digests it
     /// served, oldest first: what rollback goes back to. None: no rollback.
     archive: Option<Archive>,
@@ -157,7 +166,8 @@ struct Loaded {
 pub struct PluginListing {
     pub file: String,
     /// `active` (serving the file's content), `stale` (serving an older version because
-    /// the file's content failed to load), or `failed` (nothing from it serves).
+    /// the file's content failed to load), `failed` (nothing from it serves), or
+    /// `compiling` (nothing from it serves yet, and its content is being compiled).
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plugin: Option<Description>,
@@ -171,6 +181,10 @@ pub struct PluginListing {
     pub compiled_from_cache: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// While new content for this file (a change in the folder, or a deploy) is being
+    /// compiled: when that compile started, RFC 3339. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compiling_since: Option<String>,
 }
 
 impl Plugins {
@@ -189,7 +203,9 @@ impl Plugins {
             cache,
             catalog: ArcSwap::new(empty.clone()),
             published: watch::channel(empty).0,
-            files: Mutex::new(BTreeMap::new()),
+            reloading: Mutex::new(()),
+            files: std::sync::Mutex::new(BTreeMap::new()),
+            compiles: Compiles::default(),
             archive,
         }
     }
@@ -200,7 +216,7 @@ impl Plugins {
     pub async fn deploy(&self, name: &str, bytes: Vec<u8>) -> Result<(), DeployError> {
         let bytes = Arc::new(bytes);
         let plugin = self
-            .check(bytes.clone())
+            .check_as(Some(format!("{name}.wasm")), bytes.clone())
             .await
             .map_err(DeployError::Invalid)?;
         if plugin.description.name != name {
@@ -214,7 +230,7 @@ impl Plugins {
         }
         let target = self.dir.join(format!("{name}.wasm"));
         write_atomically(&target, &bytes)?;
-        for other in self.files_of(name).await {
+        for other in self.files_of(name) {
             if other != target {
                 std::fs::remove_file(&other)?;
             }
@@ -225,7 +241,7 @@ impl Plugins {
 
     /// Stops serving plugin `name`: removes its files and reloads.
     pub async fn remove(&self, name: &str) -> Result<(), DeployError> {
-        let files = self.files_of(name).await;
+        let files = self.files_of(name);
         if files.is_empty() {
             return Err(DeployError::NotFound(name.to_string()));
         }
@@ -276,23 +292,27 @@ impl Plugins {
         let path = archive.dir.join(format!("{digest}.wasm"));
         let bytes = std::fs::read(&path)
             .map_err(|e| format!("version {digest} is not in the archive: {e}"))?;
-        self.check(Arc::new(bytes)).await
+        self.check_as(None, Arc::new(bytes)).await
     }
 
-    /// Compiles and checks `bytes` without serving them: what a deploy does first.
-    pub async fn check(&self, bytes: Arc<Vec<u8>>) -> Result<Plugin, String> {
+    /// Compiles and checks `bytes` without serving them: what a deploy does first. A
+    /// compile is listed under `file` while it runs.
+    async fn check_as(&self, file: Option<String>, bytes: Arc<Vec<u8>>) -> Result<Plugin, String> {
         let runtime = self.runtime.clone();
         let cache = self.cache.clone();
-        tokio::task::spawn_blocking(move || load(&runtime, cache.as_ref(), &bytes))
-            .await
-            .map_err(|e| format!("loader failed: {e}"))?
-            .map(|(plugin, _)| plugin)
+        let compiles = self.compiles.clone();
+        tokio::task::spawn_blocking(move || {
+            load(&runtime, cache.as_ref(), &compiles, file.as_deref(), &bytes)
+        })
+        .await
+        .map_err(|e| format!("loader failed: {e}"))?
+        .map(|(plugin, _)| plugin)
     }
 
     /// Rescans the folder and swaps in the resulting catalog. Unchanged files are not
     /// reloaded. Returns the number of files whose content changed.
     pub async fn reload(&self) -> std::io::Result<usize> {
-        let mut files = self.files.lock().await;
+        let _reloading = self.reloading.lock().await;
         let mut present = Vec::new();
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
@@ -301,9 +321,12 @@ impl Plugins {
             }
         }
         present.sort();
-        let known = files.len();
-        files.retain(|path, _| present.contains(path));
-        let removed = known - files.len();
+        let removed = {
+            let mut files = self.files();
+            let known = files.len();
+            files.retain(|path, _| present.contains(path));
+            known - files.len()
+        };
         let mut changed = 0;
         for path in present {
             let bytes = match std::fs::read(&path) {
@@ -315,20 +338,26 @@ impl Plugins {
                 }
             };
             let digest = hex::encode(Sha256::digest(&bytes));
-            if files.get(&path).is_some_and(|f| f.seen_digest == digest) {
-                continue;
-            }
+            let previous = {
+                let files = self.files();
+                match files.get(&path) {
+                    Some(known) if known.seen_digest == digest => continue,
+                    known => known.and_then(|f| f.loaded.clone()),
+                }
+            };
             changed += 1;
             let runtime = self.runtime.clone();
             let cache = self.cache.clone();
+            let compiles = self.compiles.clone();
+            let file = path.file_name().map(|n| n.to_string_lossy().into_owned());
             let bytes = Arc::new(bytes);
             let bytes_for_archive = bytes.clone();
-            let loaded =
-                tokio::task::spawn_blocking(move || load(&runtime, cache.as_ref(), &bytes))
-                    .await
-                    .map_err(|e| format!("loader failed: {e}"))
-                    .and_then(|result| result);
-            let previous = files.remove(&path).and_then(|f| f.loaded);
+            let loaded = tokio::task::spawn_blocking(move || {
+                load(&runtime, cache.as_ref(), &compiles, file.as_deref(), &bytes)
+            })
+            .await
+            .map_err(|e| format!("loader failed: {e}"))
+            .and_then(|result| result);
             let state = match loaded {
                 Ok((plugin, from_cache)) => {
                     // New code for a plugin served now, from this file or another.
@@ -384,13 +413,14 @@ impl Plugins {
                     }
                 }
             };
-            files.insert(path, state);
+            self.files().insert(path, state);
         }
         // Nothing changed (e.g. the watcher noticing a deploy that already reloaded):
         // keep the catalog, so that nothing downstream reacts to a non-change.
         if changed == 0 && removed == 0 && self.published.borrow().plugins().next().is_some() {
             return Ok(0);
         }
+        let files = self.files();
         let loaded = files
             .iter()
             .filter_map(|(path, f)| f.loaded.as_ref().map(|l| (path.clone(), l.plugin.clone())));
@@ -404,6 +434,7 @@ impl Plugins {
             })
             .collect();
         let catalog = Arc::new(Catalog::build(loaded, failures, &self.catalog()));
+        drop(files);
         self.catalog.store(catalog.clone());
         self.published.send_replace(catalog);
         Ok(changed)
@@ -425,11 +456,22 @@ impl Plugins {
         }
     }
 
-    /// Every plugin file with what it serves.
+    /// Every plugin file with what it serves, and the files whose content is being
+    /// compiled. Answers at once, even during a reload.
     pub async fn listing(&self) -> Vec<PluginListing> {
         let catalog = self.catalog();
-        let files = self.files.lock().await;
-        files
+        // Per file, the oldest compile running for it (RFC 3339 sorts as time does).
+        let mut compiling: BTreeMap<String, String> = BTreeMap::new();
+        for running in self.compiles.running() {
+            if let Some(file) = running.file {
+                let since = compiling.entry(file).or_insert(running.since.clone());
+                if running.since < *since {
+                    *since = running.since;
+                }
+            }
+        }
+        let files = self.files();
+        let mut listing: Vec<PluginListing> = files
             .iter()
             .map(|(path, state)| {
                 let served = state
@@ -441,30 +483,56 @@ impl Plugins {
                     .iter()
                     .find(|f| f.file == *path)
                     .map(|f| f.error.clone());
+                let file = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let compiling_since = compiling.remove(&file);
                 let status = match (served, &state.error) {
                     (Some(_), None) => "active",
                     (Some(_), Some(_)) => "stale",
+                    (None, _) if compiling_since.is_some() => "compiling",
                     (None, _) => "failed",
                 };
                 PluginListing {
-                    file: path
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
+                    file,
                     status,
                     plugin: served.map(|l| l.plugin.description.clone()),
                     digest: served.map(|l| l.plugin.digest.clone()),
                     loaded_at: served.map(|l| l.loaded_at.clone()),
                     compiled_from_cache: served.map(|l| l.from_cache),
                     last_error: state.error.clone().or(refused),
+                    compiling_since,
                 }
             })
-            .collect()
+            .collect();
+        // New files, and deploys whose file is not written yet: nothing serves from
+        // them, they are compiling.
+        listing.extend(compiling.into_iter().map(|(file, since)| PluginListing {
+            file,
+            status: "compiling",
+            plugin: None,
+            digest: None,
+            loaded_at: None,
+            compiled_from_cache: None,
+            last_error: None,
+            compiling_since: Some(since),
+        }));
+        listing.sort_by(|a, b| a.file.cmp(&b.file));
+        listing
+    }
+
+    fn files(&self) -> std::sync::MutexGuard<'_, BTreeMap<PathBuf, FileState>> {
+        // Every change to the map is a single insert, retain or read, so a panic
+        // elsewhere while it was held cannot have left it half changed.
+        self.files
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The files that currently serve plugin `name`.
-    pub async fn files_of(&self, name: &str) -> Vec<PathBuf> {
-        let files = self.files.lock().await;
+    pub fn files_of(&self, name: &str) -> Vec<PathBuf> {
+        let files = self.files();
         files
             .iter()
             .filter(|(_, f)| {
@@ -477,17 +545,29 @@ impl Plugins {
     }
 }
 
-/// Loads bytes into a plugin, through the compiled-code cache when there is one.
+/// Loads bytes into a plugin, through the compiled-code cache when there is one; a
+/// compile (a cache miss) is listed under `file` in `compiles` while it runs.
 /// Returns whether the compiled code came from the cache.
 fn load(
     runtime: &Runtime,
     cache: Option<&CompiledCache>,
+    compiles: &Compiles,
+    file: Option<&str>,
     bytes: &[u8],
 ) -> Result<(Plugin, bool), String> {
     let digest = hex::encode(Sha256::digest(bytes));
-    let (component, from_cache) = match cache {
-        Some(cache) => cache.component(&digest, bytes).map_err(|e| e.to_string())?,
-        None => (runtime.compile(bytes).map_err(|e| e.to_string())?, false),
+    let (component, from_cache) = match cache.and_then(|cache| cache.cached(&digest)) {
+        Some(component) => (component, true),
+        None => {
+            let mut compiling = compiles.start(file, &digest, bytes.len());
+            let compiled = match cache {
+                Some(cache) => cache.compile(&digest, bytes),
+                None => runtime.compile(bytes),
+            }
+            .map_err(|e| e.to_string());
+            compiling.finished(compiled.as_ref().map(|_| ()).map_err(Clone::clone));
+            (compiled?, false)
+        }
     };
     runtime
         .load_component(&component, digest)

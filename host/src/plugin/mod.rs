@@ -35,15 +35,16 @@
 //!   (deadline, stop, [`Abandon`]), and what goes wrong ([`LoadError`], [`CallError`],
 //!   [`Refusal`]).
 //! - `bindings`: the one `bindgen!` site; `host`: what a guest sees of the host.
-//! - `catalog`, `directory`, `compiled_cache`, `watcher`: the set of plugins a host
-//!   serves, the plugins folder and deploys, compiled components on disk, and hot
-//!   reload.
+//! - `catalog`, `directory`, `compiled_cache`, `compiles`, `watcher`: the set of
+//!   plugins a host serves, the plugins folder and deploys, compiled components on
+//!   disk, the compiles in progress (listed and logged), and hot reload.
 
 mod bindings;
 mod caller;
 mod catalog;
 mod command_handler;
 mod compiled_cache;
+mod compiles;
 mod deadline;
 mod describe;
 mod directory;

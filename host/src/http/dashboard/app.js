@@ -487,7 +487,7 @@
   // ---------------------------------------------------------------- plugins
 
   const KIND_LABEL = { 'command-handler': 'command handler', projection: 'projection', 'query-handler': 'query handler' };
-  const STATUS_TONE = { active: 'ok', stale: 'warn', failed: 'bad' };
+  const STATUS_TONE = { active: 'ok', stale: 'warn', failed: 'bad', compiling: 'info' };
 
   function renderPlugins(listing) {
     const plugins = (listing.plugins || []).slice().sort((a, b) =>
@@ -504,7 +504,8 @@
         h('td', { class: 'mono', title: p.digest || '' }, shortDigest(p.digest)),
         h('td', {}, badge(p.status, STATUS_TONE[p.status] || 'idle')),
         h('td', { class: 'small', title: p.loaded_at || '' }, p.loaded_at ? fmtAgo(p.loaded_at) : '–',
-          p.compiled_from_cache ? h('div', { class: 'muted' }, 'from cache') : null),
+          p.compiled_from_cache ? h('div', { class: 'muted' }, 'from cache') : null,
+          p.compiling_since ? h('div', { class: 'muted', title: p.compiling_since }, `compiling, started ${fmtAgo(p.compiling_since)}`) : null),
         h('td', { class: 'error-text' }, p.last_error || ''));
     });
     $('plugins-body').replaceChildren(...rows);
