@@ -360,11 +360,7 @@ pub async fn run(host: &TestHost) -> Transcript {
 /// as the host lists them: file, name, kind) and the Rust bank each in its own host,
 /// runs the script on both, and asserts that every answer, the log and every query
 /// answer are the same.
-pub async fn assert_answers_as_rust(
-    files: &[&str],
-    served: &[(&str, &str, &str)],
-    language: &str,
-) {
+pub async fn assert_answers_as_rust(files: &[&str], served: &[(&str, &str, &str)], language: &str) {
     let (rust, other) = tokio::join!(bank(RUST_BANK), bank(files));
 
     // Each host really serves its own plugins: the other language's are the large
