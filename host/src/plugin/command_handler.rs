@@ -34,6 +34,12 @@ use super::runtime::Runtime;
 use super::world::{Contract, PluginKind};
 use crate::event_store::{Metadata, RecordedEvent};
 
+/// The most events one `fold` call is given. Each call has its own deadline, so a long
+/// stream folded from the start (after a deploy: states and snapshots belong to the
+/// code that folded them) is folded in calls of bounded work, not in one call that
+/// the deadline cuts however fast the plugin is per event.
+const MAX_FOLD_EVENTS: usize = 256;
+
 /// A command handler plugin, linked and ready to instantiate.
 pub struct CommandHandler {
     linked: Linked<Bindings>,
@@ -221,7 +227,9 @@ impl CommandSession {
         while !rest.is_empty() {
             let take = match self.bindings {
                 Bindings::V0_1(_) => 1,
-                Bindings::V0_2(_) => slice_len(rest, self.caller.limits.max_memory / 8),
+                Bindings::V0_2(_) => {
+                    slice_len(rest, self.caller.limits.max_memory / 8).min(MAX_FOLD_EVENTS)
+                }
             };
             let (slice, after) = rest.split_at(take);
             state = Some(Arc::from(self.fold_call(state.as_deref(), slice)?));
