@@ -309,17 +309,15 @@ impl CommandBus {
     ) -> Result<(u64, crate::plugin::Decision), CommandError> {
         let cached = self.states.get(stream, route.digest());
         let (folded, decision) = if self.pacer.inline(route.digest()) {
-            let started = pace::thread_cpu();
-            let decided = decide_now(
-                route.code().as_ref(),
-                self.store.as_ref(),
-                stream,
-                cached,
-                command,
-            );
-            self.pacer
-                .record(route.digest(), pace::thread_cpu().saturating_sub(started));
-            decided
+            self.pacer.timed(route.digest(), || {
+                decide_now(
+                    route.code().as_ref(),
+                    self.store.as_ref(),
+                    stream,
+                    cached,
+                    command,
+                )
+            })
         } else {
             let handler = route.code();
             let command = command.clone();
@@ -331,16 +329,15 @@ impl CommandBus {
             let digest = route.digest().to_string();
             tokio::task::spawn_blocking(move || {
                 crate::request_id::carry(request_id, || {
-                    let started = pace::thread_cpu();
-                    let decided = decide_now(
-                        handler.as_ref(),
-                        store.as_ref(),
-                        &stream_name,
-                        cached,
-                        &command,
-                    );
-                    pacer.record(&digest, pace::thread_cpu().saturating_sub(started));
-                    decided
+                    pacer.timed(&digest, || {
+                        decide_now(
+                            handler.as_ref(),
+                            store.as_ref(),
+                            &stream_name,
+                            cached,
+                            &command,
+                        )
+                    })
                 })
             })
             .await

@@ -111,6 +111,14 @@ impl Pacer {
             .is_some_and(|pace| pace.inline(Instant::now()))
     }
 
+    /// Runs `decide` on this thread and takes note of the CPU time it took.
+    pub fn timed<R>(&self, digest: &str, decide: impl FnOnce() -> R) -> R {
+        let started = thread_cpu();
+        let decided = decide();
+        self.record(digest, thread_cpu().saturating_sub(started));
+        decided
+    }
+
     /// Takes note of a decision by the code of `digest` that took `elapsed`.
     pub fn record(&self, digest: &str, elapsed: Duration) {
         let now = Instant::now();
