@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use futures_util::StreamExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, watch};
@@ -302,7 +303,8 @@ impl Plugins {
         let cache = self.cache.clone();
         let compiles = self.compiles.clone();
         tokio::task::spawn_blocking(move || {
-            load(&runtime, cache.as_ref(), &compiles, file.as_deref(), &bytes)
+            let digest = hex::encode(Sha256::digest(&*bytes));
+            load(&runtime, cache.as_ref(), &compiles, file.as_deref(), &bytes, digest)
         })
         .await
         .map_err(|e| format!("loader failed: {e}"))?
@@ -327,37 +329,47 @@ impl Plugins {
             files.retain(|path, _| present.contains(path));
             known - files.len()
         };
-        let mut changed = 0;
-        for path in present {
-            let bytes = match std::fs::read(&path) {
-                Ok(bytes) => bytes,
-                // Removed between the listing and the read: the next rescan drops it.
-                Err(error) => {
-                    tracing::warn!(file = %path.display(), %error, "cannot read plugin file");
-                    continue;
-                }
-            };
-            let digest = hex::encode(Sha256::digest(&bytes));
-            let previous = {
-                let files = self.files();
-                match files.get(&path) {
-                    Some(known) if known.seen_digest == digest => continue,
-                    known => known.and_then(|f| f.loaded.clone()),
-                }
-            };
-            changed += 1;
+        // Each file is read, hashed and (if its content changed) loaded on a blocking
+        // thread, as many at once as there are cores: hashing and deserializing a
+        // 10-40 MB component is most of a restart, and files do not depend on each
+        // other. Results are taken in file order, so the outcome is the same as one by
+        // one.
+        let seen: BTreeMap<PathBuf, String> = self
+            .files()
+            .iter()
+            .map(|(path, f)| (path.clone(), f.seen_digest.clone()))
+            .collect();
+        let parallel = std::thread::available_parallelism().map_or(1, usize::from);
+        let mut scans = futures_util::stream::iter(present.into_iter().map(|path| {
             let runtime = self.runtime.clone();
             let cache = self.cache.clone();
             let compiles = self.compiles.clone();
-            let file = path.file_name().map(|n| n.to_string_lossy().into_owned());
-            let bytes = Arc::new(bytes);
-            let bytes_for_archive = bytes.clone();
-            let loaded = tokio::task::spawn_blocking(move || {
-                load(&runtime, cache.as_ref(), &compiles, file.as_deref(), &bytes)
-            })
-            .await
-            .map_err(|e| format!("loader failed: {e}"))
-            .and_then(|result| result);
+            let seen = seen.get(&path).cloned();
+            tokio::task::spawn_blocking(move || scan(&runtime, cache.as_ref(), &compiles, path, seen))
+        }))
+        .buffered(parallel);
+        let mut changed = 0;
+        while let Some(scanned) = scans.next().await {
+            let Scanned {
+                path,
+                digest,
+                bytes,
+                loaded,
+            } = match scanned {
+                Ok(Some(scanned)) => scanned,
+                // Unchanged, or removed between the listing and the read (the next
+                // rescan drops it).
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::error!(%error, "plugin loader failed");
+                    continue;
+                }
+            };
+            let previous = self
+                .files()
+                .get(&path)
+                .and_then(|known| known.loaded.clone());
+            changed += 1;
             let state = match loaded {
                 Ok((plugin, from_cache)) => {
                     // New code for a plugin served now, from this file or another.
@@ -367,7 +379,7 @@ impl Plugins {
                     crate::metrics::plugin_loaded(name, true, reload);
                     if let Some(archive) = &self.archive
                         && let Err(error) = archive
-                            .record(&plugin.description.name, &digest, &bytes_for_archive)
+                            .record(&plugin.description.name, &digest, &bytes)
                             .and_then(|()| archive.note_served(&path, &digest))
                     {
                         tracing::warn!(%error, "cannot archive plugin version; rollback to it will not be possible");
@@ -548,14 +560,54 @@ impl Plugins {
 /// Loads bytes into a plugin, through the compiled-code cache when there is one; a
 /// compile (a cache miss) is listed under `file` in `compiles` while it runs.
 /// Returns whether the compiled code came from the cache.
+/// A file read by [`scan`] whose content is new: its digest, and what loading it gave.
+struct Scanned {
+    path: PathBuf,
+    digest: String,
+    bytes: Vec<u8>,
+    loaded: Result<(Plugin, bool), String>,
+}
+
+/// Reads `path` and loads it unless its digest is `seen` (the content last read). None
+/// for unchanged content or a file that could not be read.
+fn scan(
+    runtime: &Runtime,
+    cache: Option<&CompiledCache>,
+    compiles: &Compiles,
+    path: PathBuf,
+    seen: Option<String>,
+) -> Option<Scanned> {
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            tracing::warn!(file = %path.display(), %error, "cannot read plugin file");
+            return None;
+        }
+    };
+    let digest = hex::encode(Sha256::digest(&bytes));
+    if seen.as_deref() == Some(digest.as_str()) {
+        return None;
+    }
+    let file = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let loaded = load(runtime, cache, compiles, file.as_deref(), &bytes, digest.clone());
+    Some(Scanned {
+        path,
+        digest,
+        bytes,
+        loaded,
+    })
+}
+
+/// Compiles (or takes from the cache) and checks `bytes`, whose sha256 is `digest`.
+/// Returns the plugin and whether its code came from the cache.
 fn load(
     runtime: &Runtime,
     cache: Option<&CompiledCache>,
     compiles: &Compiles,
     file: Option<&str>,
     bytes: &[u8],
+    digest: String,
 ) -> Result<(Plugin, bool), String> {
-    let digest = hex::encode(Sha256::digest(bytes));
     let (component, from_cache) = match cache.and_then(|cache| cache.cached(&digest)) {
         Some(component) => (component, true),
         None => {
@@ -566,6 +618,10 @@ fn load(
             }
             .map_err(|e| e.to_string());
             compiling.finished(compiled.as_ref().map(|_| ()).map_err(Clone::clone));
+            // A compile allocates hundreds of MiB that it frees at the end; without
+            // this the allocator keeps them, and a host that compiled one large
+            // component stays that large.
+            super::runtime::release_freed_memory();
             (compiled?, false)
         }
     };

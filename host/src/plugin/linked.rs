@@ -96,6 +96,7 @@ impl<B: World> Linked<B> {
     /// A new instance in `store`. The caller sets the deadline first: instantiation
     /// runs the guest's start code.
     pub(super) fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<B> {
+        let _timer = self.caller.timer(crate::metrics::Call::Instantiate);
         B::instantiate(&self.pre, store)
     }
 }

@@ -243,6 +243,19 @@ impl Runtime {
     }
 }
 
+/// Gives the memory the allocator holds free back to the system. glibc keeps what a
+/// thread freed in that thread's arena; compiling a 10-40 MB component frees hundreds
+/// of MiB across the compiler's threads, which would otherwise stay in the host's RSS.
+pub(super) fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; it takes no
+    // pointer and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Instances that can exist at once with the pooling allocator.
 const POOLED_INSTANCES: u32 = 1000;
 /// How much of a pooled linear memory is reset in place rather than decommitted.
