@@ -890,6 +890,61 @@ mod tests {
     }
 
     #[test]
+    fn a_plugin_links_its_languages_sdk() {
+        let plugins = tempfile::TempDir::new().expect("a temporary folder");
+        let plugins = plugins.path();
+        std::fs::create_dir_all(plugins.join("sdk-py/tessera_sdk")).unwrap();
+        std::fs::write(plugins.join("sdk-py/tessera_sdk/__init__.py"), "").unwrap();
+        std::fs::create_dir_all(plugins.join("sdk-ts")).unwrap();
+        std::fs::write(plugins.join("sdk-ts/package.json"), "{}").unwrap();
+
+        // Beside the plugin, the link is relative, so the checkout can move.
+        assert_eq!(sdk_link(Lang::Py, plugins, None).unwrap(), "../sdk-py");
+        assert_eq!(sdk_link(Lang::Ts, plugins, None).unwrap(), "../sdk-ts");
+        // Elsewhere, the SDK given is named by its absolute path.
+        let elsewhere = plugins.join("elsewhere");
+        let given = plugins.join("sdk-py");
+        let absolute = given.canonicalize().unwrap().display().to_string();
+        assert_eq!(
+            sdk_link(Lang::Py, &elsewhere, Some(&given)).unwrap(),
+            absolute
+        );
+        // Another language's SDK is not taken for this one's.
+        let wrong = sdk_link(Lang::Py, &elsewhere, Some(&plugins.join("sdk-ts")))
+            .expect_err("the TypeScript SDK taken for the Python one");
+        let message = wrong.to_string();
+        assert!(
+            matches!(wrong, ScaffoldError::NoLangSdk { .. })
+                && message.contains("Python")
+                && message.contains("plugins/sdk-py"),
+            "{message}"
+        );
+
+        // A Python command handler's tests import the SDK beside it; a projection links
+        // none, so an SDK it would not find does not stop it.
+        let request = |kind, name: &str, sdk: Option<PathBuf>| Request {
+            kind,
+            lang: Lang::Py,
+            name: name.into(),
+            dir: plugins.to_path_buf(),
+            from: None,
+            sdk,
+        };
+        new(&request(Kind::CommandHandler, "gift-card", None)).unwrap();
+        let tests = std::fs::read_to_string(plugins.join("gift-card/tests/test_app.py")).unwrap();
+        assert!(tests.contains("PLUGIN / \"../sdk-py\""), "{tests}");
+        let nowhere = Some(plugins.join("no-sdk-here"));
+        new(&request(Kind::Projection, "card-totals", nowhere.clone())).unwrap();
+        assert!(plugins.join("card-totals/app.py").is_file());
+        let refused = new(&request(Kind::CommandHandler, "other-card", nowhere));
+        assert!(
+            matches!(refused, Err(ScaffoldError::NoLangSdk { .. })),
+            "{refused:?}"
+        );
+        assert!(!plugins.join("other-card").exists());
+    }
+
+    #[test]
     fn a_language_without_the_kind_is_refused_and_nothing_is_written() {
         // A language whose templates cover some kinds only, as a new one starts.
         const PARTIAL: Table = &[
