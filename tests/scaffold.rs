@@ -5,9 +5,10 @@
 //! and serves them: a command is accepted, the projection catches up, and the query
 //! answers with what it projected.
 //!
-//! In TypeScript and Python (`--lang ts|py`), the same three plugins are written into a
-//! folder of their own, built with the SDKs' builds and served by a host, which answers
-//! as for the Rust ones.
+//! In TypeScript and Python (`--lang ts|py`), the same three plugins are written in
+//! each language into a folder of their own; the command handlers' native tests run,
+//! the SDKs' builds make components of the six, and one host serves them all: each
+//! language's three answer as the Rust ones do.
 //!
 //! The copy keeps the real workspace untouched (the other tests build it) while
 //! exercising the default case, a crate made inside a plugins workspace. Builds share
@@ -255,125 +256,147 @@ async fn records_and_answers(host: &TestHost, handler: &str, queries: &str) -> R
     Ok(())
 }
 
-/// The TypeScript command handler and the Python projection and query handler of the
-/// test in other languages.
-const TS_HANDLER: &str = "tally-ts";
-const PY_PROJECTION: &str = "tally-py-totals";
-const PY_QUERIES: &str = "tally-py-queries";
+/// The plugins of the test in other languages, per language: a command handler, a
+/// projection made `--from` it and a query handler made `--from` that projection.
+const TS_TRIO: [&str; 3] = ["tally-ts", "tally-ts-totals", "tally-ts-queries"];
+const PY_TRIO: [&str; 3] = ["tally-py", "tally-py-totals", "tally-py-queries"];
 
-/// `tessera new --lang ts|py`, end to end: the real binary writes a TypeScript command
-/// handler and a Python projection of its events and query handler of that projection
-/// into a folder of their own; the SDKs' builds (`npm run build`, `tessera-build-py`,
-/// installed by the test build) make components of them; a host serves the three and
-/// they answer as the Rust ones do. A kind a language's SDK does not cover is refused,
-/// naming the language and the kind, and nothing is written.
+/// Runs `command`, failing the test with its output unless it succeeds; returns its
+/// standard output.
+fn run(what: &str, command: &mut Command) -> Result<String> {
+    let output = command.output().with_context(|| format!("run {what}"))?;
+    assert_success(what, &output);
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// `tessera new --lang ts|py`, end to end: the real binary writes, in TypeScript and in
+/// Python, a command handler, a projection of its events and a query handler of that
+/// projection into a folder of their own; each command handler's native given/when/then
+/// tests pass (`npm test`, `python -m unittest`); the SDKs' builds (`npm run build`,
+/// `tessera-build-py`, installed by the test build) make components of the six; one
+/// host serves them all, and each language's three answer as the Rust ones do.
 #[tokio::test(flavor = "multi_thread")]
 async fn scaffolded_typescript_and_python_plugins_build_and_answer() -> Result<()> {
     let dir = tempfile::TempDir::new()?;
     let into = dir.path().to_str().context("a UTF-8 path")?;
-    for args in [
-        ["new", "command-handler", TS_HANDLER, "--lang", "ts"].as_slice(),
-        &[
-            "new",
-            "projection",
-            PY_PROJECTION,
-            "--lang",
-            "py",
-            "--from",
-            TS_HANDLER,
-        ],
-        &[
-            "new",
-            "query-handler",
-            PY_QUERIES,
-            "--lang",
-            "py",
-            "--from",
-            PY_PROJECTION,
-        ],
-    ] {
-        let mut args = args.to_vec();
-        args.extend(["--dir", into]);
-        assert_success(&args.join(" "), &tessera(&args));
-    }
-    let ts = dir.path().join(TS_HANDLER);
-    for file in [
-        "package.json",
-        "package-lock.json",
-        "tsconfig.json",
-        "src/index.ts",
-        "README.md",
-    ] {
-        assert!(ts.join(file).is_file(), "{TS_HANDLER} has no {file}");
-    }
-    for name in [PY_PROJECTION, PY_QUERIES] {
-        for file in ["app.py", "README.md"] {
-            assert!(
-                dir.path().join(name).join(file).is_file(),
-                "{name} has no {file}"
-            );
+    for (lang, [handler, projection, queries]) in [("ts", TS_TRIO), ("py", PY_TRIO)] {
+        for args in [
+            ["new", "command-handler", handler, "--lang", lang].as_slice(),
+            &[
+                "new",
+                "projection",
+                projection,
+                "--lang",
+                lang,
+                "--from",
+                handler,
+            ],
+            &[
+                "new",
+                "query-handler",
+                queries,
+                "--lang",
+                lang,
+                "--from",
+                projection,
+            ],
+        ] {
+            let mut args = args.to_vec();
+            args.extend(["--dir", into]);
+            assert_success(&args.join(" "), &tessera(&args));
         }
     }
-
-    // What the SDKs do not cover yet is refused by name, and nothing is written.
-    for (kind, lang, title) in [
-        ("projection", "ts", "TypeScript"),
-        ("command-handler", "py", "Python"),
-    ] {
-        let refused = tessera(&["new", kind, "not-yet", "--lang", lang, "--dir", into]);
-        assert!(!refused.status.success(), "{kind} in {lang} was written");
-        let stderr = String::from_utf8_lossy(&refused.stderr);
-        let words = kind.replace('-', " ");
-        assert!(
-            stderr.contains(title) && stderr.contains(&words),
-            "{kind} --lang {lang}: {stderr}"
-        );
-        assert!(!dir.path().join("not-yet").exists());
+    let folder = |name: &str| dir.path().join(name);
+    for name in TS_TRIO {
+        for file in [
+            "package.json",
+            "package-lock.json",
+            "tsconfig.json",
+            "src/index.ts",
+            "README.md",
+        ] {
+            assert!(folder(name).join(file).is_file(), "{name} has no {file}");
+        }
     }
+    for name in PY_TRIO {
+        for file in ["app.py", "README.md"] {
+            assert!(folder(name).join(file).is_file(), "{name} has no {file}");
+        }
+    }
+    assert!(folder(TS_TRIO[0]).join("test/rules.test.ts").is_file());
+    assert!(folder(PY_TRIO[0]).join("tests/test_app.py").is_file());
 
-    // The SDKs' own builds make components of them, side by side.
+    // Each language's work runs on a thread of its own: the builds are long and each
+    // mostly uses one core.
     let out = dir.path().join("built");
+    std::fs::create_dir_all(&out)?;
     let python = root().join("target/py-venv/bin/python");
     ensure!(
         python.exists(),
         "{} is missing: the test build makes it (python3 is needed)",
         python.display()
     );
-    let ts_build = {
-        let ts = ts.clone();
-        std::thread::spawn(move || {
-            Command::new("npm")
-                .args(["run", "build"])
-                .current_dir(ts)
-                .output()
+    let typescript = {
+        let (folder, out) = (dir.path().to_path_buf(), out.clone());
+        std::thread::spawn(move || -> Result<String> {
+            let tests = run(
+                "npm test",
+                Command::new("npm")
+                    .arg("test")
+                    .current_dir(folder.join(TS_TRIO[0])),
+            )?;
+            for name in TS_TRIO {
+                run(
+                    &format!("npm run build in {name}"),
+                    Command::new("npm")
+                        .args(["run", "build"])
+                        .current_dir(folder.join(name)),
+                )?;
+                std::fs::copy(
+                    folder.join(name).join(format!("dist/{name}.wasm")),
+                    out.join(format!("{name}.wasm")),
+                )?;
+            }
+            Ok(tests)
         })
     };
-    let py_builds: Vec<_> = [PY_PROJECTION, PY_QUERIES]
-        .into_iter()
-        .map(|name| {
+    // The tests find the SDK by the absolute path `tessera new` wrote (the folder is not
+    // beside it), whichever Python runs them.
+    let mut unittest = Command::new(&python);
+    unittest
+        .args(["-m", "unittest", "discover", "-s", "tests"])
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .current_dir(folder(PY_TRIO[0]));
+    let output = unittest.output()?;
+    assert_success("the Python command handler's native tests", &output);
+    let report = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        report.contains("Ran 4 tests") && report.contains("OK"),
+        "{report}"
+    );
+    for name in PY_TRIO {
+        run(
+            &format!("tessera-build-py {name}"),
             Command::new(&python)
                 .arg(root().join("plugins/sdk-py/bin/tessera-build-py"))
-                .arg(dir.path().join(name))
+                .arg(folder(name))
                 .arg("--out")
-                .arg(out.join(format!("{name}.wasm")))
-                .output()
-        })
-        .collect();
-    for (name, output) in [PY_PROJECTION, PY_QUERIES].into_iter().zip(py_builds) {
-        assert_success(&format!("tessera-build-py {name}"), &output?);
+                .arg(out.join(format!("{name}.wasm"))),
+        )?;
     }
-    let ts_output = ts_build.join().expect("the npm thread")?;
-    assert_success("npm run build", &ts_output);
-    std::fs::copy(
-        ts.join(format!("dist/{TS_HANDLER}.wasm")),
-        out.join(format!("{TS_HANDLER}.wasm")),
-    )?;
+    let ts_tests = typescript.join().expect("the TypeScript thread")?;
+    assert!(
+        ts_tests.contains("pass 4") && ts_tests.contains("fail 0"),
+        "{ts_tests}"
+    );
 
-    let files: Vec<String> = [TS_HANDLER, PY_PROJECTION, PY_QUERIES]
+    let files: Vec<String> = TS_TRIO
         .iter()
+        .chain(&PY_TRIO)
         .map(|name| out.join(format!("{name}.wasm")).display().to_string())
         .collect();
     let files: Vec<&str> = files.iter().map(String::as_str).collect();
     let host = TestHost::start(&files).await?;
-    records_and_answers(&host, TS_HANDLER, PY_QUERIES).await
+    records_and_answers(&host, TS_TRIO[0], TS_TRIO[2]).await?;
+    records_and_answers(&host, PY_TRIO[0], PY_TRIO[2]).await
 }

@@ -74,7 +74,8 @@ enum Commands {
         python: PathBuf,
     },
     /// Write a new plugin: a small working plugin of KIND, with a README (and, for a
-    /// Rust command handler, given/when/then tests that run with `cargo test`).
+    /// command handler, given/when/then tests that run natively: `cargo test`, `npm
+    /// test`, `python3 -m unittest`).
     New {
         /// command-handler, projection or query-handler.
         #[arg(value_enum)]
@@ -82,8 +83,8 @@ enum Commands {
         /// The crate's and the plugin's name, in kebab-case (gift-card).
         name: String,
         /// The plugin's language: rust (a crate), ts (an npm package on the TypeScript
-        /// SDK: command handlers) or py (a folder with an app.py on the Python SDK:
-        /// projections and query handlers).
+        /// SDK) or py (a folder with an app.py on the Python SDK); every kind is written
+        /// in each, and they fit together across languages.
         #[arg(long, value_enum, default_value = "rust")]
         lang: tessera::scaffold::Lang,
         /// The folder the crate's folder is made in. In a plugins workspace (such as
@@ -97,8 +98,9 @@ enum Commands {
         from: Option<String>,
         /// The `tessera-sdk` crate (`plugins/sdk` of Tessera's repository), for a crate
         /// outside a plugins workspace; with `--lang ts`, the TypeScript SDK
-        /// (`plugins/sdk-ts`), by default `sdk-ts` in DIR if there. By default the SDK
-        /// this binary was built with.
+        /// (`plugins/sdk-ts`), by default `sdk-ts` in DIR if there; with `--lang py`, the
+        /// Python SDK a command handler's tests import (`plugins/sdk-py`), by default
+        /// `sdk-py` in DIR if there. By default the SDK this binary was built with.
         #[arg(long)]
         sdk: Option<PathBuf>,
     },

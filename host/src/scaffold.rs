@@ -13,17 +13,23 @@
 //! - anywhere else, the crate is a workspace of its own and finds the SDK by path
 //!   (`--sdk`, by default the SDK of the checkout this binary was built from).
 //!
-//! The three templates fit together, in any language: a projection made `--from` a
-//! command handler consumes its events, and a query handler made `--from` that
-//! projection reads its table.
+//! The three templates fit together, in any language and across languages: a
+//! projection made `--from` a command handler consumes its events (`<Type>Recorded` on
+//! the streams `<from>-<id>`), and a query handler made `--from` that projection reads
+//! its table (`totals`). A command handler comes with native given/when/then tests in
+//! every language (`cargo test`, `npm test`, `python3 -m unittest`).
 //!
 //! TypeScript and Python plugins are a folder each (`package.json`, `tsconfig.json`
 //! and `src/index.ts`; `app.py`), filled from `scaffold/<lang>/<kind>/`, which the
 //! build embeds whole (`build.rs`): a template for another language or kind is one more
-//! folder there. A combination with no folder is refused ([`ScaffoldError::Unsupported`]).
-//! A TypeScript plugin links the TypeScript SDK (`--sdk`, else `sdk-ts` beside it,
-//! else the checkout's `plugins/sdk-ts`) and gets `npm install` run once, which writes
-//! its lockfile; a Python plugin needs nothing beside it (the SDK's build adds the SDK).
+//! folder there. Every kind has one in TypeScript and Python; a language whose folder
+//! lacks a kind is refused for that kind ([`ScaffoldError::Unsupported`]), so a new
+//! language can start with one kind. Where a template names the SDK (`{{sdk_path}}`:
+//! every TypeScript file that links it, a Python command handler's tests, which import
+//! it), the plugin links the language's SDK: `--sdk`, else `sdk-ts` or `sdk-py` beside
+//! it, else the checkout's `plugins/sdk-ts` or `plugins/sdk-py`. A TypeScript plugin
+//! gets `npm install` run once, which writes its lockfile; a Python plugin's build
+//! needs nothing beside it (the SDK's build adds the SDK).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -88,12 +94,32 @@ impl Lang {
     }
 }
 
-/// The languages other than Rust, per kind: which have a template.
-fn templates_of(lang: Lang, kind: Kind) -> Option<&'static [(&'static str, &'static str)]> {
-    generated::TEMPLATES
+/// The templates of the languages other than Rust: per language and kind, the files.
+type Table = &'static [(&'static str, &'static str, &'static [generated::File])];
+
+/// The template files of `lang` and `kind` in `table`, if it has them.
+fn templates_of(table: Table, lang: Lang, kind: Kind) -> Option<&'static [generated::File]> {
+    table
         .iter()
         .find(|(l, k, _)| *l == lang.as_str() && *k == kind.as_str())
         .map(|(_, _, files)| *files)
+}
+
+/// Refuses a kind that `lang` has no template of in `table`, naming the languages that
+/// have one (Rust has every kind).
+fn check_supported(table: Table, lang: Lang, kind: Kind) -> Result<(), ScaffoldError> {
+    if lang == Lang::Rust || templates_of(table, lang, kind).is_some() {
+        return Ok(());
+    }
+    Err(ScaffoldError::Unsupported {
+        lang: lang.title(),
+        kind: kind.words(),
+        supported: [Lang::Rust, Lang::Ts, Lang::Py]
+            .into_iter()
+            .filter(|other| *other == Lang::Rust || templates_of(table, *other, kind).is_some())
+            .map(Lang::as_str)
+            .collect(),
+    })
 }
 
 mod generated {
@@ -114,7 +140,8 @@ pub struct Request {
     /// handler, the projection it reads. By default the plugin's own name.
     pub from: Option<String>,
     /// The `tessera-sdk` crate, for a crate outside a plugins workspace; for a
-    /// TypeScript plugin, the TypeScript SDK's folder (`plugins/sdk-ts`).
+    /// TypeScript plugin, the TypeScript SDK's folder (`plugins/sdk-ts`); for a Python
+    /// plugin, the Python SDK's folder (`plugins/sdk-py`).
     pub sdk: Option<PathBuf>,
 }
 
@@ -142,11 +169,10 @@ pub enum ScaffoldError {
         dir: PathBuf,
         tried: Option<PathBuf>,
     },
-    /// No template of that kind exists in that language yet; the caller picks one of
-    /// the languages named.
+    /// No template of that kind exists in that language (one whose templates do not
+    /// cover every kind yet); the caller picks one of the languages named.
     #[error(
-        "there is no {kind} template in {lang} yet ({lang}'s SDK does not cover that kind); \
-         write it in {}: --lang {}",
+        "there is no {kind} template in {lang} yet; write it in {}: --lang {}",
         .supported.join(" or "),
         .supported.join(" or --lang ")
     )]
@@ -155,13 +181,18 @@ pub enum ScaffoldError {
         kind: &'static str,
         supported: Vec<&'static str>,
     },
-    /// The TypeScript SDK was not found; the caller passes `--sdk`.
+    /// The TypeScript or Python SDK was not found; the caller passes `--sdk`.
     #[error(
-        "no TypeScript SDK (a package.json of @tessera/sdk) at {}; pass --sdk PATH (the \
-         `plugins/sdk-ts` folder of Tessera's repository)",
-        .0.display()
+        "no {lang} SDK ({what}) at {}; pass --sdk PATH (the `plugins/{folder}` folder of \
+         Tessera's repository)",
+        .tried.display()
     )]
-    NoTsSdk(PathBuf),
+    NoLangSdk {
+        lang: &'static str,
+        what: &'static str,
+        folder: &'static str,
+        tried: PathBuf,
+    },
     /// The workspace manifest cannot be read or changed; the message says why.
     #[error("cannot use the workspace manifest {}: {message}", .path.display())]
     Manifest { path: PathBuf, message: String },
@@ -251,17 +282,28 @@ impl Scaffolded {
                 if let Some(why) = &self.install_failed {
                     writeln!(f, "`npm install` did not succeed ({why}); run it in {path}")?;
                 }
+                if self.kind == Kind::CommandHandler {
+                    writeln!(f, "test it natively: (cd {path} && npm test)")?;
+                }
                 writeln!(
                     f,
                     "build it: (cd {path} && npm run build)   # dist/{}.wasm",
                     self.name
                 )?;
             }
-            _ => writeln!(
-                f,
-                "build it: target/py-venv/bin/python plugins/sdk-py/bin/tessera-build-py {path}   # dist/{}.wasm",
-                self.name
-            )?,
+            _ => {
+                if self.kind == Kind::CommandHandler {
+                    writeln!(
+                        f,
+                        "test it natively: (cd {path} && python3 -m unittest discover -s tests)"
+                    )?;
+                }
+                writeln!(
+                    f,
+                    "build it: target/py-venv/bin/python plugins/sdk-py/bin/tessera-build-py {path}   # dist/{}.wasm",
+                    self.name
+                )?
+            }
         }
         write!(
             f,
@@ -273,6 +315,11 @@ impl Scaffolded {
 
 /// Writes the plugin `request` asks for.
 pub fn new(request: &Request) -> Result<Scaffolded, ScaffoldError> {
+    new_from(request, generated::TEMPLATES)
+}
+
+/// [`new`], with the other languages' templates taken from `table`.
+fn new_from(request: &Request, table: Table) -> Result<Scaffolded, ScaffoldError> {
     check_name(&request.name)?;
     let from = match (request.kind, &request.from) {
         (Kind::CommandHandler, Some(_)) => return Err(ScaffoldError::FromNotAllowed),
@@ -282,23 +329,15 @@ pub fn new(request: &Request) -> Result<Scaffolded, ScaffoldError> {
         }
         (_, None) => request.name.clone(),
     };
-    if request.lang != Lang::Rust && templates_of(request.lang, request.kind).is_none() {
-        return Err(ScaffoldError::Unsupported {
-            lang: request.lang.title(),
-            kind: request.kind.words(),
-            supported: [Lang::Rust, Lang::Ts, Lang::Py]
-                .into_iter()
-                .filter(|lang| *lang == Lang::Rust || templates_of(*lang, request.kind).is_some())
-                .map(Lang::as_str)
-                .collect(),
-        });
-    }
+    check_supported(table, request.lang, request.kind)?;
     let path = request.dir.join(&request.name);
     if path.symlink_metadata().is_ok() {
         return Err(ScaffoldError::Exists(path));
     }
-    if request.lang != Lang::Rust {
-        return new_other(request, &from, path);
+    // Only the other languages are in the table (Rust's templates are `templates(kind)`),
+    // and `check_supported` made sure theirs are there.
+    if let Some(templates) = templates_of(table, request.lang, request.kind) {
+        return new_other(request, templates, &from, path);
     }
 
     // Everything that can be refused is decided before anything is written.
@@ -363,13 +402,27 @@ pub fn new(request: &Request) -> Result<Scaffolded, ScaffoldError> {
     })
 }
 
-/// Writes a TypeScript or Python plugin into `path` (checked not to exist), from the
-/// language's template folder of the kind.
-fn new_other(request: &Request, from: &str, path: PathBuf) -> Result<Scaffolded, ScaffoldError> {
-    let templates = templates_of(request.lang, request.kind).unwrap_or_default();
-    let sdk = match request.lang {
-        Lang::Ts => Some(ts_sdk_link(&request.dir, request.sdk.as_deref())?),
-        _ => None,
+/// Writes a TypeScript or Python plugin into `path` (checked not to exist), from
+/// `templates`, the language's template folder of the kind.
+fn new_other(
+    request: &Request,
+    templates: &[generated::File],
+    from: &str,
+    path: PathBuf,
+) -> Result<Scaffolded, ScaffoldError> {
+    // The SDK is looked up only for templates that name it: a Python projection or
+    // query handler is built with the SDK the build brings, and links none.
+    let sdk = if templates
+        .iter()
+        .any(|(_, text)| text.contains("{{sdk_path}}"))
+    {
+        Some(sdk_link(
+            request.lang,
+            &request.dir,
+            request.sdk.as_deref(),
+        )?)
+    } else {
+        None
     };
     let files: Vec<(PathBuf, String)> = templates
         .iter()
@@ -409,25 +462,38 @@ fn new_other(request: &Request, from: &str, path: PathBuf) -> Result<Scaffolded,
     })
 }
 
-/// How a TypeScript plugin made in `dir` names the SDK, as JSON string content: `../sdk-ts`
-/// when the SDK is `dir/sdk-ts` (Tessera's `plugins/`, so the checkout can move), else
-/// the SDK's absolute path (`--sdk`, else the SDK of the checkout this binary was
-/// built from).
-fn ts_sdk_link(dir: &Path, given: Option<&Path>) -> Result<String, ScaffoldError> {
-    let beside = dir.join("sdk-ts");
+/// How a TypeScript or Python plugin made in `dir` names its language's SDK, as the
+/// content of a JSON string (which a Python string reads alike): `../sdk-ts` or
+/// `../sdk-py` when the SDK is beside the plugin (Tessera's `plugins/`, so the checkout
+/// can move), else the SDK's absolute path (`--sdk`, else the SDK of the checkout this
+/// binary was built from).
+fn sdk_link(lang: Lang, dir: &Path, given: Option<&Path>) -> Result<String, ScaffoldError> {
+    // The SDK's folder name in `plugins/`, and the file that shows a folder is the SDK.
+    let (folder, marker, what) = match lang {
+        Lang::Py => ("sdk-py", "tessera_sdk/__init__.py", "a tessera_sdk package"),
+        _ => ("sdk-ts", "package.json", "a package.json of @tessera/sdk"),
+    };
+    let beside = dir.join(folder);
     let candidate = match given {
         Some(path) => path.to_path_buf(),
-        None if beside.join("package.json").is_file() => beside.clone(),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk-ts"),
+        None if beside.join(marker).is_file() => beside.clone(),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../plugins")
+            .join(folder),
     };
     let sdk = candidate
-        .join("package.json")
-        .canonicalize()
-        .ok()
-        .and_then(|manifest| manifest.parent().map(Path::to_path_buf))
-        .ok_or_else(|| ScaffoldError::NoTsSdk(candidate.clone()))?;
+        .join(marker)
+        .is_file()
+        .then(|| candidate.canonicalize().ok())
+        .flatten()
+        .ok_or_else(|| ScaffoldError::NoLangSdk {
+            lang: lang.title(),
+            what,
+            folder,
+            tried: candidate.clone(),
+        })?;
     let link = if beside.canonicalize().ok().as_ref() == Some(&sdk) {
-        "../sdk-ts".to_string()
+        format!("../{folder}")
     } else {
         sdk.display().to_string()
     };
@@ -767,43 +833,151 @@ mod tests {
     }
 
     #[test]
-    fn a_language_without_the_kind_is_refused_and_nothing_is_written() {
-        let dir = std::env::temp_dir().join(format!("tessera-scaffold-{}", std::process::id()));
-        let mut refused = 0;
+    fn every_kind_has_a_template_in_every_language() {
         for lang in [Lang::Ts, Lang::Py] {
             for kind in [Kind::CommandHandler, Kind::Projection, Kind::QueryHandler] {
-                if templates_of(lang, kind).is_some() {
-                    continue;
-                }
-                let request = Request {
-                    kind,
-                    lang,
-                    name: "gift-card".into(),
-                    dir: dir.clone(),
-                    from: None,
-                    sdk: None,
-                };
-                let error = new(&request).expect_err("no template, yet written");
+                let files = templates_of(generated::TEMPLATES, lang, kind);
+                let files = files.unwrap_or_else(|| panic!("no {lang:?} {kind:?} template"));
                 assert!(
-                    matches!(error, ScaffoldError::Unsupported { .. }),
-                    "{error}"
+                    files.iter().any(|(file, _)| *file == "README.md"),
+                    "{lang:?} {kind:?} has no README"
                 );
-                let message = error.to_string();
-                assert!(
-                    message.contains(lang.title()) && message.contains(kind.words()),
-                    "{message}"
-                );
-                assert!(message.contains("--lang rust"), "{message}");
-                refused += 1;
+                assert!(check_supported(generated::TEMPLATES, lang, kind).is_ok());
             }
         }
-        assert!(!dir.exists());
-        // Today the TypeScript SDK has no projection or query-handler world and the
-        // Python SDK no command-handler world; when a template folder is added, this
-        // count goes down with it.
-        assert!(
-            refused > 0,
-            "every combination has a template: drop this test"
+    }
+
+    #[test]
+    fn the_templates_fit_together_in_every_language() {
+        // What one kind writes and the next reads: the event type and the streams'
+        // prefix of a command handler, and the projection's name and table.
+        let texts = |lang: Lang, kind: Kind, name: &str, from: &str| -> String {
+            let templates: Vec<&str> = match lang {
+                Lang::Rust => templates(kind).iter().map(|(_, text)| *text).collect(),
+                _ => templates_of(generated::TEMPLATES, lang, kind)
+                    .expect("every kind has a template")
+                    .iter()
+                    .filter(|(file, _)| !file.ends_with(".md"))
+                    .map(|(_, text)| *text)
+                    .collect(),
+            };
+            templates
+                .iter()
+                .map(|text| fill(text, name, from, kind, None))
+                .collect()
+        };
+        for lang in [Lang::Rust, Lang::Ts, Lang::Py] {
+            let handler = texts(lang, Kind::CommandHandler, "gift-card", "gift-card");
+            assert!(
+                handler.contains("GiftCardRecorded")
+                    && handler.contains("\"gift-card\"")
+                    && handler.contains("record-gift-card"),
+                "{lang:?}: {handler}"
+            );
+            let projection = texts(lang, Kind::Projection, "card-totals", "gift-card");
+            assert!(
+                projection.contains("GiftCardRecorded")
+                    && projection.contains("\"gift-card-\"")
+                    && projection.contains("CREATE TABLE totals"),
+                "{lang:?}: {projection}"
+            );
+            let queries = texts(lang, Kind::QueryHandler, "card-queries", "card-totals");
+            assert!(
+                queries.contains("\"card-totals\"") && queries.contains("FROM totals"),
+                "{lang:?}: {queries}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_plugin_links_its_languages_sdk() {
+        let plugins = tempfile::TempDir::new().expect("a temporary folder");
+        let plugins = plugins.path();
+        std::fs::create_dir_all(plugins.join("sdk-py/tessera_sdk")).unwrap();
+        std::fs::write(plugins.join("sdk-py/tessera_sdk/__init__.py"), "").unwrap();
+        std::fs::create_dir_all(plugins.join("sdk-ts")).unwrap();
+        std::fs::write(plugins.join("sdk-ts/package.json"), "{}").unwrap();
+
+        // Beside the plugin, the link is relative, so the checkout can move.
+        assert_eq!(sdk_link(Lang::Py, plugins, None).unwrap(), "../sdk-py");
+        assert_eq!(sdk_link(Lang::Ts, plugins, None).unwrap(), "../sdk-ts");
+        // Elsewhere, the SDK given is named by its absolute path.
+        let elsewhere = plugins.join("elsewhere");
+        let given = plugins.join("sdk-py");
+        let absolute = given.canonicalize().unwrap().display().to_string();
+        assert_eq!(
+            sdk_link(Lang::Py, &elsewhere, Some(&given)).unwrap(),
+            absolute
         );
+        // Another language's SDK is not taken for this one's.
+        let wrong = sdk_link(Lang::Py, &elsewhere, Some(&plugins.join("sdk-ts")))
+            .expect_err("the TypeScript SDK taken for the Python one");
+        let message = wrong.to_string();
+        assert!(
+            matches!(wrong, ScaffoldError::NoLangSdk { .. })
+                && message.contains("Python")
+                && message.contains("plugins/sdk-py"),
+            "{message}"
+        );
+
+        // A Python command handler's tests import the SDK beside it; a projection links
+        // none, so an SDK it would not find does not stop it.
+        let request = |kind, name: &str, sdk: Option<PathBuf>| Request {
+            kind,
+            lang: Lang::Py,
+            name: name.into(),
+            dir: plugins.to_path_buf(),
+            from: None,
+            sdk,
+        };
+        new(&request(Kind::CommandHandler, "gift-card", None)).unwrap();
+        let tests = std::fs::read_to_string(plugins.join("gift-card/tests/test_app.py")).unwrap();
+        assert!(tests.contains("PLUGIN / \"../sdk-py\""), "{tests}");
+        let nowhere = Some(plugins.join("no-sdk-here"));
+        new(&request(Kind::Projection, "card-totals", nowhere.clone())).unwrap();
+        assert!(plugins.join("card-totals/app.py").is_file());
+        let refused = new(&request(Kind::CommandHandler, "other-card", nowhere));
+        assert!(
+            matches!(refused, Err(ScaffoldError::NoLangSdk { .. })),
+            "{refused:?}"
+        );
+        assert!(!plugins.join("other-card").exists());
+    }
+
+    #[test]
+    fn a_language_without_the_kind_is_refused_and_nothing_is_written() {
+        // A language whose templates cover some kinds only, as a new one starts.
+        const PARTIAL: Table = &[
+            ("ts", "command-handler", &[("README.md", "# {{name}}\n")]),
+            ("py", "projection", &[("README.md", "# {{name}}\n")]),
+        ];
+        let dir = std::env::temp_dir().join(format!("tessera-scaffold-{}", std::process::id()));
+        for (lang, kind, others) in [
+            (Lang::Ts, Kind::Projection, "--lang rust or --lang py\n"),
+            (Lang::Py, Kind::CommandHandler, "--lang rust or --lang ts\n"),
+            (Lang::Ts, Kind::QueryHandler, "--lang rust\n"),
+        ] {
+            let request = Request {
+                kind,
+                lang,
+                name: "gift-card".into(),
+                dir: dir.clone(),
+                from: None,
+                sdk: None,
+            };
+            let error = new_from(&request, PARTIAL).expect_err("no template, yet written");
+            assert!(
+                matches!(error, ScaffoldError::Unsupported { .. }),
+                "{error}"
+            );
+            let message = format!("{error}\n");
+            assert!(
+                message.contains(lang.title())
+                    && message.contains(kind.words())
+                    && message.ends_with(others),
+                "{message}"
+            );
+        }
+        assert!(!dir.exists());
     }
 }
