@@ -292,6 +292,11 @@ impl From<BackupError> for ApiError {
                 "bad_destination",
                 error.to_string(),
             ),
+            BackupError::LogInPostgres => ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "backup_unsupported",
+                error.to_string(),
+            ),
             error => ApiError::internal("backup_failed", &error),
         }
     }
