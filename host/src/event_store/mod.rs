@@ -214,6 +214,10 @@ pub enum StoreError {
     /// [`StoreError::Database`]: every append of the group gets the same cause.
     #[error("commit failed: {0}")]
     CommitFailed(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// The database cannot be reached (a server store down, or its connections all
+    /// taken past the wait); nothing was changed. A 503: retry later or on another host.
+    #[error("event store database unavailable: {0}")]
+    Unavailable(#[source] BoxError),
     /// Reading or writing the store's files failed outside the database. Report it.
     #[error("event store I/O error: {0}")]
     Io(#[from] std::io::Error),

@@ -43,6 +43,7 @@
 //! bus reads with the async methods instead.
 
 use std::collections::HashMap;
+use std::error::Error as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -94,28 +95,77 @@ struct Failure {
     source: BoxError,
 }
 
-/// Any of the database crates' errors, boxed (what [`Doing::doing`] takes).
-struct BoxErrorSource(BoxError);
+/// Any of the database crates' errors, boxed, and whether it says the database cannot
+/// be reached (what [`Doing::doing`] takes).
+struct BoxErrorSource {
+    error: BoxError,
+    unreachable: bool,
+}
 
 impl From<tokio_postgres::Error> for BoxErrorSource {
     fn from(error: tokio_postgres::Error) -> Self {
-        BoxErrorSource(Box::new(error))
+        BoxErrorSource {
+            unreachable: unreachable(&error),
+            error: Box::new(error),
+        }
     }
 }
 
 impl From<deadpool_postgres::PoolError> for BoxErrorSource {
     fn from(error: deadpool_postgres::PoolError) -> Self {
-        BoxErrorSource(Box::new(error))
+        use deadpool_postgres::PoolError;
+        let unreachable = match &error {
+            PoolError::Backend(error) => unreachable(error),
+            // No connection could be made or freed in time: the database is down,
+            // or every connection is taken.
+            PoolError::Timeout(_) | PoolError::Closed | PoolError::NoRuntimeSpecified => true,
+            PoolError::PostCreateHook(_) => false,
+        };
+        BoxErrorSource {
+            error: Box::new(error),
+            unreachable,
+        }
     }
 }
 
 impl From<deadpool_postgres::BuildError> for BoxErrorSource {
     fn from(error: deadpool_postgres::BuildError) -> Self {
-        BoxErrorSource(Box::new(error))
+        BoxErrorSource {
+            error: Box::new(error),
+            unreachable: false,
+        }
     }
 }
 
-/// Maps a database crate's error into a [`StoreError`], saying what was being done.
+/// True when `error` says the database cannot be reached rather than that it refused
+/// an operation: no connection (closed, refused, timed out: errors without a SQL
+/// state), or the server's own "connection exception", "shutting down", "starting up"
+/// and "too many connections" states.
+fn unreachable(error: &tokio_postgres::Error) -> bool {
+    if error.is_closed() {
+        return true;
+    }
+    match error.code() {
+        None => {
+            error
+                .source()
+                .is_some_and(|source| source.is::<std::io::Error>())
+                || error.to_string().contains("timed out")
+        }
+        Some(code) => {
+            code.code().starts_with("08")
+                || *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+                || *code == SqlState::TOO_MANY_CONNECTIONS
+        }
+    }
+}
+
+/// Maps a database crate's error into a [`StoreError`], saying what was being done:
+/// [`StoreError::Unavailable`] when the database cannot be reached, otherwise
+/// [`StoreError::Database`]. No database crate's type reaches the trait's callers
+/// except as a boxed source.
 trait Doing<T> {
     fn doing(self, doing: &'static str) -> Result<T, StoreError>;
 }
@@ -123,10 +173,16 @@ trait Doing<T> {
 impl<T, E: Into<BoxErrorSource>> Doing<T> for Result<T, E> {
     fn doing(self, doing: &'static str) -> Result<T, StoreError> {
         self.map_err(|error| {
-            StoreError::database(Failure {
+            let BoxErrorSource { error, unreachable } = error.into();
+            let failure = Box::new(Failure {
                 doing,
-                source: error.into().0,
-            })
+                source: error,
+            });
+            if unreachable {
+                StoreError::Unavailable(failure)
+            } else {
+                StoreError::Database(failure)
+            }
         })
     }
 }
@@ -689,13 +745,21 @@ impl Writer {
                 Err(GroupError::Unique(_)) if !decided_again => decided_again = true,
                 Err(error) => {
                     tracing::error!(error = %error, appends = group.len(), "group commit failed");
+                    let unavailable = error.unreachable();
                     let cause: Arc<dyn std::error::Error + Send + Sync> = Arc::new(error);
+                    let failed = || {
+                        // A lost connection is the database's unavailability (a 503),
+                        // whatever statement it interrupted.
+                        if unavailable {
+                            StoreError::Unavailable(Box::new(Shared(cause.clone())))
+                        } else {
+                            StoreError::CommitFailed(cause.clone())
+                        }
+                    };
                     return Committed {
                         outcomes: group
                             .iter()
-                            .map(|_| {
-                                Err(AppendError::Store(StoreError::CommitFailed(cause.clone())))
-                            })
+                            .map(|_| Err(AppendError::Store(failed())))
                             .collect(),
                         head: None,
                     };
@@ -806,6 +870,22 @@ enum GroupError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+impl GroupError {
+    /// True when the group failed because the database could not be reached.
+    fn unreachable(&self) -> bool {
+        match self {
+            GroupError::Unique(_) => false,
+            GroupError::Database(error) => unreachable(error),
+            GroupError::Store(error) => matches!(error, StoreError::Unavailable(_)),
+        }
+    }
+}
+
+/// One cause shared by every append of a failed group, as an error of its own.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Shared(Arc<dyn std::error::Error + Send + Sync>);
 
 /// What one append of a group comes to before the events of replays are read.
 enum Slot {

@@ -226,6 +226,15 @@ impl From<StoreError> for ApiError {
                 "shutting_down",
                 "the host is shutting down",
             ),
+            StoreError::Unavailable(_) => {
+                tracing::warn!(%error, "the event store's database is unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the event store's database cannot be reached; try again later",
+                )
+                .retry_after(1)
+            }
             error => ApiError::internal("store_failed", &error),
         }
     }
