@@ -358,10 +358,18 @@ async fn three_hosts_on_one_database_lose_no_update_and_share_positions_and_plug
     let position = reply.ok()["position"].as_u64().unwrap();
     let expected = acknowledged.get("shared0").copied().unwrap_or(0) + 1000;
     for host in &hosts[1..] {
-        let answer = host
-            .query_at("account", "id=shared0", position)
-            .await
-            .unwrap();
+        // The other hosts load the plugin when their watcher sees the file.
+        let answer = eventually("the deployed query served", async || {
+            let answer = host
+                .query_at("account", "id=shared0", position)
+                .await
+                .map_err(|e| e.to_string())?;
+            match answer.body["error"]["code"].as_str() {
+                Some("unknown_query") => Err(answer.body.to_string()),
+                _ => Ok(answer),
+            }
+        })
+        .await;
         assert_eq!(answer.ok()["balance"], expected, "{}", answer.body);
     }
 }
@@ -409,6 +417,10 @@ async fn a_host_killed_under_load_loses_no_acknowledged_command_and_catches_up()
     victim.sigkill();
     stop.store(true, Ordering::Relaxed);
     let (victim_acks, _cut_off) = collect(victim_tasks).await;
+    assert!(
+        victim_acks.values().sum::<u64>() > 0,
+        "the victim acknowledged nothing before the kill"
+    );
     // The survivor keeps serving while the victim is down.
     tokio::time::sleep(Duration::from_millis(300)).await;
     survivor_stop.store(true, Ordering::Relaxed);
