@@ -82,7 +82,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a read waits for a pooled connection before it fails.
 const POOL_WAIT: Duration = Duration::from_secs(30);
 /// The advisory lock that serialises hosts applying the schema at once ("tessera").
-const SCHEMA_LOCK: i64 = 0x7465_7373_6572_61;
+const SCHEMA_LOCK: i64 = 0x0074_6573_7365_7261;
 /// The channel commits are announced on.
 const CHANNEL: &str = "tessera_head";
 
