@@ -473,3 +473,109 @@ async fn a_host_killed_under_load_loses_no_acknowledged_command_and_catches_up()
         totals.body
     );
 }
+
+/// A TCP proxy in front of the test server, which the test can cut (every connection
+/// through it dropped, new ones refused) and restore: the database lost and found
+/// again, as a host sees it, without stopping the server other tests share.
+struct Proxy {
+    port: u16,
+    open: Arc<AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Proxy {
+    async fn start(server: std::net::SocketAddr) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(AtomicBool::new(true));
+        let (cut, cuts) = tokio::sync::watch::channel(0u64);
+        let accepting = open.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !accepting.load(Ordering::SeqCst) {
+                    // Refused: closed at once.
+                    continue;
+                }
+                let mut cuts = cuts.clone();
+                // Only a cut after this connection was made ends it.
+                cuts.mark_unchanged();
+                tokio::spawn(async move {
+                    let Ok(mut upstream) = tokio::net::TcpStream::connect(server).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy { port, open, cut }
+    }
+
+    /// Drops every connection and refuses new ones.
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_database_is_503_store_unavailable_and_the_host_recovers() {
+    let database = fresh_database().await;
+    // The same database, reached through the proxy.
+    let config: tokio_postgres::Config = database.parse().unwrap();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let server = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => {
+            tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .unwrap()
+                .next()
+                .unwrap()
+        }
+        other => panic!("the test server must be reached over TCP, not {other:?}"),
+    };
+    let proxy = Proxy::start(server).await;
+    let through = format!(
+        "postgres://{}@127.0.0.1:{}/{}?connect_timeout=2",
+        config.get_user().unwrap_or("postgres"),
+        proxy.port,
+        config.get_dbname().unwrap()
+    );
+    let host = TestHost::start_with(&[plugins::BANK_ACCOUNT], move |config| {
+        config.store = tessera::StoreChoice::Postgres(through)
+    })
+    .await
+    .unwrap();
+    send(&host, "open-account", "lost", json!({"owner": "ada"}), &[])
+        .await
+        .ok();
+
+    proxy.cut();
+    // Commands and log reads fail as the database's unavailability, a 503 to retry.
+    let deposit = send(&host, "deposit", "lost", json!({"amount": 1}), &[]).await;
+    deposit.assert_error(503, "store_unavailable");
+    assert!(deposit.header("retry-after").is_some());
+    let (status, body) = host.get("/events?after=0").await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+
+    // Once the database is back, the host serves again without a restart.
+    proxy.restore();
+    let version = eventually("commands accepted again", async || {
+        let reply = send(&host, "deposit", "lost", json!({"amount": 2}), &[]).await;
+        match reply.status {
+            200 => Ok(reply.body["version"].as_u64().unwrap()),
+            _ => Err(reply.body.to_string()),
+        }
+    })
+    .await;
+    assert_eq!(version, 2);
+    let events = host.read_stream("account-lost").await.unwrap();
+    assert_eq!(versions(&events), vec![1, 2]);
+}
