@@ -142,12 +142,26 @@ fn redact(url: &str) -> String {
         return url.to_string();
     };
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((credentials, host)) => {
-            let user = credentials.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}{path}")
+    // A password may also be a parameter (`?password=...`).
+    let path = match path.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some(("password", _)) => "password=***".to_string(),
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
         }
-        None => url.to_string(),
+        None => path.to_string(),
+    };
+    match authority.rsplit_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => format!("{scheme}://{credentials}@{host}{path}"),
+        },
+        None => format!("{scheme}://{authority}{path}"),
     }
 }
 
@@ -437,5 +451,54 @@ async fn follow_catalog(
         }
         let catalog = catalogs.borrow_and_update().clone();
         projections.sync(&catalog).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{StoreChoice, redact};
+
+    #[test]
+    fn a_store_is_sqlite_or_a_postgres_url() {
+        assert_eq!(
+            "sqlite".parse::<StoreChoice>().unwrap(),
+            StoreChoice::Sqlite
+        );
+        for url in [
+            "postgres://u@h/db",
+            "postgresql://u:p@h:5432/db?sslmode=disable",
+        ] {
+            assert_eq!(
+                url.parse::<StoreChoice>().unwrap(),
+                StoreChoice::Postgres(url.to_string())
+            );
+        }
+        let error = "mysql://root:hunter2@h/db"
+            .parse::<StoreChoice>()
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn a_url_is_shown_without_its_password() {
+        assert_eq!(
+            redact("postgres://tessera:s3cret@db:5432/log"),
+            "postgres://tessera:***@db:5432/log"
+        );
+        assert_eq!(
+            redact("postgres://tessera@db/log"),
+            "postgres://tessera@db/log"
+        );
+        assert_eq!(
+            redact("postgres://db/log?user=t&password=s3cret&connect_timeout=2"),
+            "postgres://db/log?user=t&password=***&connect_timeout=2"
+        );
+        assert_eq!(redact("postgres://db/log"), "postgres://db/log");
+        let shown = format!(
+            "{:?}",
+            StoreChoice::Postgres("postgres://u:pw@h/d".to_string())
+        );
+        assert!(!shown.contains("pw"), "{shown}");
     }
 }
