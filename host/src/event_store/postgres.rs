@@ -36,6 +36,15 @@
 //! also reads the head row every [`HEAD_POLL`], so a lost notification or a dropped
 //! connection delays projections by at most that long, and never stalls them.
 //!
+//! **Errors.** No tokio-postgres or deadpool type reaches the trait's callers except as
+//! a boxed source: a database that cannot be reached (no connection, a connection lost,
+//! the server shutting down or out of connections) is [`StoreError::Unavailable`] (an
+//! HTTP 503 to retry), any other failure [`StoreError::Database`], or
+//! [`StoreError::CommitFailed`] for every append of a failed group. A connection lost
+//! during `COMMIT` leaves the outcome unknown: the appends are answered as failed, and a
+//! retry with the same idempotency key replays them if they landed. The writer and the
+//! pools connect again on their next use.
+//!
 //! Reads go through a pool of connections. [`EventStore::read_stream_blocking`] and
 //! [`EventStore::snapshot_blocking`] wait on a thread of the store's own (with a
 //! runtime and connections of its own) and never on the caller's runtime, so they may
