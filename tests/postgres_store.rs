@@ -579,3 +579,29 @@ async fn a_lost_database_is_503_store_unavailable_and_the_host_recovers() {
     let events = host.read_stream("account-lost").await.unwrap();
     assert_eq!(versions(&events), vec![1, 2]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_is_refused_when_the_log_is_in_postgres() {
+    let url = fresh_database().await;
+    let host = TestHost::start_with(&[plugins::BANK_ACCOUNT], move |config| {
+        config.store = tessera::StoreChoice::Postgres(url);
+        config.admin_token = Some("admin-secret".into());
+    })
+    .await
+    .unwrap();
+    let dest = tempfile::TempDir::new().unwrap();
+    let body = json!({ "dest": dest.path().join("copy") });
+    let reply = host
+        .call(
+            reqwest::Method::POST,
+            "/admin/backup",
+            Some(&body),
+            Some("admin-secret"),
+        )
+        .await
+        .unwrap();
+    // A copy of the data folder would hold read models without their log: refused,
+    // pointing at pg_dump, and nothing is written.
+    reply.assert_error(501, "backup_unsupported");
+    assert!(!dest.path().join("copy").exists());
+}
