@@ -10,7 +10,7 @@ EXAMPLES := bank-account account-balance bank-totals bank-queries
 LISTEN ?= 127.0.0.1:8080
 DATA ?= data
 
-.PHONY: setup browser plugins run dev test bench lint fmt clean
+.PHONY: setup browser postgres plugins run dev test test-postgres bench lint fmt clean
 
 setup:
 	rustup target add $(WASM_TARGET)
@@ -22,6 +22,13 @@ browser:
 		DEBIAN_FRONTEND=noninteractive apt-get update && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver; \
 	fi
+
+# A local PostgreSQL for the PostgreSQL event store's tests (tests/postgres_store.rs,
+# docs/postgres.md): installs the server when missing, makes a cluster in
+# target/postgres (trust authentication, port 55432) unless there is one, starts it
+# unless it runs, and prints its URL, the default of TESSERA_TEST_POSTGRES.
+postgres:
+	bash tests/postgres/start.sh
 
 plugins: setup
 	$(CARGO) build --manifest-path plugins/Cargo.toml --release --target $(WASM_TARGET) \
@@ -116,16 +123,32 @@ dev: plugins
 # own process and a failed test is run once more; nextest reports it as FLAKY, so a
 # flaky test is visible, not hidden. Without nextest, plain `cargo test`. Then the
 # plugin SDKs' and the bank examples' own tests, natively (given/when/then, no host).
-test: setup browser
+test: setup browser postgres
 	if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --retries 1 --no-fail-fast; \
 	else \
 		$(CARGO) test --workspace; \
 	fi
+	$(MAKE) test-postgres
 	$(MAKE) schemathesis
 	$(CARGO) test --manifest-path plugins/Cargo.toml --target-dir target/native-plugins \
 		-p tessera-sdk -p bank-account
 	$(MAKE) test-ts
+
+# The command-path and read-side end-to-end tests once more, each host on a fresh
+# PostgreSQL database of the `make postgres` server instead of SQLite
+# (TESSERA_TEST_STORE=postgres, read by the test kit's TestHost). Only those two files:
+# the rest exercise what does not depend on the store, or SQLite itself (as do the two
+# snapshot tests, which edit events.db, hence skipped).
+POSTGRES_PASS := commands_http:: read_side_http::
+test-postgres: postgres
+	if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		TESSERA_TEST_STORE=postgres $(CARGO) nextest run -p tessera --test e2e --retries 1 \
+			--no-fail-fast -E '($(foreach t,$(POSTGRES_PASS),test(/^$(t)/) |) none()) - test(/snapshot/)'; \
+	else \
+		TESSERA_TEST_STORE=postgres $(CARGO) test -p tessera --test e2e -- $(POSTGRES_PASS) \
+			--skip snapshot; \
+	fi
 
 # The OpenAPI description against the real host (tests/schemathesis/run.sh):
 # schemathesis, pinned in tests/schemathesis/requirements.txt and installed in

@@ -24,6 +24,7 @@ mod metrics;
 mod observability;
 mod openapi;
 mod operations;
+mod postgres_store;
 mod projection_crash;
 mod projection_lifecycle;
 mod projection_swap;

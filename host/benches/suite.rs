@@ -33,6 +33,11 @@
 //! - `TESSERA_BENCH_DURABILITY` (default `full`): the host's `--durability`.
 //! - `TESSERA_BENCH_HOST_ARGS`: more arguments for every host, separated by spaces
 //!   (e.g. `--instance-reuse 0` to measure queries on fresh instances).
+//! - `TESSERA_BENCH_POSTGRES`: a PostgreSQL server's URL (`make postgres` prints one);
+//!   with it, the `postgres` figures run (`postgres-one-host`, `postgres-three-hosts`:
+//!   new streams at 16 and 64 connections, each on a fresh database of that server,
+//!   the three hosts sharing one database and the connections split between them).
+//!   Without it they are skipped.
 //! - `TESSERA_BENCH_PLUGINS`: a folder holding the four example `.wasm` files
 //!   (default `target/plugins`, where `make plugins` puts the release builds; without
 //!   them the suite falls back to the test builds and says so).
@@ -557,7 +562,7 @@ async fn run(settings: Settings) -> Result<()> {
         next_id: 0,
     };
     type Group = fn(&mut Ctx) -> futures::future::LocalBoxFuture<'_, Result<()>>;
-    let groups: [(&str, &[&str], Group); 6] = [
+    let groups: [(&str, &[&str], Group); 7] = [
         (
             "bank-commands",
             &[
@@ -591,6 +596,11 @@ async fn run(settings: Settings) -> Result<()> {
             |ctx| Box::pin(rebuild(ctx)),
         ),
         ("native", &["native"], |ctx| Box::pin(native(ctx))),
+        (
+            "postgres",
+            &["postgres-one-host", "postgres-three-hosts"],
+            |ctx| Box::pin(postgres(ctx)),
+        ),
     ];
     let mut failures = Vec::new();
     for (name, figures, group) in groups {
@@ -662,6 +672,108 @@ async fn run(settings: Settings) -> Result<()> {
 // ---------------------------------------------------------------------------------
 // The groups of figures
 // ---------------------------------------------------------------------------------
+
+/// `open-account` on new streams with the log in PostgreSQL (`TESSERA_BENCH_POSTGRES`),
+/// at 16 and 64 connections: one host, then three hosts on one database with the
+/// connections split between them (the figure is their sum).
+async fn postgres(ctx: &mut Ctx) -> Result<()> {
+    let group = "postgres";
+    let Ok(server) = std::env::var("TESSERA_BENCH_POSTGRES") else {
+        ctx.push(
+            Row::new(group, group, "postgres: skipped", "")
+                .note("set TESSERA_BENCH_POSTGRES to a server's URL (`make postgres` prints one)"),
+        );
+        return Ok(());
+    };
+    let durability = ctx.settings.durability.clone();
+    if ctx.settings.runs("postgres-one-host") {
+        for conns in [16, 64] {
+            let store = fresh_database(&server).await?;
+            let role = format!("one-host-{conns}");
+            let (data, plugins) =
+                ctx.layout(&format!("{group}-{role}"), &ctx.plugins.bank_only())?;
+            let extra = ["--store".to_string(), store];
+            let host = ctx
+                .start(group, &role, &data, &plugins, &durability, &extra)
+                .await?;
+            let sample = closed_loop(&host, conns, &ctx.settings, new_streams("p")).await?;
+            ctx.stop(host).await;
+            let label = "open-account, new streams, PostgreSQL, one host";
+            ctx.push(command_row("postgres-one-host", group, label, &sample));
+        }
+    }
+    if ctx.settings.runs("postgres-three-hosts") {
+        for conns in [16, 64] {
+            let store = fresh_database(&server).await?;
+            let extra = ["--store".to_string(), store];
+            let mut hosts = Vec::new();
+            for name in ["a", "b", "c"] {
+                let role = format!("three-hosts-{conns}-{name}");
+                let (data, plugins) =
+                    ctx.layout(&format!("{group}-{role}"), &ctx.plugins.bank_only())?;
+                hosts.push(
+                    ctx.start(group, &role, &data, &plugins, &durability, &extra)
+                        .await?,
+                );
+            }
+            let settings = ctx.settings.clone();
+            let samples =
+                futures::future::try_join_all(hosts.iter().enumerate().map(|(i, host)| {
+                    // 16 -> 6 + 5 + 5, 64 -> 22 + 21 + 21.
+                    let share = conns / 3 + usize::from(i < conns % 3);
+                    closed_loop(host, share, &settings, new_streams("p3"))
+                }))
+                .await?;
+            for host in hosts {
+                ctx.stop(host).await;
+            }
+            let mut merged = samples.into_iter();
+            let mut total = merged.next().context("three samples")?;
+            for sample in merged {
+                total.connections += sample.connections;
+                total.ops += sample.ops;
+                total.per_second += sample.per_second;
+                total.hist.add(&sample.hist)?;
+                for (status, n) in sample.statuses {
+                    *total.statuses.entry(status).or_default() += n;
+                }
+            }
+            // Each host's CPU is its own; the sum over three hosts is not reported.
+            total.host_cpu_us_per_op = None;
+            total.host_switches_per_op = None;
+            let label = "open-account, new streams, PostgreSQL, three hosts (sum)";
+            ctx.push(command_row("postgres-three-hosts", group, label, &total));
+        }
+    }
+    Ok(())
+}
+
+/// Creates an empty database on the PostgreSQL server at `server`; its URL.
+async fn fresh_database(server: &str) -> Result<String> {
+    let (client, connection) = tokio_postgres::connect(server, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("cannot connect to {server}: run `make postgres`"))?;
+    let driving = tokio::spawn(connection);
+    let name = format!("tessera_bench_{}_{}", std::process::id(), fastrand::u64(..));
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .with_context(|| format!("cannot create database {name}"))?;
+    drop(client);
+    let _ = driving.await;
+    // The server's URL with its database replaced.
+    let (base, query) = server.split_once('?').unwrap_or((server, ""));
+    let start = base.find("://").map_or(0, |scheme| scheme + 3);
+    let end = base[start..]
+        .find('/')
+        .map_or(base.len(), |slash| start + slash);
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    Ok(format!("{}/{name}{query}", &base[..end]))
+}
 
 /// `open-account` on new streams, deposits on Zipf-chosen accounts and on hot
 /// accounts, bank-account only, at 1, 16 and 64 connections.

@@ -83,6 +83,13 @@ pub enum BackupError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    /// The event log is not in the data folder but in PostgreSQL, which this copy
+    /// cannot take consistently with the read models: back the database up with
+    /// PostgreSQL's own tools (`pg_dump`), and rebuild read models from it.
+    #[error(
+        "the event log is in PostgreSQL, not in the data folder: back it up with pg_dump (docs/postgres.md); a host's read models are rebuilt from the log"
+    )]
+    LogInPostgres,
     /// A copied read model is ahead of the copied log; the copy was removed. A bug:
     /// report it.
     #[error("the copy of {path} is at position {checkpoint}, past the copied log's {position}")]

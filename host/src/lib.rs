@@ -42,7 +42,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::command_bus::CommandBus;
-use crate::event_store::{Durability, EventStore, SqliteEventStore, StoreError};
+use crate::event_store::{
+    Durability, EventStore, PostgresEventStore, SqliteEventStore, StoreError,
+};
 use crate::plugin::{Limits, PluginWatcher, Plugins, Runtime};
 use crate::projection::Projections;
 use crate::query::Queries;
@@ -55,6 +57,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The folder of `.wasm` plugins to serve.
     pub plugins_dir: PathBuf,
+    /// Where the event log is: SQLite in the data folder (the default), or a
+    /// PostgreSQL database that several hosts may share.
+    pub store: StoreChoice,
     pub durability: Durability,
     pub limits: Limits,
     /// Reload plugins when files in the plugins folder change.
@@ -87,6 +92,7 @@ impl Config {
         Config {
             data_dir: data_dir.into(),
             plugins_dir: plugins_dir.into(),
+            store: StoreChoice::Sqlite,
             durability: Durability::default(),
             limits: Limits::default(),
             watch_plugins: true,
@@ -95,6 +101,127 @@ impl Config {
             shutdown_timeout: std::time::Duration::from_secs(10),
             idempotency_retention: std::time::Duration::from_secs(24 * 60 * 60),
             metrics: true,
+        }
+    }
+}
+
+/// Where a host keeps its event log (`--store`, `TESSERA_STORE`).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// `events.db` in the data folder: one host (or processes on one machine).
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database, by its URL (`postgres://user@host:port/db`): any number
+    /// of hosts, each with its own data folder for its read models (`docs/postgres.md`).
+    Postgres(String),
+}
+
+/// A `--store` value that names no store this host knows.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown store {0:?}: expected `sqlite` or a `postgres://` (or `postgresql://`) URL")]
+pub struct UnknownStore(String);
+
+impl std::str::FromStr for StoreChoice {
+    type Err = UnknownStore;
+
+    /// `sqlite`, or a PostgreSQL URL.
+    fn from_str(value: &str) -> Result<Self, UnknownStore> {
+        if value == "sqlite" {
+            Ok(StoreChoice::Sqlite)
+        } else if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+            Ok(StoreChoice::Postgres(value.to_string()))
+        } else {
+            Err(UnknownStore(redact(value)))
+        }
+    }
+}
+
+/// The URL without its password, for logs and messages.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    // A password may also be a parameter (`?password=...`).
+    let path = match path.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some(("password", _)) => "password=***".to_string(),
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => path.to_string(),
+    };
+    match authority.rsplit_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => format!("{scheme}://{credentials}@{host}{path}"),
+        },
+        None => format!("{scheme}://{authority}{path}"),
+    }
+}
+
+/// Shows a PostgreSQL URL without its password: the configuration is logged.
+impl std::fmt::Debug for StoreChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreChoice::Sqlite => f.write_str("Sqlite"),
+            StoreChoice::Postgres(url) => f.debug_tuple("Postgres").field(&redact(url)).finish(),
+        }
+    }
+}
+
+/// The store a host opened, for what only one kind of store has (a file check at
+/// start, its way of closing).
+enum OpenStore {
+    Sqlite(Arc<SqliteEventStore>),
+    Postgres(Arc<PostgresEventStore>),
+}
+
+impl OpenStore {
+    async fn open(config: &Config) -> Result<OpenStore, StoreError> {
+        Ok(match &config.store {
+            StoreChoice::Sqlite => OpenStore::Sqlite(Arc::new(SqliteEventStore::open(
+                &config.data_dir.join("events.db"),
+                config.durability,
+            )?)),
+            StoreChoice::Postgres(url) => {
+                tracing::info!(store = %redact(url), "event log in PostgreSQL");
+                OpenStore::Postgres(Arc::new(
+                    PostgresEventStore::open(url, config.durability).await?,
+                ))
+            }
+        })
+    }
+
+    fn shared(&self) -> Arc<dyn EventStore> {
+        match self {
+            OpenStore::Sqlite(store) => store.clone(),
+            OpenStore::Postgres(store) => store.clone(),
+        }
+    }
+
+    /// Checks the store's files after a run that did not stop cleanly. A PostgreSQL
+    /// database recovers by itself: nothing to check here.
+    fn check(&self) -> Result<(), StoreError> {
+        match self {
+            OpenStore::Sqlite(store) => store.quick_check(),
+            OpenStore::Postgres(_) => Ok(()),
+        }
+    }
+
+    /// Stops the writer after what is queued.
+    async fn close(&self) {
+        match self {
+            OpenStore::Sqlite(store) => {
+                let closing = store.clone();
+                let _ = tokio::task::spawn_blocking(move || closing.close()).await;
+            }
+            OpenStore::Postgres(store) => store.close().await,
         }
     }
 }
@@ -139,13 +266,10 @@ pub async fn serve(
     let unclean = marker.found;
     // Before the store opens and the plugins load, so that their first records count.
     let metrics = config.metrics.then(metrics::install);
-    let store = Arc::new(SqliteEventStore::open(
-        &config.data_dir.join("events.db"),
-        config.durability,
-    )?);
+    let store = OpenStore::open(&config).await?;
     if unclean {
         tracing::warn!("the last run did not stop cleanly; checking the stores");
-        store.quick_check()?;
+        store.check()?;
     }
     read_store::limit_heap(config.limits.sqlite_heap)
         .map_err(|e| ServeError::Runtime(format!("cannot bound SQLite's memory: {e}")))?;
@@ -163,7 +287,7 @@ pub async fn serve(
     };
     std::fs::create_dir_all(&config.plugins_dir).map_err(plugins_dir_error)?;
     plugins.reload().await.map_err(plugins_dir_error)?;
-    let event_store: Arc<dyn EventStore> = store.clone();
+    let event_store: Arc<dyn EventStore> = store.shared();
     let bus = Arc::new(CommandBus::new(event_store.clone(), plugins.clone()));
     // Workers start from their checkpoints: whatever a crash left unapplied (inline
     // projections included) is caught up before or while the first requests arrive.
@@ -245,8 +369,7 @@ pub async fn serve(
         // Workers stop after their batch; a batch in a plugin call ends at its
         // deadline, or at once when the calls are stopped below.
         projections.shutdown().await;
-        let closing = store.clone();
-        let _ = tokio::task::spawn_blocking(move || closing.close()).await;
+        store.close().await;
         Ok::<_, ServeError>(())
     };
     let limit = config.shutdown_timeout;
@@ -328,5 +451,54 @@ async fn follow_catalog(
         }
         let catalog = catalogs.borrow_and_update().clone();
         projections.sync(&catalog).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{StoreChoice, redact};
+
+    #[test]
+    fn a_store_is_sqlite_or_a_postgres_url() {
+        assert_eq!(
+            "sqlite".parse::<StoreChoice>().unwrap(),
+            StoreChoice::Sqlite
+        );
+        for url in [
+            "postgres://u@h/db",
+            "postgresql://u:p@h:5432/db?sslmode=disable",
+        ] {
+            assert_eq!(
+                url.parse::<StoreChoice>().unwrap(),
+                StoreChoice::Postgres(url.to_string())
+            );
+        }
+        let error = "mysql://root:hunter2@h/db"
+            .parse::<StoreChoice>()
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn a_url_is_shown_without_its_password() {
+        assert_eq!(
+            redact("postgres://tessera:s3cret@db:5432/log"),
+            "postgres://tessera:***@db:5432/log"
+        );
+        assert_eq!(
+            redact("postgres://tessera@db/log"),
+            "postgres://tessera@db/log"
+        );
+        assert_eq!(
+            redact("postgres://db/log?user=t&password=s3cret&connect_timeout=2"),
+            "postgres://db/log?user=t&password=***&connect_timeout=2"
+        );
+        assert_eq!(redact("postgres://db/log"), "postgres://db/log");
+        let shown = format!(
+            "{:?}",
+            StoreChoice::Postgres("postgres://u:pw@h/d".to_string())
+        );
+        assert!(!shown.contains("pw"), "{shown}");
     }
 }

@@ -150,6 +150,16 @@ struct ServeArgs {
     /// The address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080", env = "TESSERA_LISTEN")]
     listen: SocketAddr,
+    /// Where the event log is: `sqlite` (`events.db` in the data folder), or a
+    /// PostgreSQL URL (`postgres://user:password@host:port/db`) that several hosts
+    /// share, each with its own data folder (docs/postgres.md).
+    #[arg(
+        long,
+        default_value = "sqlite",
+        env = "TESSERA_STORE",
+        hide_env_values = true
+    )]
+    store: tessera::StoreChoice,
     /// `full`: an acknowledged command survives power loss (an fsync per group
     /// commit). `normal`: no fsync per commit; a power loss (not a process crash) may
     /// lose the last acknowledged commands.
@@ -395,6 +405,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let auth = auth_config(&args)?;
     let mut config = tessera::Config::new(args.data, args.plugins);
+    config.store = args.store;
     config.durability = args.durability;
     config.auth = auth;
     config.admin_token = args.admin_token;

@@ -6,7 +6,9 @@
 //!   configuration too (limits, an admin token, `--auth`), [`TestHost::start_files`]
 //!   for plugins under names of the test's choosing, [`TestHost::start_configured`] on
 //!   a folder the test prepared first ([`test_dir`]), [`TestHost::start_sharing`] for
-//!   a second host on the same SQLite file, [`TestHost::restart`];
+//!   a second host on the same store, [`TestHost::restart`]; with
+//!   `TESSERA_TEST_STORE=postgres` each new host keeps its log in a fresh PostgreSQL
+//!   database instead of SQLite ([`postgres`], `make test-postgres`);
 //! - [`binary::Binary`] for the real `tessera` binary as a child process: what needs a
 //!   SIGKILL, a SIGTERM, the pid (`/proc`) or the process's log;
 //! - [`http::Api`] for the HTTP API: both hosts dereference to one, so `host.head()`,
@@ -48,6 +50,7 @@ pub mod crash;
 pub mod deploy;
 pub mod http;
 pub mod lifecycle;
+pub mod postgres;
 pub mod read_compare;
 pub mod read_side;
 
@@ -120,6 +123,8 @@ pub fn short_limits(deadline: Duration) -> Limits {
 pub struct TestHost {
     api: Api,
     dir: Arc<TempDir>,
+    /// Where its log is: restarts and hosts sharing it use the same.
+    store: tessera::StoreChoice,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -181,7 +186,7 @@ impl TestHost {
     /// write connection, stream locks and state cache, so only the store's optimistic
     /// concurrency keeps their appends apart.
     pub async fn start_sharing(other: &TestHost) -> Result<TestHost> {
-        TestHost::start_configured(other.dir.clone(), |_| {}).await
+        TestHost::start_on(other.dir.clone(), Some(other.store.clone()), |_| {}).await
     }
 
     /// Starts a host on `dir` (its `data` and `plugins` folders, see [`test_dir`]) with
@@ -191,11 +196,30 @@ impl TestHost {
         dir: Arc<TempDir>,
         configure: impl FnOnce(&mut tessera::Config),
     ) -> Result<TestHost> {
+        TestHost::start_on(dir, None, configure).await
+    }
+
+    /// Starts a host on `dir` with its log in `store`; with none given, in SQLite, or
+    /// in a fresh PostgreSQL database when `TESSERA_TEST_STORE=postgres`. `configure`
+    /// may still choose the store itself.
+    async fn start_on(
+        dir: Arc<TempDir>,
+        store: Option<tessera::StoreChoice>,
+        configure: impl FnOnce(&mut tessera::Config),
+    ) -> Result<TestHost> {
         show_host_logs();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let mut config = tessera::Config::new(dir.path().join("data"), dir.path().join("plugins"));
+        config.store = match store {
+            Some(store) => store,
+            None if postgres::hosts_on_postgres() => {
+                tessera::StoreChoice::Postgres(postgres::fresh_database().await)
+            }
+            None => tessera::StoreChoice::Sqlite,
+        };
         configure(&mut config);
+        let store = config.store.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let shutdown = async {
@@ -208,6 +232,7 @@ impl TestHost {
         let host = TestHost {
             api: Api::of(&reqwest::Client::new(), &url),
             dir,
+            store,
             stop: Some(stop),
             task: Some(task),
         };
@@ -230,7 +255,7 @@ impl TestHost {
     /// Stops the host gracefully and starts a new one on the same folders.
     pub async fn restart(mut self) -> Result<TestHost> {
         self.shutdown().await;
-        TestHost::start_configured(self.dir.clone(), |_| {}).await
+        TestHost::start_on(self.dir.clone(), Some(self.store.clone()), |_| {}).await
     }
 
     pub async fn shutdown(&mut self) {

@@ -308,13 +308,22 @@ impl CommandBus {
         command: &Command,
     ) -> Result<(u64, crate::plugin::Decision), CommandError> {
         let cached = self.states.get(stream, route.digest());
+        // A store whose reads wait on a network (PostgreSQL) is read here, with the
+        // async methods, so that the decision below never blocks a thread on it; a
+        // local store (SQLite) is read inside the decision, saving the hop.
+        let start = if self.store.reads_blocking() {
+            Start::Unread(cached)
+        } else {
+            let (cached, newer) = unfolded_async(self.store.as_ref(), stream, cached).await?;
+            Start::Read(cached, newer)
+        };
         let (folded, decision) = if self.pacer.inline(route.digest()) {
             self.pacer.timed(route.digest(), || {
                 decide_now(
                     route.code().as_ref(),
                     self.store.as_ref(),
                     stream,
-                    cached,
+                    start,
                     command,
                 )
             })
@@ -334,7 +343,7 @@ impl CommandBus {
                             handler.as_ref(),
                             store.as_ref(),
                             &stream_name,
-                            cached,
+                            start,
                             &command,
                         )
                     })
@@ -356,17 +365,27 @@ impl CommandBus {
     }
 }
 
-/// One decision, on the calling thread: read what the cached state lacks, fold it (one
-/// guest call for all of it with 0.2.0 handlers; 0.1.0 ones fold per event), keep a
-/// snapshot when enough was folded since the last one, and decide.
+/// Where a decision starts: the cached state alone (the events since are read on the
+/// deciding thread), or the state and the events since, read already.
+enum Start {
+    Unread(CachedState),
+    Read(CachedState, Vec<RecordedEvent>),
+}
+
+/// One decision, on the calling thread: read what the cached state lacks (unless read
+/// already), fold it (one guest call for all of it with 0.2.0 handlers; 0.1.0 ones fold
+/// per event), keep a snapshot when enough was folded since the last one, and decide.
 fn decide_now(
     handler: &dyn AggregateCode,
     store: &dyn EventStore,
     stream: &str,
-    cached: CachedState,
+    start: Start,
     command: &Command,
 ) -> Result<(CachedState, crate::plugin::Decision), Decide> {
-    let (cached, newer) = unfolded(store, stream, cached).map_err(Decide::Store)?;
+    let (cached, newer) = match start {
+        Start::Unread(cached) => unfolded(store, stream, cached).map_err(Decide::Store)?,
+        Start::Read(cached, newer) => (cached, newer),
+    };
     let mut session = handler.session()?;
     let state = session.fold(cached.state, &newer)?;
     let version = newer.last().map_or(cached.version, |event| event.version);
@@ -411,11 +430,40 @@ fn unfolded(
     Ok((start, newer))
 }
 
+/// [`unfolded`] with the store's async reads, for a store that cannot read on the
+/// calling thread without blocking it.
+async fn unfolded_async(
+    store: &dyn EventStore,
+    stream: &str,
+    cached: CachedState,
+) -> Result<(CachedState, Vec<RecordedEvent>), StoreError> {
+    let start = if cached.version > 0 {
+        cached
+    } else {
+        restored(store.snapshot(stream, &cached.digest).await, stream, cached)
+    };
+    let newer = store.read_stream(stream, start.version, usize::MAX).await?;
+    Ok((start, newer))
+}
+
 /// The latest snapshot of `stream` by the same code, if any. One that cannot be read,
 /// or is not JSON, is passed over: the fold from the start gives the same state, only
 /// later.
 fn restore(store: &dyn EventStore, stream: &str, cached: CachedState) -> CachedState {
-    match store.snapshot_blocking(stream, &cached.digest) {
+    restored(
+        store.snapshot_blocking(stream, &cached.digest),
+        stream,
+        cached,
+    )
+}
+
+/// The state to start from, given what reading the snapshot found.
+fn restored(
+    found: Result<Option<Snapshot>, StoreError>,
+    stream: &str,
+    cached: CachedState,
+) -> CachedState {
+    match found {
         Ok(Some(snapshot)) if crate::json::check(&snapshot.state).is_ok() => CachedState {
             digest: cached.digest,
             version: snapshot.version,

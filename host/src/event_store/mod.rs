@@ -12,9 +12,12 @@
 //!   [`EventStore::expire_idempotency_keys`] deletes them (the host's retention).
 //! - An acknowledged append is durable to the degree [`Durability`] promises.
 //!
-//! This module knows nothing of Wasm or HTTP. The SQLite implementation lives in
-//! [`sqlite`]; a PostgreSQL one would implement the same [`EventStore`] trait.
+//! This module knows nothing of Wasm or HTTP. Two implementations: [`sqlite`], one
+//! file in the host's data folder (the default), and [`postgres`], one PostgreSQL
+//! database that several hosts share (`tessera serve --store postgres://...`, see
+//! `docs/postgres.md`).
 
+mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
@@ -23,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::watch;
 
+pub use postgres::PostgresEventStore;
 pub use sqlite::SqliteEventStore;
 pub(crate) use sqlite::{plan_once, quick_check};
 
@@ -210,6 +214,10 @@ pub enum StoreError {
     /// [`StoreError::Database`]: every append of the group gets the same cause.
     #[error("commit failed: {0}")]
     CommitFailed(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// The database cannot be reached (a server store down, or its connections all
+    /// taken past the wait); nothing was changed. A 503: retry later or on another host.
+    #[error("event store database unavailable: {0}")]
+    Unavailable(#[source] BoxError),
     /// Reading or writing the store's files failed outside the database. Report it.
     #[error("event store I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -230,6 +238,48 @@ impl StoreError {
     /// The database behind the store failed with `error`.
     pub fn database(error: impl std::error::Error + Send + Sync + 'static) -> Self {
         StoreError::Database(Box::new(error))
+    }
+}
+
+/// Which database an [`EventStore`] keeps its log in: what operations that work on the
+/// store's files (backups, file checks) ask before they start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// One SQLite file, `events.db`, in the host's data folder.
+    Sqlite,
+    /// A PostgreSQL database, possibly shared by several hosts.
+    Postgres,
+}
+
+/// A row of the log before its JSON columns are checked, as every store reads it.
+pub(crate) struct RawEvent {
+    pub position: i64,
+    pub stream: String,
+    pub version: i64,
+    pub event_type: String,
+    pub data: String,
+    pub metadata: String,
+    pub timestamp: String,
+}
+
+impl RawEvent {
+    /// The event, or [`StoreError::Corrupt`] naming its position if a JSON column does
+    /// not parse.
+    pub fn decode(self) -> Result<RecordedEvent, StoreError> {
+        let position = self.position;
+        let corrupt = |what: &str, e: serde_json::Error| {
+            StoreError::Corrupt(format!("event {position} {what}: {e}"))
+        };
+        Ok(RecordedEvent {
+            position: position as u64,
+            version: self.version as u64,
+            metadata: serde_json::from_str(&self.metadata).map_err(|e| corrupt("metadata", e))?,
+            data: RawValue::from_string(self.data).map_err(|e| corrupt("data", e))?,
+            stream: self.stream,
+            event_type: self.event_type,
+            timestamp: self.timestamp,
+        })
     }
 }
 
@@ -260,6 +310,21 @@ pub trait EventStore: Send + Sync + 'static {
     /// The latest snapshot of `stream` folded by code `digest`, on the calling thread.
     fn snapshot_blocking(&self, stream: &str, digest: &str)
     -> Result<Option<Snapshot>, StoreError>;
+
+    /// The same as [`EventStore::snapshot_blocking`], without blocking the caller.
+    async fn snapshot(&self, stream: &str, digest: &str) -> Result<Option<Snapshot>, StoreError>;
+
+    /// True when [`EventStore::read_stream_blocking`] and
+    /// [`EventStore::snapshot_blocking`] are quick local reads that a caller may make
+    /// on any thread, an async worker's included (SQLite: a read of a local file).
+    /// False when they wait on a network: the command bus then reads with the async
+    /// methods before it decides, so that no worker thread waits on the database.
+    fn reads_blocking(&self) -> bool {
+        true
+    }
+
+    /// Which database the log is in.
+    fn backend(&self) -> Backend;
 
     /// Keeps a snapshot, later and at no cost to appends (it may ride along with the
     /// next group commit). Best effort: a snapshot that is never written only costs a

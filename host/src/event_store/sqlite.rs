@@ -12,12 +12,11 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
-use serde_json::value::RawValue;
 use tokio::sync::{oneshot, watch};
 
 use super::{
     AppendError, AppendOutcome, AppendRequest, Commit, Durability, EventStore, IdempotentCommit,
-    RecordedEvent, Snapshot, StoreError,
+    RawEvent, RecordedEvent, Snapshot, StoreError,
 };
 
 /// The most appends one group commit takes. Bounds the latency a full queue adds.
@@ -247,20 +246,17 @@ impl EventStore for SqliteEventStore {
         stream: &str,
         digest: &str,
     ) -> Result<Option<Snapshot>, StoreError> {
-        self.read_now(|conn| {
-            let found = conn
-                .prepare_cached(include_str!("select_snapshot.sql"))?
-                .query_row([stream, digest], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-                })
-                .optional()?;
-            Ok(found.map(|(version, state)| Snapshot {
-                stream: stream.to_string(),
-                digest: digest.to_string(),
-                version: version as u64,
-                state,
-            }))
-        })
+        self.read_now(|conn| select_snapshot(conn, stream, digest))
+    }
+
+    async fn snapshot(&self, stream: &str, digest: &str) -> Result<Option<Snapshot>, StoreError> {
+        let (stream, digest) = (stream.to_string(), digest.to_string());
+        self.read(move |conn| select_snapshot(conn, &stream, &digest))
+            .await
+    }
+
+    fn backend(&self) -> super::Backend {
+        super::Backend::Sqlite
     }
 
     fn save_snapshot(&self, snapshot: Snapshot) {
@@ -693,6 +689,25 @@ fn find_idempotent_commit(
     }))
 }
 
+fn select_snapshot(
+    conn: &Connection,
+    stream: &str,
+    digest: &str,
+) -> Result<Option<Snapshot>, StoreError> {
+    let found = conn
+        .prepare_cached(include_str!("select_snapshot.sql"))?
+        .query_row([stream, digest], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })
+        .optional()?;
+    Ok(found.map(|(version, state)| Snapshot {
+        stream: stream.to_string(),
+        digest: digest.to_string(),
+        version: version as u64,
+        state,
+    }))
+}
+
 fn select_stream(
     conn: &Connection,
     stream: &str,
@@ -713,17 +728,6 @@ fn as_sql(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// A row of `events` before its JSON columns are checked.
-struct RawEvent {
-    position: i64,
-    stream: String,
-    version: i64,
-    event_type: String,
-    data: String,
-    metadata: String,
-    timestamp: String,
-}
-
 fn raw_event(row: &Row<'_>) -> rusqlite::Result<RawEvent> {
     Ok(RawEvent {
         position: row.get(0)?,
@@ -734,24 +738,6 @@ fn raw_event(row: &Row<'_>) -> rusqlite::Result<RawEvent> {
         metadata: row.get(5)?,
         timestamp: row.get(6)?,
     })
-}
-
-impl RawEvent {
-    fn decode(self) -> Result<RecordedEvent, StoreError> {
-        let position = self.position;
-        let corrupt = |what: &str, e: serde_json::Error| {
-            StoreError::Corrupt(format!("event {position} {what}: {e}"))
-        };
-        Ok(RecordedEvent {
-            position: position as u64,
-            version: self.version as u64,
-            metadata: serde_json::from_str(&self.metadata).map_err(|e| corrupt("metadata", e))?,
-            data: RawValue::from_string(self.data).map_err(|e| corrupt("data", e))?,
-            stream: self.stream,
-            event_type: self.event_type,
-            timestamp: self.timestamp,
-        })
-    }
 }
 
 #[cfg(test)]

@@ -98,7 +98,7 @@ pub struct CommandResponse {
         (status = 415, description = "The body is not declared as JSON (unsupported_media_type)", body = ErrorBody),
         (status = 422, description = "The handler refused the payload (validation_failed, details per field) or the command (rejected, details.reason), or the Idempotency-Key was used for another command (idempotency_mismatch)", body = ErrorBody),
         (status = 500, description = "The plugin failed (plugin_failed) or the event store did (store_failed)", body = ErrorBody),
-        (status = 503, description = "Too contended to append after retries (contended), or the host is shutting down (shutting_down)", body = ErrorBody),
+        (status = 503, description = "Too contended to append after retries (contended), the event store's database cannot be reached (store_unavailable), or the host is shutting down (shutting_down)", body = ErrorBody),
         (status = 504, description = "The plugin ran past its deadline (deadline_exceeded)", body = ErrorBody),
     ),
     security((), ("caller" = []))

@@ -226,6 +226,15 @@ impl From<StoreError> for ApiError {
                 "shutting_down",
                 "the host is shutting down",
             ),
+            StoreError::Unavailable(_) => {
+                tracing::warn!(%error, "the event store's database is unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the event store's database cannot be reached; try again later",
+                )
+                .retry_after(1)
+            }
             error => ApiError::internal("store_failed", &error),
         }
     }
@@ -290,6 +299,11 @@ impl From<BackupError> for ApiError {
             BackupError::Destination(_) => ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "bad_destination",
+                error.to_string(),
+            ),
+            BackupError::LogInPostgres => ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "backup_unsupported",
                 error.to_string(),
             ),
             error => ApiError::internal("backup_failed", &error),

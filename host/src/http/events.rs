@@ -51,7 +51,7 @@ pub struct StreamPage {
         (status = 403, description = "The caller lacks the required role (forbidden)", body = ErrorBody),
         (status = 404, description = "The stream has no events (unknown_stream)", body = ErrorBody),
         (status = 500, description = "The event store failed (store_failed)", body = ErrorBody),
-        (status = 503, description = "The host is shutting down (shutting_down)", body = ErrorBody),
+        (status = 503, description = "The event store's database cannot be reached (store_unavailable), or the host is shutting down (shutting_down)", body = ErrorBody),
     ),
     security((), ("caller" = []))
 )]
@@ -117,7 +117,7 @@ pub struct LogPage {
         (status = 401, description = "Authentication is on and the bearer token is missing or invalid (unauthorized)", body = ErrorBody),
         (status = 403, description = "The caller lacks the required role (forbidden)", body = ErrorBody),
         (status = 500, description = "The event store failed (store_failed)", body = ErrorBody),
-        (status = 503, description = "The host is shutting down (shutting_down)", body = ErrorBody),
+        (status = 503, description = "The event store's database cannot be reached (store_unavailable), or the host is shutting down (shutting_down)", body = ErrorBody),
     ),
     security((), ("caller" = []))
 )]

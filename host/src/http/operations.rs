@@ -109,6 +109,7 @@ static RUNNING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
         (status = 413, description = "The body is over 1 MiB (payload_too_large)", body = ErrorBody),
         (status = 415, description = "The body is not declared as JSON (unsupported_media_type)", body = ErrorBody),
         (status = 500, description = "Reading the data or writing the copy failed (backup_failed)", body = ErrorBody),
+        (status = 501, description = "The event log is in PostgreSQL: back it up with pg_dump (backup_unsupported)", body = ErrorBody),
     ),
     security(("admin" = []))
 )]
@@ -123,6 +124,9 @@ pub async fn backup(
             "another backup is running; try again when it has finished",
         )
     })?;
+    if state.store.backend() != crate::event_store::Backend::Sqlite {
+        return Err(crate::backup::BackupError::LogInPostgres.into());
+    }
     let dest = PathBuf::from(request.dest);
     let data_dir = state.data_dir.clone();
     let plugins_dir = state.plugins.dir().to_path_buf();

@@ -1,0 +1,5 @@
+SELECT position, stream, version, event_type, data, metadata, timestamp
+FROM tessera_events
+WHERE position > $1
+ORDER BY position
+LIMIT $2

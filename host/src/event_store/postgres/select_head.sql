@@ -1,0 +1,1 @@
+SELECT position FROM tessera_head WHERE id
