@@ -23,7 +23,10 @@
 //!   `commands-hot`, `four-plugins` (new streams, four plugins),
 //!   `long-stream`, `queries`, `queries-account`, `queries-account-cached`,
 //!   `queries-account-uncached`, `queries-accounts-cached`, `queries-accounts-uncached`,
-//!   `lag`, `rebuild`, `native`. Arguments after `--` (`cargo bench -p tessera --bench
+//!   `lag`, `rebuild`, `native`, `languages` (`languages-rust`, `languages-ts`,
+//!   `languages-py`: the bank's command handler in each language, see
+//!   `suite/languages.rs`; `languages-mixed`: the TypeScript and Python banks in one
+//!   host). Arguments after `--` (`cargo bench -p tessera --bench
 //!   suite -- lag`) are read the same way.
 //! - `TESSERA_BENCH_REBUILD_EVENTS` (default 1,000,000): the log the rebuilds run on.
 //! - `TESSERA_BENCH_LONG_EVENTS` (default 10,000): the long stream's length.
@@ -74,6 +77,8 @@ use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+#[path = "suite/languages.rs"]
+mod languages;
 #[path = "suite/native.rs"]
 mod native;
 
@@ -562,7 +567,7 @@ async fn run(settings: Settings) -> Result<()> {
         next_id: 0,
     };
     type Group = fn(&mut Ctx) -> futures::future::LocalBoxFuture<'_, Result<()>>;
-    let groups: [(&str, &[&str], Group); 7] = [
+    let groups: [(&str, &[&str], Group); 8] = [
         (
             "bank-commands",
             &[
@@ -600,6 +605,16 @@ async fn run(settings: Settings) -> Result<()> {
             "postgres",
             &["postgres-one-host", "postgres-three-hosts"],
             |ctx| Box::pin(postgres(ctx)),
+        ),
+        (
+            "languages",
+            &[
+                "languages-rust",
+                "languages-ts",
+                "languages-py",
+                "languages-mixed",
+            ],
+            |ctx| Box::pin(languages::languages(ctx)),
         ),
     ];
     let mut failures = Vec::new();
@@ -2002,7 +2017,8 @@ impl Host {
                     host.log_tail()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Short: the languages figures time a start to the first answer.
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 

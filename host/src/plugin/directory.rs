@@ -304,7 +304,14 @@ impl Plugins {
         let compiles = self.compiles.clone();
         tokio::task::spawn_blocking(move || {
             let digest = hex::encode(Sha256::digest(&*bytes));
-            load(&runtime, cache.as_ref(), &compiles, file.as_deref(), &bytes, digest)
+            load(
+                &runtime,
+                cache.as_ref(),
+                &compiles,
+                file.as_deref(),
+                &bytes,
+                digest,
+            )
         })
         .await
         .map_err(|e| format!("loader failed: {e}"))?
@@ -345,7 +352,9 @@ impl Plugins {
             let cache = self.cache.clone();
             let compiles = self.compiles.clone();
             let seen = seen.get(&path).cloned();
-            tokio::task::spawn_blocking(move || scan(&runtime, cache.as_ref(), &compiles, path, seen))
+            tokio::task::spawn_blocking(move || {
+                scan(&runtime, cache.as_ref(), &compiles, path, seen)
+            })
         }))
         .buffered(parallel);
         let mut changed = 0;
@@ -589,7 +598,14 @@ fn scan(
         return None;
     }
     let file = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let loaded = load(runtime, cache, compiles, file.as_deref(), &bytes, digest.clone());
+    let loaded = load(
+        runtime,
+        cache,
+        compiles,
+        file.as_deref(),
+        &bytes,
+        digest.clone(),
+    );
     Some(Scanned {
         path,
         digest,
