@@ -177,10 +177,13 @@ soak: setup
 # the release binary with the release plugins over real HTTP, prints a table against the
 # performance targets and writes target/bench/results.json; then the other benches run.
 # TESSERA_BENCH_SECONDS=2 shortens every figure, TESSERA_BENCH_ONLY=<figure> runs one
-# (the suite's header lists them and the other settings).
-bench: plugins
+# (the suite's header lists them and the other settings). The PostgreSQL figures run on
+# the `make postgres` server (TESSERA_BENCH_POSTGRES= skips them); the languages figures
+# use the TypeScript and Python plugins the test kit builds.
+TESSERA_BENCH_POSTGRES ?= postgres://tessera@127.0.0.1:55432/postgres
+bench: plugins postgres
 	$(CARGO) build --release -p tessera --bin tessera
-	$(CARGO) bench -p tessera --no-fail-fast
+	TESSERA_BENCH_POSTGRES=$(TESSERA_BENCH_POSTGRES) $(CARGO) bench -p tessera --no-fail-fast
 
 lint: setup
 	$(CARGO) fmt --all -- --check

@@ -40,7 +40,8 @@
 //!   with it, the `postgres` figures run (`postgres-one-host`, `postgres-three-hosts`:
 //!   new streams at 16 and 64 connections, each on a fresh database of that server,
 //!   the three hosts sharing one database and the connections split between them).
-//!   Without it they are skipped.
+//!   Without it, or empty, they are skipped; `make bench` sets it to the `make
+//!   postgres` server.
 //! - `TESSERA_BENCH_PLUGINS`: a folder holding the four example `.wasm` files
 //!   (default `target/plugins`, where `make plugins` puts the release builds; without
 //!   them the suite falls back to the test builds and says so).
@@ -693,7 +694,10 @@ async fn run(settings: Settings) -> Result<()> {
 /// connections split between them (the figure is their sum).
 async fn postgres(ctx: &mut Ctx) -> Result<()> {
     let group = "postgres";
-    let Ok(server) = std::env::var("TESSERA_BENCH_POSTGRES") else {
+    let Some(server) = std::env::var("TESSERA_BENCH_POSTGRES")
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+    else {
         ctx.push(
             Row::new(group, group, "postgres: skipped", "")
                 .note("set TESSERA_BENCH_POSTGRES to a server's URL (`make postgres` prints one)"),
