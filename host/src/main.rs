@@ -44,6 +44,18 @@ enum LogFormat {
 enum Commands {
     /// Serve the plugins in a folder over HTTP.
     Serve(ServeArgs),
+    /// Compile a component for a host's engine: what a host runs in a child process to
+    /// keep the compiler's memory out of its own. Reads the `.wasm` on standard input and
+    /// writes the compiled code to `--out`; exits with status 3 and the reason on
+    /// standard error when the component is not valid.
+    #[command(hide = true)]
+    CompileComponent {
+        #[arg(long)]
+        out: PathBuf,
+        /// The host's pooled memory reservation in bytes (absent: no pooling).
+        #[arg(long)]
+        pooled_memory: Option<u64>,
+    },
     /// Serve, and rebuild a plugin whenever its source changes (development).
     Dev {
         #[command(flatten)]
@@ -328,6 +340,7 @@ async fn run() -> anyhow::Result<()> {
     }
     match cli.command {
         Commands::Serve(args) => serve(args).await,
+        Commands::CompileComponent { out, pooled_memory } => compile_component(&out, pooled_memory),
         Commands::Dev {
             serve: args,
             sources,
@@ -399,6 +412,23 @@ async fn run() -> anyhow::Result<()> {
     }
 }
 
+fn compile_component(out: &std::path::Path, pooled_memory: Option<u64>) -> anyhow::Result<()> {
+    use std::io::{Read as _, Write as _};
+    use tessera::plugin::{COMPILE_REFUSED_EXIT, CompileFailure, EngineSpec};
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut bytes)
+        .context("cannot read the component")?;
+    match tessera::plugin::compile_component(EngineSpec { pooled_memory }, &bytes, out) {
+        Ok(()) => Ok(()),
+        Err(CompileFailure::Refused(reason)) => {
+            let _ = writeln!(std::io::stderr(), "{reason}");
+            std::process::exit(COMPILE_REFUSED_EXIT);
+        }
+        Err(CompileFailure::Failed(reason)) => anyhow::bail!(reason),
+    }
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -420,6 +450,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         pooling: !args.no_pooling,
         instance_reuse: args.instance_reuse,
         per_plugin: args.plugin_limits.into_iter().collect(),
+        // This very executable compiles components in a child process; without it
+        // (it cannot be found), in the host.
+        compiler: std::env::current_exe().ok(),
         ..Limits::default()
     };
     config.shutdown_timeout = Duration::from_millis(args.shutdown_timeout_ms);

@@ -5,6 +5,7 @@
 //! plugin version (after `describe` names it), so a call never looks up its limits.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::world::PluginKind;
@@ -37,6 +38,12 @@ pub struct Limits {
     pub instance_reuse: u32,
     /// Overrides for single plugins, by plugin name.
     pub per_plugin: HashMap<String, PluginLimits>,
+    /// The `tessera` executable that compiles components in a child process (its
+    /// `compile-component` command), so that the compiler's working set, hundreds of
+    /// MiB for a componentize-js or componentize-py component, and whatever a hostile
+    /// component does to the compiler, stay out of the host process. `None`: in this
+    /// process (what a library user without the binary gets).
+    pub compiler: Option<PathBuf>,
 }
 
 /// Limits for one plugin that differ from its kind's defaults.
@@ -111,6 +118,7 @@ impl Default for Limits {
             pooling: true,
             instance_reuse: 1000,
             per_plugin: HashMap::new(),
+            compiler: None,
         }
     }
 }

@@ -61,6 +61,7 @@ mod world;
 
 pub use catalog::{Catalog, CommandRoute, LoadFailure, ProjectionRoute, QueryRoute};
 pub use command_handler::{Command, CommandHandler, CommandSession, Decision};
+pub use compiled_cache::COMPILE_REFUSED_EXIT;
 pub use deadline::Abandon;
 pub use describe::{Description, ProjectionMode};
 pub use directory::{DeployError, PluginListing, Plugins};
@@ -68,6 +69,6 @@ pub use error::{CallError, LoadError, Refusal};
 pub use limits::{CallLimits, Limits, PluginLimits};
 pub use projection_handler::{Batch, BatchError, ProjectionHandler};
 pub use query_handler::QueryHandler;
-pub use runtime::{Plugin, PluginCode, Runtime};
+pub use runtime::{CompileFailure, EngineSpec, Plugin, PluginCode, Runtime, compile_component};
 pub use watcher::PluginWatcher;
 pub use world::{Contract, PluginKind};

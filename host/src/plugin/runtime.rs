@@ -49,6 +49,8 @@ pub struct Runtime {
 
 struct RuntimeInner {
     engine: Engine,
+    /// What the engine's compiled code depends on, for a child compiler.
+    spec: EngineSpec,
     limits: Limits,
     /// One linker per world, by contract.
     v0_1: Linkers,
@@ -97,7 +99,7 @@ fn linker(
 
 impl Runtime {
     pub fn new(limits: Limits) -> Result<Self, wasmtime::Error> {
-        let engine = engine(&limits)?;
+        let (engine, spec) = engine(&limits)?;
 
         let v0_1 = Linkers {
             command: linker(&engine, |l| {
@@ -128,6 +130,7 @@ impl Runtime {
         Ok(Runtime {
             inner: Arc::new(RuntimeInner {
                 engine,
+                spec,
                 limits,
                 v0_1,
                 v0_2,
@@ -174,6 +177,11 @@ impl Runtime {
 
     pub(crate) fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// The engine's settings, as a child compiler needs them.
+    pub(crate) fn engine_spec(&self) -> EngineSpec {
+        self.inner.spec
     }
 
     /// Links a compiled component against its world and checks its description.
@@ -263,14 +271,21 @@ const KEEP_RESIDENT: usize = 2 << 20;
 /// Decommits gathered before one system call does them all.
 const DECOMMIT_BATCH: usize = 32;
 
+/// What a compiled component depends on beyond the wasmtime build: the engine
+/// [`compile_component`] builds from it in a child process compiles code that the host's
+/// engine, built from the same spec, loads (the compiled cache checks it all the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineSpec {
+    /// With the pooling allocator, each memory slot's reservation in bytes; `None`:
+    /// instances allocated on demand, with wasmtime's default reservation.
+    pub pooled_memory: Option<u64>,
+}
+
 /// The engine: epoch interruption for deadlines, and the pooling allocator (memory
 /// and instance slots reserved once, so instantiating per call is cheap) unless the
 /// address space is too small for its reservation, in which case instances are
 /// allocated on demand.
-fn engine(limits: &Limits) -> Result<Engine, wasmtime::Error> {
-    let mut config = wasmtime::Config::new();
-    config.epoch_interruption(true);
-    config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+fn engine(limits: &Limits) -> Result<(Engine, EngineSpec), wasmtime::Error> {
     if limits.pooling {
         // Each pooled memory slot reserves address space for the largest memory any
         // plugin may have, not wasmtime's default 4 GiB, so that many hosts (tests)
@@ -280,31 +295,13 @@ fn engine(limits: &Limits) -> Result<Engine, wasmtime::Error> {
             .values()
             .filter_map(|l| l.max_memory)
             .fold(limits.max_memory, usize::max);
-        let mut pool = wasmtime::PoolingAllocationConfig::default();
-        pool.total_component_instances(POOLED_INSTANCES)
-            .total_core_instances(POOLED_INSTANCES * 2)
-            .total_memories(POOLED_INSTANCES * 2)
-            .total_tables(POOLED_INSTANCES * 2)
-            .total_stacks(POOLED_INSTANCES)
-            .max_memory_size(largest)
-            // A slot going back to the pool is reset by rewriting the pages the
-            // instance touched (found with PAGEMAP_SCAN where the kernel has it), up to
-            // this much, instead of an madvise per instance: each madvise on a shared
-            // address space costs a TLB shootdown on every core.
-            .linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(64 << 10)
-            .pagemap_scan(wasmtime::Enabled::Auto)
-            // What must still be decommitted is done in batches.
-            .decommit_batch_size(DECOMMIT_BATCH);
-        let mut pooled = config.clone();
-        pooled
-            .memory_reservation(largest as u64)
-            .memory_guard_size(64 << 10);
-        pooled.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
-        match Engine::new(&pooled) {
+        let spec = EngineSpec {
+            pooled_memory: Some(largest as u64),
+        };
+        match engine_for(spec) {
             Ok(engine) => {
                 tracing::debug!("plugin instances use the pooling allocator");
-                return Ok(engine);
+                return Ok((engine, spec));
             }
             Err(error) => tracing::warn!(
                 error = %format!("{error:#}"),
@@ -312,5 +309,67 @@ fn engine(limits: &Limits) -> Result<Engine, wasmtime::Error> {
             ),
         }
     }
+    let spec = EngineSpec {
+        pooled_memory: None,
+    };
+    Ok((engine_for(spec)?, spec))
+}
+
+/// The engine `spec` describes.
+fn engine_for(spec: EngineSpec) -> Result<Engine, wasmtime::Error> {
+    let mut config = wasmtime::Config::new();
+    config.epoch_interruption(true);
+    config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    let Some(largest) = spec.pooled_memory else {
+        return Engine::new(&config);
+    };
+    let mut pool = wasmtime::PoolingAllocationConfig::default();
+    pool.total_component_instances(POOLED_INSTANCES)
+        .total_core_instances(POOLED_INSTANCES * 2)
+        .total_memories(POOLED_INSTANCES * 2)
+        .total_tables(POOLED_INSTANCES * 2)
+        .total_stacks(POOLED_INSTANCES)
+        .max_memory_size(largest as usize)
+        // A slot going back to the pool is reset by rewriting the pages the
+        // instance touched (found with PAGEMAP_SCAN where the kernel has it), up to
+        // this much, instead of an madvise per instance: each madvise on a shared
+        // address space costs a TLB shootdown on every core.
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(64 << 10)
+        .pagemap_scan(wasmtime::Enabled::Auto)
+        // What must still be decommitted is done in batches.
+        .decommit_batch_size(DECOMMIT_BATCH);
+    config
+        .memory_reservation(largest)
+        .memory_guard_size(64 << 10);
+    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config)
+}
+
+/// Compiles the component `bytes` for the engine `spec` describes, into the file `out`:
+/// what `tessera compile-component` does in a child process for the compiled cache
+/// (`compiled_cache.rs`). `Err(Refused)` when wasmtime refuses the component (not
+/// valid), `Err(Failed)` when this process could not do its part.
+pub fn compile_component(
+    spec: EngineSpec,
+    bytes: &[u8],
+    out: &std::path::Path,
+) -> Result<(), CompileFailure> {
+    let engine = engine_for(spec).map_err(|e| CompileFailure::Failed(format!("{e:#}")))?;
+    let compiled = engine
+        .precompile_component(bytes)
+        .map_err(|e| CompileFailure::Refused(format!("{e:#}")))?;
+    std::fs::write(out, compiled).map_err(|e| CompileFailure::Failed(e.to_string()))
+}
+
+/// Why [`compile_component`] did not write its file.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileFailure {
+    /// wasmtime refused the component: the plugin is not valid (its message says why).
+    #[error("{0}")]
+    Refused(String),
+    /// Something else failed (the engine, the output file): nothing is said about
+    /// the plugin; the host compiles it in its own process instead.
+    #[error("{0}")]
+    Failed(String),
 }
