@@ -207,7 +207,7 @@ async fn one_language(ctx: &mut Ctx, language: &Language, rust_rate: Option<f64>
             .start(group, &role, &data, &plugins, &durability, &[])
             .await?;
         restarts.push(started.elapsed().as_secs_f64() * 1e3);
-        rss = proc_status_kib(host.pid, "VmRSS").map(|kib| kib as f64 / 1024.0);
+        rss = rss_mb(host.pid);
         ctx.stop(host).await;
     }
     let restart = median(&mut restarts);
@@ -220,7 +220,7 @@ async fn one_language(ctx: &mut Ctx, language: &Language, rust_rate: Option<f64>
     row.value = Some(restart);
     ctx.push(row.target("< 200 ms", restart < 200.0).note(format!(
         "median of {RESTARTS}: {restarts:.1?} ms; RSS then {} MB",
-        rss.map_or("?".to_string(), |mb| format!("{mb:.0}"))
+        megabytes(rss)
     )));
     Ok(sample.per_second)
 }
@@ -236,7 +236,7 @@ async fn mixed(ctx: &mut Ctx, files: &[(&'static str, PathBuf); 4]) -> Result<()
         .start(group, "mixed-first", &data, &plugins, &durability, &[])
         .await?;
     let first = started.elapsed().as_secs_f64() * 1e3;
-    let compiled_rss = proc_status_kib(host.pid, "VmRSS").map(|kib| kib as f64 / 1024.0);
+    let compiled_rss = rss_mb(host.pid);
     let record = ctx.stop(host).await;
     let mut row = Row::new(
         "languages-mixed-compile",
@@ -247,10 +247,8 @@ async fn mixed(ctx: &mut Ctx, files: &[(&'static str, PathBuf); 4]) -> Result<()
     row.value = Some(first);
     ctx.push(row.note(format!(
         "RSS after the compile {} MB, peak {} MB",
-        compiled_rss.map_or("?".to_string(), |mb| format!("{mb:.0}")),
-        record
-            .peak_rss_mb
-            .map_or("?".to_string(), |mb| format!("{mb:.0}")),
+        megabytes(compiled_rss),
+        megabytes(record.peak_rss_mb),
     )));
 
     let started = Instant::now();
@@ -258,10 +256,10 @@ async fn mixed(ctx: &mut Ctx, files: &[(&'static str, PathBuf); 4]) -> Result<()
         .start(group, "mixed-restart", &data, &plugins, &durability, &[])
         .await?;
     let restart = started.elapsed().as_secs_f64() * 1e3;
-    let idle_rss = proc_status_kib(host.pid, "VmRSS").map(|kib| kib as f64 / 1024.0);
+    let idle_rss = rss_mb(host.pid);
     wait_projections(&host, &["account-balance", "bank-totals"], 0).await?;
     let sample = closed_loop(&host, CONNS, &ctx.settings, new_streams("mixed")).await?;
-    let loaded_rss = proc_status_kib(host.pid, "VmRSS").map(|kib| kib as f64 / 1024.0);
+    let loaded_rss = rss_mb(host.pid);
     let record = ctx.stop(host).await;
     let mut row = Row::new(
         "languages-mixed-restart",
@@ -291,10 +289,8 @@ async fn mixed(ctx: &mut Ctx, files: &[(&'static str, PathBuf); 4]) -> Result<()
     };
     ctx.push(row.note(format!(
         "idle after the restart {} MB, peak {} MB",
-        idle_rss.map_or("?".to_string(), |mb| format!("{mb:.0}")),
-        record
-            .peak_rss_mb
-            .map_or("?".to_string(), |mb| format!("{mb:.0}")),
+        megabytes(idle_rss),
+        megabytes(record.peak_rss_mb),
     )));
     Ok(())
 }
@@ -316,6 +312,16 @@ fn call_mean(metrics: &str, plugin: &str, call: &str) -> Option<(f64, u64)> {
     };
     let count = find("count")?;
     (count > 0.0).then(|| (find("sum").unwrap_or(0.0) / count, count as u64))
+}
+
+/// A size in MB for a note, `?` when it was not readable.
+fn megabytes(mb: Option<f64>) -> String {
+    mb.map_or("?".to_string(), |mb| format!("{mb:.0}"))
+}
+
+/// The RSS of a process now, in MB.
+fn rss_mb(pid: u32) -> Option<f64> {
+    proc_status_kib(pid, "VmRSS").map(|kib| kib as f64 / 1024.0)
 }
 
 fn median(values: &mut [f64]) -> f64 {
