@@ -1,7 +1,9 @@
 //! End-to-end tests of deployment: plugins replaced in the plugins folder and over
 //! `PUT /plugins/{name}` while clients keep calling them, invalid plugins refused with
-//! the old version still serving, the admin guard, removal, rollback, a restart that
-//! reuses the compiled code, the folder watcher, and the `tessera` command line.
+//! the old version still serving, compiles in a child process (the binary as compiler,
+//! a compiler that refuses, one that fails), the admin guard, removal, rollback, a
+//! restart that reuses the compiled code, the folder watcher, and the `tessera` command
+//! line.
 //!
 //! Two builds of one command handler (`test-swap-v1`, `test-swap-v2`, both named
 //! `swap`) and of one query handler (`test-swap-query-v1`, `-v2`, both named
@@ -203,6 +205,31 @@ fn bad_plugins() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     ]
 }
 
+/// Deploys each of [`bad_plugins`] over `swap`: each is refused with its reason, and
+/// `v1` still answers after each.
+async fn assert_bad_plugins_refused(host: &TestHost) {
+    for (what, bad, reason) in bad_plugins() {
+        let reply = host.deploy("swap", bad, None).await.expect("deploy sent");
+        reply.assert_error(422, "invalid_plugin");
+        assert!(
+            message(&reply).contains(reason),
+            "deploying {what}: the message should say {reason:?}: {}",
+            reply.body
+        );
+        assert_code(command_code(host).await, "v1");
+    }
+}
+
+/// Deploys `file` as `swap` and waits until its `code` answers.
+async fn deploy_swap(host: &TestHost, file: &str, code: &str) {
+    let reply = host
+        .deploy("swap", bytes(file), None)
+        .await
+        .expect("deploy sent");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    wait_for_command_code(host, code).await;
+}
+
 /// The message of an error reply.
 fn message(reply: &Reply) -> &str {
     reply.body["error"]["message"].as_str().unwrap_or_default()
@@ -385,21 +412,8 @@ async fn invalid_deploys_are_refused_and_the_old_version_keeps_serving() {
     let before = entry_of(&host, "swap.wasm").await;
     assert_eq!(before["status"], "active");
 
-    for (what, bad, reason) in bad_plugins() {
-        let reply = host.deploy("swap", bad, None).await.expect("deploy sent");
-        reply.assert_error(422, "invalid_plugin");
-        assert!(
-            message(&reply).contains(reason),
-            "deploying {what}: the message should say {reason:?}: {}",
-            reply.body
-        );
-        assert_code(command_code(&host).await, "v1");
-        assert_eq!(
-            entry_of(&host, "swap.wasm").await,
-            before,
-            "after deploying {what}"
-        );
-    }
+    assert_bad_plugins_refused(&host).await;
+    assert_eq!(entry_of(&host, "swap.wasm").await, before);
 
     // A valid plugin deployed under another plugin's name.
     let reply = host
@@ -416,6 +430,91 @@ async fn invalid_deploys_are_refused_and_the_old_version_keeps_serving() {
         bytes(SWAP_V1),
         "a refused deploy touched the folder"
     );
+}
+
+/// With the binary as its compiler, as `tessera serve` runs, every compile happens in a
+/// child process (`tessera compile-component`): the folder's plugin and a deployed one
+/// serve, and each invalid plugin is refused with the reason an in-process compile
+/// gives, the old version still serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_child_compiler_serves_valid_plugins_and_refuses_invalid_ones_alike() {
+    let host = TestHost::start_files(&[("swap.wasm", SWAP_V1)], |config| {
+        config.limits.compiler = Some(env!("CARGO_BIN_EXE_tessera").into());
+    })
+    .await
+    .expect("host starts");
+    assert_eq!(entry_of(&host, "swap.wasm").await["status"], "active");
+    assert_code(command_code(&host).await, "v1");
+
+    assert_bad_plugins_refused(&host).await;
+
+    deploy_swap(&host, SWAP_V2, "v2").await;
+    // The child wrote each entry beside its final name and the host moved it there.
+    let compiled: Vec<String> = std::fs::read_dir(host.data_dir().join("plugins/compiled"))
+        .expect("the compiled cache")
+        .map(|entry| {
+            entry
+                .expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let digest = entry_of(&host, "swap.wasm").await["digest"]
+        .as_str()
+        .expect("a digest")
+        .to_string();
+    assert!(
+        compiled
+            .iter()
+            .any(|name| name.starts_with(&digest) && name.ends_with(".cwasm")),
+        "no entry for {digest}: {compiled:?}"
+    );
+    assert!(
+        compiled.iter().all(|name| !name.contains("partial")),
+        "{compiled:?}"
+    );
+}
+
+/// The child compiler's verdict is the host's: a compiler that refuses (status 3) has
+/// its reason answered, one that fails otherwise (here `false`, status 1) is not a
+/// verdict on the plugin, which the host then compiles itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_child_compiler_refusal_is_answered_and_its_failure_falls_back_to_the_host() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let refusing = dir.path().join("refusing-compiler");
+    std::fs::write(
+        &refusing,
+        "#!/bin/sh\necho 'refused by the test compiler' >&2\nexit 3\n",
+    )
+    .expect("the script");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&refusing, std::fs::Permissions::from_mode(0o755))
+            .expect("executable");
+    }
+    let host = TestHost::start_files(&[], |config| {
+        config.limits.compiler = Some(refusing.clone());
+    })
+    .await
+    .expect("host starts");
+    let reply = host
+        .deploy("swap", bytes(SWAP_V1), None)
+        .await
+        .expect("deploy sent");
+    reply.assert_error(422, "invalid_plugin");
+    assert!(
+        message(&reply).contains("refused by the test compiler"),
+        "{}",
+        reply.body
+    );
+
+    let host = TestHost::start_files(&[], |config| {
+        config.limits.compiler = Some("/bin/false".into());
+    })
+    .await
+    .expect("host starts");
+    deploy_swap(&host, SWAP_V1, "v1").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
