@@ -252,6 +252,29 @@ pub enum Backend {
     Postgres,
 }
 
+/// Snapshots waiting for a store's writer: [`EventStore::save_snapshot`] adds one, the
+/// writer takes them all with its next commit or when quiet. Bounded: a writer that
+/// cannot keep up sheds snapshots (they are only a cache), not memory.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PendingSnapshots(Arc<std::sync::Mutex<Vec<Snapshot>>>);
+
+impl PendingSnapshots {
+    /// Snapshots waiting at most; more are dropped.
+    const MAX: usize = 4096;
+
+    pub fn push(&self, snapshot: Snapshot) {
+        let mut pending = self.0.lock().expect("snapshots lock");
+        if pending.len() < Self::MAX {
+            pending.push(snapshot);
+        }
+    }
+
+    /// Every snapshot waiting, leaving none.
+    pub fn take(&self) -> Vec<Snapshot> {
+        std::mem::take(&mut *self.0.lock().expect("snapshots lock"))
+    }
+}
+
 /// A row of the log before its JSON columns are checked, as every store reads it.
 pub(crate) struct RawEvent {
     pub position: i64,

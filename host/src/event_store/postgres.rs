@@ -67,7 +67,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     AppendError, AppendOutcome, AppendRequest, Backend, BoxError, Commit, Durability, EventStore,
-    IdempotentCommit, RawEvent, RecordedEvent, Snapshot, StoreError,
+    IdempotentCommit, PendingSnapshots, RawEvent, RecordedEvent, Snapshot, StoreError,
 };
 
 /// The most appends one group commit takes. Bounds the latency a full queue adds.
@@ -76,8 +76,6 @@ const MAX_GROUP: usize = 512;
 const POOL_SIZE: usize = 16;
 /// Connections of the thread that serves blocking reads.
 const BLOCKING_POOL_SIZE: usize = 4;
-/// Snapshots waiting for the writer at most; more are dropped (they are only a cache).
-const MAX_PENDING_SNAPSHOTS: usize = 4096;
 /// How long the writer's queue is quiet before snapshots left over are written.
 const IDLE_FLUSH: Duration = Duration::from_millis(100);
 /// How often the head row is read, notifications or not.
@@ -228,7 +226,7 @@ pub struct PostgresEventStore {
     work: Mutex<Option<mpsc::UnboundedSender<Work>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Snapshots waiting for the writer.
-    snapshots: Arc<Mutex<Vec<Snapshot>>>,
+    snapshots: PendingSnapshots,
     head: watch::Receiver<u64>,
     /// Stops the task that follows other hosts' commits.
     stop: CancellationToken,
@@ -288,7 +286,7 @@ impl PostgresEventStore {
         let (head_tx, head_rx) = watch::channel(head);
         let head_tx = Arc::new(head_tx);
         let (work_tx, work_rx) = mpsc::unbounded_channel();
-        let snapshots = Arc::new(Mutex::new(Vec::new()));
+        let snapshots = PendingSnapshots::default();
         let writer = Writer {
             config: config.clone(),
             durability,
@@ -488,11 +486,7 @@ impl EventStore for PostgresEventStore {
     }
 
     fn save_snapshot(&self, snapshot: Snapshot) {
-        let mut pending = self.snapshots.lock().expect("snapshots lock");
-        // A bound, so that a writer that cannot keep up sheds snapshots, not memory.
-        if pending.len() < MAX_PENDING_SNAPSHOTS {
-            pending.push(snapshot);
-        }
+        self.snapshots.push(snapshot);
     }
 
     async fn read_all(
@@ -586,29 +580,24 @@ fn as_sql(value: u64) -> i64 {
 
 fn decode(row: &Row) -> Result<RecordedEvent, StoreError> {
     let raw = RawEvent {
-        position: row
-            .try_get(0)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        stream: row
-            .try_get(1)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        version: row
-            .try_get(2)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        event_type: row
-            .try_get(3)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        data: row
-            .try_get(4)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        metadata: row
-            .try_get(5)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        timestamp: row
-            .try_get(6)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        position: column(row, 0)?,
+        stream: column(row, 1)?,
+        version: column(row, 2)?,
+        event_type: column(row, 3)?,
+        data: column(row, 4)?,
+        metadata: column(row, 5)?,
+        timestamp: column(row, 6)?,
     };
     raw.decode()
+}
+
+/// Column `index` of an event row; a column of another type is a corrupt log.
+fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a Row,
+    index: usize,
+) -> Result<T, StoreError> {
+    row.try_get(index)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 /// An idempotency key's row: the request it was stored with and its commit's extent.
@@ -778,8 +767,8 @@ impl Writer {
     }
 
     /// Writes the snapshots waiting, in a transaction of their own.
-    async fn flush_snapshots(&mut self, snapshots: &Mutex<Vec<Snapshot>>) {
-        let left = std::mem::take(&mut *snapshots.lock().expect("snapshots lock"));
+    async fn flush_snapshots(&mut self, snapshots: &PendingSnapshots) {
+        let left = snapshots.take();
         if left.is_empty() {
             return;
         }
@@ -1128,7 +1117,7 @@ async fn write_loop(
     mut writer: Writer,
     mut work: mpsc::UnboundedReceiver<Work>,
     head: Arc<watch::Sender<u64>>,
-    snapshots: Arc<Mutex<Vec<Snapshot>>>,
+    snapshots: PendingSnapshots,
 ) {
     loop {
         let first = match tokio::time::timeout(IDLE_FLUSH, work.recv()).await {
@@ -1155,7 +1144,7 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
-        let riders = std::mem::take(&mut *snapshots.lock().expect("snapshots lock"));
+        let riders = snapshots.take();
         let committed = writer.commit(&group, &riders).await;
         // Publish the head before acknowledging, so that a client who got an
         // acknowledgement and then asks for the head never sees an older one.

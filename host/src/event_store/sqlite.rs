@@ -16,7 +16,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::{
     AppendError, AppendOutcome, AppendRequest, Commit, Durability, EventStore, IdempotentCommit,
-    RawEvent, RecordedEvent, Snapshot, StoreError,
+    PendingSnapshots, RawEvent, RecordedEvent, Snapshot, StoreError,
 };
 
 /// The most appends one group commit takes. Bounds the latency a full queue adds.
@@ -25,8 +25,6 @@ const MAX_GROUP: usize = 512;
 /// under load, so that connections (and their statement caches) are not opened and
 /// closed per request.
 const MAX_IDLE_READERS: usize = 128;
-/// Snapshots waiting for the writer at most; more are dropped (they are only a cache).
-const MAX_PENDING_SNAPSHOTS: usize = 4096;
 /// How often an idle writer checks for commits by other processes on the same file.
 const FOREIGN_COMMIT_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 /// How long a connection waits for another process's lock before failing.
@@ -47,7 +45,7 @@ pub struct SqliteEventStore {
     writer: Mutex<Option<JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
     /// Snapshots waiting for the writer.
-    snapshots: std::sync::Arc<Mutex<Vec<Snapshot>>>,
+    snapshots: PendingSnapshots,
     /// A deletion of expired idempotency keys waiting for the writer.
     expiry: std::sync::Arc<Mutex<Option<Expiry>>>,
     head: watch::Receiver<u64>,
@@ -84,7 +82,7 @@ impl SqliteEventStore {
         let head: i64 = conn.query_row(include_str!("select_head.sql"), [], |r| r.get(0))?;
         let (head_tx, head_rx) = watch::channel(head as u64);
         let (jobs_tx, jobs_rx) = mpsc::channel();
-        let snapshots = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let snapshots = PendingSnapshots::default();
         let pending = snapshots.clone();
         let expiry = std::sync::Arc::new(Mutex::new(None));
         let expiring = expiry.clone();
@@ -260,11 +258,7 @@ impl EventStore for SqliteEventStore {
     }
 
     fn save_snapshot(&self, snapshot: Snapshot) {
-        let mut pending = self.snapshots.lock().expect("snapshots lock");
-        // A bound, so that a writer that cannot keep up sheds snapshots, not memory.
-        if pending.len() < MAX_PENDING_SNAPSHOTS {
-            pending.push(snapshot);
-        }
+        self.snapshots.push(snapshot);
     }
 
     async fn read_all(
@@ -333,7 +327,7 @@ fn write_loop(
     mut conn: Connection,
     jobs: mpsc::Receiver<Job>,
     head: watch::Sender<u64>,
-    snapshots: &Mutex<Vec<Snapshot>>,
+    snapshots: &PendingSnapshots,
     expiry: &Mutex<Option<Expiry>>,
 ) {
     let mut data_version = read_data_version(&conn);
@@ -375,7 +369,7 @@ fn write_loop(
                 Err(_) => break,
             }
         }
-        let riders = std::mem::take(&mut *snapshots.lock().expect("snapshots lock"));
+        let riders = snapshots.take();
         let outcomes = commit_group(&mut conn, &group, &riders);
         let new_head = outcomes
             .iter()
@@ -478,8 +472,8 @@ fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 }
 
 /// Writes the snapshots waiting, in a transaction of their own; true if there were any.
-fn flush_snapshots(conn: &Connection, snapshots: &Mutex<Vec<Snapshot>>) -> bool {
-    let left = std::mem::take(&mut *snapshots.lock().expect("snapshots lock"));
+fn flush_snapshots(conn: &Connection, snapshots: &PendingSnapshots) -> bool {
+    let left = snapshots.take();
     if left.is_empty() {
         return false;
     }

@@ -634,10 +634,6 @@ fn load(
             }
             .map_err(|e| e.to_string());
             compiling.finished(compiled.as_ref().map(|_| ()).map_err(Clone::clone));
-            // A compile allocates hundreds of MiB that it frees at the end; without
-            // this the allocator keeps them, and a host that compiled one large
-            // component stays that large.
-            super::runtime::release_freed_memory();
             (compiled?, false)
         }
     };

@@ -171,8 +171,13 @@ impl Runtime {
 
     /// Compiles a component without checking what it is.
     pub(crate) fn compile(&self, bytes: &[u8]) -> Result<Component, LoadError> {
-        Component::new(&self.inner.engine, bytes)
-            .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))
+        let compiled = Component::new(&self.inner.engine, bytes)
+            .map_err(|e| LoadError::NotAComponent(format!("{e:#}")));
+        // A compile allocates hundreds of MiB that it frees at the end; without this
+        // the allocator keeps them, and a host that compiled one large component in
+        // process stays that large. (A compile in a child process leaves nothing.)
+        release_freed_memory();
+        compiled
     }
 
     pub(crate) fn engine(&self) -> &Engine {
@@ -254,7 +259,7 @@ impl Runtime {
 /// Gives the memory the allocator holds free back to the system. glibc keeps what a
 /// thread freed in that thread's arena; compiling a 10-40 MB component frees hundreds
 /// of MiB across the compiler's threads, which would otherwise stay in the host's RSS.
-pub(super) fn release_freed_memory() {
+fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[allow(unsafe_code)]
     // SAFETY: malloc_trim only walks the allocator's own free lists; it takes no
