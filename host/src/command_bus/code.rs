@@ -19,6 +19,13 @@ pub trait AggregateCode: Send + Sync + 'static {
     /// one thread: an async worker while the code's decisions are fast, a blocking
     /// thread otherwise (see `pace.rs`).
     fn session(&self) -> Result<Box<dyn AggregateSession>, CallError>;
+
+    /// Whether a session now would start on an instance that already served a call.
+    /// The bus decides inline only then: creating an instance, and a first call on it,
+    /// are slow by nature and belong on the blocking pool.
+    fn warm(&self) -> bool {
+        true
+    }
 }
 
 /// One command's use of the code.
@@ -34,11 +41,22 @@ pub trait AggregateSession {
 
     /// The events `command` produces against `state`, or a refusal.
     fn handle(&mut self, state: Option<&str>, command: &Command) -> Result<Decision, CallError>;
+
+    /// Whether this session's instance was created for it. Its calls then say nothing
+    /// of how fast the code is once warm (a JavaScript or Python guest compiles what a
+    /// first call runs), so the bus's pace does not count them.
+    fn fresh(&self) -> bool {
+        false
+    }
 }
 
 impl AggregateCode for CommandHandler {
     fn session(&self) -> Result<Box<dyn AggregateSession>, CallError> {
         Ok(Box::new(Finishing(Some(CommandHandler::session(self)?))))
+    }
+
+    fn warm(&self) -> bool {
+        self.idle_instances() > 0
     }
 }
 
@@ -71,6 +89,10 @@ impl AggregateSession for Finishing {
 
     fn handle(&mut self, state: Option<&str>, command: &Command) -> Result<Decision, CallError> {
         self.session().handle(state, command)
+    }
+
+    fn fresh(&self) -> bool {
+        self.0.as_ref().is_some_and(CommandSession::fresh)
     }
 }
 

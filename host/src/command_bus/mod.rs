@@ -15,6 +15,8 @@ mod code;
 mod pace;
 mod state_cache;
 mod stream_locks;
+#[cfg(test)]
+mod where_decisions_run;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,7 +31,7 @@ use crate::event_store::{
 };
 use crate::plugin::{CallError, Command, CommandRoute, Plugins, Refusal};
 
-use pace::Pacer;
+use pace::{Counts, Pacer};
 use state_cache::{CachedState, StateCache};
 use stream_locks::StreamLocks;
 
@@ -317,18 +319,13 @@ impl CommandBus {
             let (cached, newer) = unfolded_async(self.store.as_ref(), stream, cached).await?;
             Start::Read(cached, newer)
         };
-        let (folded, decision) = if self.pacer.inline(route.digest()) {
+        let code = route.code();
+        let (folded, decision) = if self.pacer.inline(route.digest()) && code.warm() {
             self.pacer.timed(route.digest(), || {
-                decide_now(
-                    route.code().as_ref(),
-                    self.store.as_ref(),
-                    stream,
-                    start,
-                    command,
-                )
+                decide_now(code.as_ref(), self.store.as_ref(), stream, start, command)
             })
         } else {
-            let handler = route.code();
+            let handler = code;
             let command = command.clone();
             let store = self.store.clone();
             let stream_name = stream.to_string();
@@ -375,8 +372,36 @@ enum Start {
 /// One decision, on the calling thread: read what the cached state lacks (unless read
 /// already), fold it (one guest call for all of it with 0.2.0 handlers; 0.1.0 ones fold
 /// per event), keep a snapshot when enough was folded since the last one, and decide.
+///
+/// Also says whether the decision's time counts for the plugin's pace: not when the
+/// session's instance was created for it.
 fn decide_now(
     handler: &dyn AggregateCode,
+    store: &dyn EventStore,
+    stream: &str,
+    start: Start,
+    command: &Command,
+) -> (
+    Result<(CachedState, crate::plugin::Decision), Decide>,
+    Counts,
+) {
+    let mut session = match handler.session() {
+        Ok(session) => session,
+        Err(error) => return (Err(error.into()), Counts::No),
+    };
+    let counts = if session.fresh() {
+        Counts::No
+    } else {
+        Counts::Yes
+    };
+    (
+        decide_in(session.as_mut(), store, stream, start, command),
+        counts,
+    )
+}
+
+fn decide_in(
+    session: &mut dyn AggregateSession,
     store: &dyn EventStore,
     stream: &str,
     start: Start,
@@ -386,7 +411,6 @@ fn decide_now(
         Start::Unread(cached) => unfolded(store, stream, cached).map_err(Decide::Store)?,
         Start::Read(cached, newer) => (cached, newer),
     };
-    let mut session = handler.session()?;
     let state = session.fold(cached.state, &newer)?;
     let version = newer.last().map_or(cached.version, |event| event.version);
     let mut snapshot = cached.snapshot;

@@ -5,16 +5,28 @@
 //! plugin takes a few microseconds. Handing it to tokio's blocking pool and back costs
 //! more than that: two thread wake-ups and two context switches per command, which is
 //! where a loaded two-core host spent most of its time. So a plugin's decisions run
-//! inline on the async worker while they are fast, and on the blocking pool once one
-//! was slow.
+//! inline on the async worker while they are fast, and on the blocking pool once they
+//! are not.
 //!
 //! Guarantees:
-//! - a plugin whose decision took more CPU time than [`SLOW`] is sent to the blocking pool for
-//!   a cool-down that doubles each time it is caught again (from [`FIRST_COOLDOWN`] up
-//!   to [`MAX_COOLDOWN`]), so a plugin that is slow, or slow now and then on purpose,
-//!   holds an async worker for at most one call's deadline per cool-down;
+//! - a plugin whose decision took more CPU time than [`HARD`], or more than [`SLOW`]
+//!   without the allowance below, is sent to the blocking pool for a cool-down that
+//!   doubles each time it is caught again (from [`FIRST_COOLDOWN`] up to
+//!   [`MAX_COOLDOWN`]), so a plugin that is slow, or slow now and then on purpose, holds
+//!   an async worker for at most one call's deadline per cool-down;
+//! - the allowance: a decision between [`SLOW`] and [`HARD`] is forgiven when the
+//!   plugin made [`FAST_PER_SLOW`] fast ones for it (at most [`SLOW_BURST`] banked).
+//!   A JavaScript or Python guest collects its garbage now and then, a pause of a few
+//!   milliseconds every few hundred calls; without the allowance one such pause sent
+//!   the plugin to the blocking pool, and the cool-downs soon kept it there. So a plugin
+//!   holds an async worker for at most [`HARD`] per [`FAST_PER_SLOW`] decisions beyond
+//!   its fast ones;
 //! - a plugin version never seen before starts on the blocking pool: its first call
 //!   instantiates it, which is slow by nature;
+//! - a decision that needs a new instance goes to the blocking pool too, and its time
+//!   is not counted: a JavaScript or Python guest's first call on an instance compiles
+//!   what it runs and takes milliseconds, and counting it once sent such plugins to
+//!   the blocking pool for good, at every instance renewal;
 //! - the rule is kept per code digest: a new version of a plugin starts afresh, and two
 //!   plugins never share a pace.
 //!
@@ -29,6 +41,13 @@ use std::time::{Duration, Instant};
 /// CPU time, not wall time: on a busy machine preemption stretches a fast decision's
 /// wall time past any bound that still catches slow code.
 pub const SLOW: Duration = Duration::from_millis(2);
+/// A decision that took more CPU time than this starts a cool-down whatever the
+/// allowance.
+pub const HARD: Duration = Duration::from_millis(10);
+/// Fast decisions that pay for one between [`SLOW`] and [`HARD`].
+pub const FAST_PER_SLOW: u32 = 32;
+/// Slow decisions the allowance may hold at most (a burst of pauses in a row).
+pub const SLOW_BURST: u32 = 4;
 /// The first cool-down after a slow decision.
 pub const FIRST_COOLDOWN: Duration = Duration::from_secs(1);
 /// The longest cool-down.
@@ -46,6 +65,8 @@ pub struct Pace {
     slow_until: Option<Instant>,
     /// The next cool-down's length.
     cooldown: Duration,
+    /// Fast decisions banked towards forgiving slow ones (see [`FAST_PER_SLOW`]).
+    allowance: u32,
 }
 
 impl Default for Pace {
@@ -54,6 +75,7 @@ impl Default for Pace {
             warming: WARM_UP,
             slow_until: None,
             cooldown: FIRST_COOLDOWN,
+            allowance: 0,
         }
     }
 }
@@ -64,13 +86,21 @@ impl Pace {
         self.warming == 0 && self.slow_until.is_none_or(|until| now >= until)
     }
 
-    /// Takes note of a decision that took `elapsed`, finished at `now`.
-    pub fn record(&mut self, elapsed: Duration, now: Instant) {
-        if elapsed > SLOW {
-            self.slow_until = Some(now + self.cooldown);
-            self.cooldown = (self.cooldown * 2).min(MAX_COOLDOWN);
+    /// Takes note of a decision that took `elapsed`, finished at `now`; returns the
+    /// cool-down it started, if it was slow.
+    pub fn record(&mut self, elapsed: Duration, now: Instant) -> Option<Duration> {
+        if elapsed > SLOW && elapsed <= HARD && self.allowance >= FAST_PER_SLOW {
+            self.allowance -= FAST_PER_SLOW;
+            None
+        } else if elapsed > SLOW {
+            let cooldown = self.cooldown;
+            self.slow_until = Some(now + cooldown);
+            self.cooldown = (cooldown * 2).min(MAX_COOLDOWN);
+            Some(cooldown)
         } else {
             self.warming = self.warming.saturating_sub(1);
+            self.allowance = (self.allowance + 1).min(FAST_PER_SLOW * SLOW_BURST);
+            None
         }
     }
 }
@@ -92,6 +122,17 @@ pub fn thread_cpu() -> Duration {
     Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
+/// Whether a decision's time tells how fast its code is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counts {
+    Yes,
+    /// It ran on an instance created for it (or none could be created): creating an
+    /// instance, and a first call on it, are slow by nature. Such decisions run on the
+    /// blocking pool (the bus goes inline only when an instance is idle), so leaving
+    /// them out lets no slow call onto an async worker.
+    No,
+}
+
 /// Every plugin version's pace, by code digest.
 #[derive(Debug, Default)]
 pub struct Pacer {
@@ -111,28 +152,43 @@ impl Pacer {
             .is_some_and(|pace| pace.inline(Instant::now()))
     }
 
-    /// Runs `decide` on this thread and takes note of the CPU time it took.
-    pub fn timed<R>(&self, digest: &str, decide: impl FnOnce() -> R) -> R {
+    /// Runs `decide` on this thread and takes note of the CPU time it took, unless
+    /// `decide` says its time does not count (it ran on an instance created for it).
+    pub fn timed<R>(&self, digest: &str, decide: impl FnOnce() -> (R, Counts)) -> R {
         let started = thread_cpu();
-        let decided = decide();
-        self.record(digest, thread_cpu().saturating_sub(started));
+        let (decided, counts) = decide();
+        if counts == Counts::Yes {
+            self.record(digest, thread_cpu().saturating_sub(started));
+        }
         decided
     }
 
     /// Takes note of a decision by the code of `digest` that took `elapsed`.
     pub fn record(&self, digest: &str, elapsed: Duration) {
         let now = Instant::now();
-        let mut paces = self.paces.lock().expect("pacer lock");
-        if let Some(pace) = paces.get_mut(digest) {
-            pace.record(elapsed, now);
-            return;
+        let cooldown = {
+            let mut paces = self.paces.lock().expect("pacer lock");
+            if let Some(pace) = paces.get_mut(digest) {
+                pace.record(elapsed, now)
+            } else {
+                if paces.len() >= MAX_ENTRIES {
+                    paces.clear();
+                }
+                let mut pace = Pace::default();
+                let cooldown = pace.record(elapsed, now);
+                paces.insert(digest.to_string(), pace);
+                cooldown
+            }
+        };
+        // Cool-downs double, so this line is rare even for a plugin that stays slow.
+        if let Some(cooldown) = cooldown {
+            tracing::info!(
+                code = %&digest[..digest.len().min(12)],
+                cpu_ms = elapsed.as_secs_f64() * 1000.0,
+                cooldown_s = cooldown.as_secs(),
+                "a decision was slow: this plugin version decides on the blocking pool for a while"
+            );
         }
-        if paces.len() >= MAX_ENTRIES {
-            paces.clear();
-        }
-        let mut pace = Pace::default();
-        pace.record(elapsed, now);
-        paces.insert(digest.to_string(), pace);
     }
 }
 
@@ -195,6 +251,55 @@ mod tests {
             pace.record(FAST, now);
         }
         assert!(!pace.inline(now + Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn an_occasional_pause_is_forgiven_once_paid_for_by_fast_decisions() {
+        let now = Instant::now();
+        let mut pace = warmed(now);
+        // Not paid for yet: warming up banks only WARM_UP.
+        let mut early = pace.clone();
+        assert!(early.record(SLOW_CALL, now).is_some());
+        for _ in 0..FAST_PER_SLOW {
+            pace.record(FAST, now);
+        }
+        assert_eq!(pace.record(SLOW_CALL, now), None, "paid for");
+        assert!(pace.inline(now));
+        // Pauses every FAST_PER_SLOW decisions are forgiven for as long as they last.
+        for _ in 0..100 {
+            for _ in 0..FAST_PER_SLOW {
+                pace.record(FAST, now);
+            }
+            assert_eq!(pace.record(SLOW_CALL, now), None);
+        }
+        // More often than that, the bank runs dry.
+        let caught = (0..=SLOW_BURST).find_map(|_| pace.record(SLOW_CALL, now));
+        assert_eq!(caught, Some(FIRST_COOLDOWN));
+        assert!(!pace.inline(now));
+    }
+
+    #[test]
+    fn a_decision_past_the_hard_bound_is_never_forgiven() {
+        let now = Instant::now();
+        let mut pace = warmed(now);
+        for _ in 0..FAST_PER_SLOW * SLOW_BURST * 2 {
+            pace.record(FAST, now);
+        }
+        assert!(pace.record(HARD + Duration::from_micros(1), now).is_some());
+        assert!(!pace.inline(now));
+    }
+
+    #[test]
+    fn the_allowance_holds_a_bounded_burst() {
+        let now = Instant::now();
+        let mut pace = warmed(now);
+        for _ in 0..FAST_PER_SLOW * SLOW_BURST * 10 {
+            pace.record(FAST, now);
+        }
+        for _ in 0..SLOW_BURST {
+            assert_eq!(pace.record(SLOW_CALL, now), None);
+        }
+        assert!(pace.record(SLOW_CALL, now).is_some());
     }
 
     #[test]

@@ -158,8 +158,7 @@ impl CommandHandler {
         })
     }
 
-    /// Instances kept for reuse now (for tests).
-    #[doc(hidden)]
+    /// Instances kept for reuse now.
     pub fn idle_instances(&self) -> usize {
         self.idle.len()
     }
@@ -191,6 +190,12 @@ impl std::fmt::Debug for CommandSession {
 }
 
 impl CommandSession {
+    /// Whether the instance was created for this command (an idle one has served
+    /// at least one).
+    pub fn fresh(&self) -> bool {
+        self.served == 0
+    }
+
     fn fail(&mut self, error: wasmtime::Error) -> CallError {
         self.failed = true;
         self.caller.fail(error)

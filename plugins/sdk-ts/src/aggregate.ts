@@ -16,30 +16,43 @@
  */
 
 import { DecodeError, type Field, type InferSchema, type Schema, object } from "./fields";
-import { JsonSyntaxError, parse, parseStored } from "./json";
+import { JsonSyntaxError, parse } from "./json";
 import { Refusal } from "./refusal";
 import type { WitAggregate, WitCommand, WitEvent, WitMetadata, WitNewEvent, WitPluginInfo } from "./wit";
 import { parsePlain, type Json } from "./json";
 
 /** Who sent a command and why; the host copies it onto the events it produces. */
 export class Metadata {
-  readonly commandId: string;
-  readonly correlationId: string;
-  readonly causationId: string;
-  /** The caller's identity, if the host knows it. */
-  readonly principal: string | null;
-  /** When the host accepted the command, RFC 3339 in UTC. */
-  readonly timestamp: string;
-  /** The verified claims as JSON text, when the host authenticates callers. */
-  readonly claimsJson: string | null;
+  // The host's record is kept as it came and read through getters: most commands never
+  // look at their metadata, and copying it costs a call's worth of interpreter time.
+  constructor(private readonly m: WitMetadata) {}
 
-  constructor(m: WitMetadata) {
-    this.commandId = m.commandId;
-    this.correlationId = m.correlationId;
-    this.causationId = m.causationId;
-    this.principal = m.principal ?? null;
-    this.timestamp = m.timestamp;
-    this.claimsJson = m.claims ?? null;
+  get commandId(): string {
+    return this.m.commandId;
+  }
+  get correlationId(): string {
+    return this.m.correlationId;
+  }
+  get causationId(): string {
+    return this.m.causationId;
+  }
+  /** The caller's identity, if the host knows it. */
+  get principal(): string | null {
+    return this.m.principal ?? null;
+  }
+  /** When the host accepted the command, RFC 3339 in UTC. */
+  get timestamp(): string {
+    return this.m.timestamp;
+  }
+  /** The verified claims as JSON text, when the host authenticates callers. */
+  get claimsJson(): string | null {
+    return this.m.claims ?? null;
+  }
+
+  /** `JSON.stringify` writes the fields, as it did when they were copied. */
+  toJSON(): object {
+    const { commandId, correlationId, causationId, principal, timestamp, claimsJson } = this;
+    return { commandId, correlationId, causationId, principal, timestamp, claimsJson };
   }
 
   /** The verified claims as an object; null for an anonymous caller. */
@@ -127,7 +140,7 @@ export function commandHandler<S extends Schema, C extends Record<string, Schema
     if (text === undefined) return definition.initial();
     // The host only hands back what `fold` returned: a state that does not decode is
     // a bug in this plugin, so it traps (as the Rust SDK panics) rather than guess.
-    return state.decode(parseStored(text), []);
+    return state.decode(parse(text), []);
   };
 
   const encodeEvent = (event: EventOf<E>): WitNewEvent => {
@@ -155,7 +168,7 @@ export function commandHandler<S extends Schema, C extends Record<string, Schema
         if (field === undefined) {
           throw new Error(`event ${event.position} has type ${event.eventType}, not declared in events`);
         }
-        const data = field.decode(parseStored(event.data), []);
+        const data = field.decode(parse(event.data), []);
         const next = definition.apply(current, { type: event.eventType, data } as EventOf<E>);
         if (next !== undefined) current = next;
       }

@@ -209,28 +209,36 @@ export function object<S extends Schema>(schema: S, options: ObjectOptions = {})
       // given twice keeps its last value, and keys are then visited in sorted order,
       // so the first problem reported is the first in that order.
       const entries = new Map<string, JsonValue>();
-      for (const [key, item] of value.entries) entries.set(key, item);
-      const keys = [...entries.keys()].sort();
+      // Indexed loops, not iterators or spreads: in a component's interpreter each
+      // step of an iterator is a call.
+      const given = value.entries;
+      const keys: string[] = [];
+      for (let i = 0; i < given.length; i++) {
+        const [key, item] = given[i]!;
+        if (!entries.has(key)) keys.push(key);
+        entries.set(key, item);
+      }
+      if (keys.length > 1) keys.sort();
       const out: Record<string, unknown> = {};
-      const seen = new Set<string>();
-      for (const key of keys) {
+      for (let i = 0; i < keys.length; i++) {
+        const key = keys[i]!;
         const field = Object.hasOwn(schema, key) ? schema[key] : undefined;
         if (field === undefined) {
           if (options.unknownFields === "deny") {
-            throw new DecodeError([...path, key], `unknown field \`${key}\`, expected ${oneOf(names)}`);
+            throw new DecodeError(path.concat(key), `unknown field \`${key}\`, expected ${oneOf(names)}`);
           }
           continue;
         }
-        seen.add(key);
-        out[key] = field.decode(entries.get(key)!, [...path, key]);
+        out[key] = field.decode(entries.get(key)!, path.concat(key));
       }
-      for (const name of names) {
-        if (seen.has(name)) continue;
+      for (let i = 0; i < names.length; i++) {
+        const name = names[i]!;
+        if (entries.has(name)) continue;
         if (schema[name]!.optional) {
           out[name] = null;
           continue;
         }
-        throw new DecodeError([...path, name], `missing field \`${name}\``);
+        throw new DecodeError(path.concat(name), `missing field \`${name}\``);
       }
       return out as InferSchema<S>;
     },

@@ -9,11 +9,15 @@
 
 /** A JSON number as written: `raw` is its exact text. */
 export class JsonNumber {
-  constructor(readonly raw: string) {}
-
   /** Whether it was written as an integer (no fraction, no exponent). */
-  get isInteger(): boolean {
-    return !/[.eE]/.test(this.raw);
+  readonly isInteger: boolean;
+
+  /** `integer` says whether `raw` is an integer literal, when the caller knows it. */
+  constructor(
+    readonly raw: string,
+    integer?: boolean,
+  ) {
+    this.isInteger = integer ?? !/[.eE]/.test(raw);
   }
 }
 
@@ -31,8 +35,24 @@ export type Json = null | boolean | string | number | bigint | Json[] | { [key: 
 /** Thrown when the text is not JSON. */
 export class JsonSyntaxError extends Error {}
 
-/** Parses JSON text without losing any number's digits. */
+/**
+ * Parses JSON text without losing any number's digits.
+ *
+ * Most text is read by the engine's own `JSON.parse`, which a component runs natively
+ * rather than in its JavaScript interpreter (a tenth of the time on a command's
+ * payload). That path is taken only where it gives exactly what the parser below
+ * gives: no number `JSON.parse` could change (a fraction, an exponent, `-0`, 16 digits
+ * or more), no key given twice, no key that JavaScript would reorder (one starting with
+ * a digit) and no nesting past the limit. Anything else, errors included, goes through
+ * the parser below, which says what is wrong and where.
+ */
 export function parse(text: string): JsonValue {
+  return parseNative(text) ?? parseInJs(text);
+}
+
+/** The parser written in JavaScript alone, which `parse` falls back to (exported for
+ * the tests that hold both paths to one answer). */
+export function parseInJs(text: string): JsonValue {
   const parser = new Parser(text);
   parser.space();
   const value = parser.value(0);
@@ -42,40 +62,81 @@ export function parse(text: string): JsonValue {
 }
 
 /**
- * Parses JSON that this plugin's SDK wrote (a state, the data of a stored event) to the
- * same value as `parse`, faster: where the text holds no number that `JSON.parse` could
- * change (a fraction, an exponent, `-0`, more than 15 digits) and nests no deeper than
- * `parse` allows, the engine's own `JSON.parse` reads it, and its numbers are written
- * back as their exact digits. A key given twice keeps only its last value here, which
- * is what every decoder of `fields.ts` keeps too; text read from clients (payloads,
- * parameters, cursors) goes through `parse`, which sees duplicates.
- *
- * It matters because a component runs JavaScript in an interpreter: folding a long
- * stream from its first event (after a deploy, the cached state belongs to the old
- * code) calls this once per event.
+ * A number token `JSON.parse` could change: a number starts the text or follows `:`,
+ * `[` or `,`. Inside a string the same characters only send the text the slow way.
  */
-export function parseStored(text: string): JsonValue {
-  const outside = text.replace(/"(?:[^"\\]|\\.)*"/g, '""');
-  if (/[.eE]|\d{16}|-0/.test(outside) || (outside.match(/[[{]/g)?.length ?? 0) > MAX_DEPTH) return parse(text);
+const INEXACT_NUMBER = /(?:^|[:,[])\s*(?:-0|-?\d*[.eE]|-?\d{16})/;
+
+/** `text` through `JSON.parse`, or undefined where that could differ from `Parser`. */
+function parseNative(text: string): JsonValue | undefined {
+  if (INEXACT_NUMBER.test(text)) return undefined;
   let plain: unknown;
   try {
     plain = JSON.parse(text);
   } catch {
-    // Not JSON: `parse` says where, in its words.
-    return parse(text);
+    return undefined;
   }
-  return lossless(plain);
+  const walk = { members: 0 };
+  const value = exact(plain, 0, walk);
+  // Every member written has one `:` outside strings; fewer members than colons means a
+  // key given twice (or a colon inside a string): the parser decides.
+  if (value === undefined || walk.members !== text.split(":").length - 1) return undefined;
+  return value;
 }
 
-function lossless(value: unknown): JsonValue {
-  if (typeof value === "number") return new JsonNumber(String(value));
+/** The lossless form of what `JSON.parse` returned, counting object members. */
+function exact(value: unknown, depth: number, walk: { members: number }): JsonValue | undefined {
+  if (depth > MAX_DEPTH) return undefined;
+  // Only integers of at most 15 digits get here (see INEXACT_NUMBER): `String` writes
+  // them as they were written.
+  if (typeof value === "number") return new JsonNumber(String(value), true);
   if (value === null || typeof value !== "object") return value as JsonValue;
-  if (Array.isArray(value)) return value.map(lossless);
-  return new JsonObject(Object.entries(value).map(([key, item]): [string, JsonValue] => [key, lossless(item)]));
+  if (Array.isArray(value)) {
+    const items: JsonValue[] = [];
+    for (let i = 0; i < value.length; i++) {
+      const item = exact(value[i], depth + 1, walk);
+      if (item === undefined) return undefined;
+      items.push(item);
+    }
+    return items;
+  }
+  const record = value as Record<string, unknown>;
+  const keys = Object.keys(record);
+  const entries: Array<[string, JsonValue]> = [];
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i]!;
+    // JavaScript lists integer-like keys first, whatever the text's order.
+    const first = key.charCodeAt(0);
+    if (first >= 0x30 && first <= 0x39) return undefined;
+    const item = exact(record[key], depth + 1, walk);
+    if (item === undefined) return undefined;
+    entries.push([key, item]);
+  }
+  walk.members += keys.length;
+  return new JsonObject(entries);
 }
 
 /** The deepest nesting accepted, as serde_json's default recursion limit. */
 const MAX_DEPTH = 128;
+
+function isDigit(code: number): boolean {
+  return code >= 0x30 && code <= 0x39;
+}
+
+/** Where the run of digits from `at` ends. */
+function digits(text: string, at: number): number {
+  while (isDigit(text.charCodeAt(at))) at++;
+  return at;
+}
+
+/** Whether `text[start..end]` holds no escape and no control character. */
+function plain(text: string, start: number, end: number): boolean {
+  for (let at = start; at < end; at++) {
+    const code = text.charCodeAt(at);
+    if (code < 0x20 || code === 0x5c) return false;
+  }
+  return true;
+}
 
 class Parser {
   at = 0;
@@ -120,13 +181,35 @@ class Parser {
     return value;
   }
 
+  // The scanners below walk character codes by hand rather than through regular
+  // expressions: a component runs JavaScript in an interpreter, where a regular
+  // expression's call machinery costs more than the few characters it would look at.
   number(): JsonNumber {
-    const match = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
-    match.lastIndex = this.at;
-    const found = match.exec(this.text);
-    if (!found || found[0].length === 0) this.fail("expected a value");
-    this.at += found[0].length;
-    return new JsonNumber(found[0]);
+    const text = this.text;
+    const start = this.at;
+    let at = start;
+    if (text.charCodeAt(at) === 0x2d) at++; // -
+    const first = text.charCodeAt(at);
+    if (first === 0x30) at++;
+    else if (first >= 0x31 && first <= 0x39) at = digits(text, at + 1);
+    else this.fail("expected a value");
+    let integer = true;
+    if (text.charCodeAt(at) === 0x2e && isDigit(text.charCodeAt(at + 1))) {
+      integer = false;
+      at = digits(text, at + 2);
+    }
+    const e = text.charCodeAt(at);
+    if (e === 0x65 || e === 0x45) {
+      let exponent = at + 1;
+      const sign = text.charCodeAt(exponent);
+      if (sign === 0x2b || sign === 0x2d) exponent++;
+      if (isDigit(text.charCodeAt(exponent))) {
+        integer = false;
+        at = digits(text, exponent + 1);
+      }
+    }
+    this.at = at;
+    return new JsonNumber(text.slice(start, at), integer);
   }
 
   string(): string {
@@ -134,10 +217,9 @@ class Parser {
     const start = ++this.at;
     const end = this.text.indexOf('"', start);
     if (end < 0) this.fail("unterminated string");
-    const slice = this.text.slice(start, end);
-    if (!slice.includes("\\") && !/[\u0000-\u001f]/.test(slice)) {
+    if (plain(this.text, start, end)) {
       this.at = end + 1;
-      return slice;
+      return this.text.slice(start, end);
     }
     let out = "";
     for (;;) {
@@ -241,7 +323,8 @@ export function toPlain(value: JsonValue): Json {
   }
   if (value instanceof JsonObject) {
     const out: { [key: string]: Json } = {};
-    for (const [key, item] of value.entries) out[key] = toPlain(item);
+    const entries = value.entries;
+    for (let i = 0; i < entries.length; i++) out[entries[i]![0]] = toPlain(entries[i]![1]);
     return out;
   }
   if (Array.isArray(value)) return value.map(toPlain);

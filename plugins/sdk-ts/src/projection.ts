@@ -17,7 +17,7 @@
 import { execute as hostExecute, query as hostQuery } from "tessera:plugin/projection-store@0.2.0";
 import { Metadata, type EventOf } from "./aggregate";
 import { DecodeError, type Field, type Schema, object } from "./fields";
-import { JsonSyntaxError, parseStored } from "./json";
+import { JsonSyntaxError, parse } from "./json";
 import { Rows, SqlError, type SqlParam, errorPayload, fromWit, toWit } from "./sql";
 import type { WitEvent, WitPluginInfo, WitProjector } from "./wit";
 
@@ -120,7 +120,7 @@ export function projection<E extends Record<string, Schema>>(definition: Project
     }
     let data: unknown;
     try {
-      data = field.decode(parseStored(event.data), []);
+      data = field.decode(parse(event.data), []);
     } catch (error) {
       if (error instanceof JsonSyntaxError) {
         throw new Error(`event ${event.position} carries invalid JSON: ${error.message}`);
