@@ -400,6 +400,7 @@ fn decide_now(
     )
 }
 
+/// [`decide_now`]'s work in the session it opened.
 fn decide_in(
     session: &mut dyn AggregateSession,
     store: &dyn EventStore,
