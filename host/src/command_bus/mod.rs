@@ -325,7 +325,6 @@ impl CommandBus {
                 decide_now(code.as_ref(), self.store.as_ref(), stream, start, command)
             })
         } else {
-            let handler = code;
             let command = command.clone();
             let store = self.store.clone();
             let stream_name = stream.to_string();
@@ -336,13 +335,7 @@ impl CommandBus {
             tokio::task::spawn_blocking(move || {
                 crate::request_id::carry(request_id, || {
                     pacer.timed(&digest, || {
-                        decide_now(
-                            handler.as_ref(),
-                            store.as_ref(),
-                            &stream_name,
-                            start,
-                            &command,
-                        )
+                        decide_now(code.as_ref(), store.as_ref(), &stream_name, start, &command)
                     })
                 })
             })

@@ -16,10 +16,9 @@
  */
 
 import { DecodeError, type Field, type InferSchema, type Schema, object } from "./fields";
-import { JsonSyntaxError, parse, parseInJs } from "./json";
+import { JsonSyntaxError, parse, parseInJs, parsePlain, type Json } from "./json";
 import { Refusal } from "./refusal";
 import type { WitAggregate, WitCommand, WitEvent, WitMetadata, WitNewEvent, WitPluginInfo } from "./wit";
-import { parsePlain, type Json } from "./json";
 
 /** Who sent a command and why; the host copies it onto the events it produces. */
 export class Metadata {

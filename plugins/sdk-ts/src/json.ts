@@ -78,11 +78,22 @@ function parseNative(text: string): JsonValue | undefined {
   }
   const walk = { members: 0 };
   const value = exact(plain, 0, walk);
-  // Every member written has one `:` outside strings; fewer members than colons means a
-  // key given twice (or a colon inside a string): the parser decides.
-  if (value === undefined || walk.members !== text.split(":").length - 1) return undefined;
+  // Fewer members parsed than written means a key given twice: the parser decides.
+  if (value === undefined || walk.members !== membersAtMost(text)) return undefined;
   return value;
 }
+
+/**
+ * At least as many as the object members `text` writes. Each member's key ends in `"`
+ * followed by `:`; inside a string that pair only follows an escaped quote, so it
+ * rarely counts anything but members (a colon in a timestamp does not). With space
+ * between a key and its colon (hand-written text), every colon counts instead.
+ */
+function membersAtMost(text: string): number {
+  return (SPACED_COLON.test(text) ? text.split(":") : text.split('":')).length - 1;
+}
+
+const SPACED_COLON = /"\s+:/;
 
 /** The lossless form of what `JSON.parse` returned, counting object members. */
 function exact(value: unknown, depth: number, walk: { members: number }): JsonValue | undefined {
@@ -106,8 +117,7 @@ function exact(value: unknown, depth: number, walk: { members: number }): JsonVa
   for (let i = 0; i < keys.length; i++) {
     const key = keys[i]!;
     // JavaScript lists integer-like keys first, whatever the text's order.
-    const first = key.charCodeAt(0);
-    if (first >= 0x30 && first <= 0x39) return undefined;
+    if (isDigit(key.charCodeAt(0))) return undefined;
     const item = exact(record[key], depth + 1, walk);
     if (item === undefined) return undefined;
     entries.push([key, item]);
