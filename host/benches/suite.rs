@@ -25,8 +25,9 @@
 //!   `queries-account-uncached`, `queries-accounts-cached`, `queries-accounts-uncached`,
 //!   `lag`, `rebuild`, `native`, `languages` (`languages-rust`, `languages-ts`,
 //!   `languages-py`: the bank's command handler in each language, see
-//!   `suite/languages.rs`; `languages-mixed`: the TypeScript and Python banks in one
-//!   host). Arguments after `--` (`cargo bench -p tessera --bench
+//!   `suite/languages.rs`; `languages-ts-share`, when Rust and TypeScript both ran:
+//!   TypeScript's rate as a share of Rust's in alternating rounds; `languages-mixed`:
+//!   the TypeScript and Python banks in one host). Arguments after `--` (`cargo bench -p tessera --bench
 //!   suite -- lag`) are read the same way.
 //! - `TESSERA_BENCH_REBUILD_EVENTS` (default 1,000,000): the log the rebuilds run on.
 //! - `TESSERA_BENCH_LONG_EVENTS` (default 10,000): the long stream's length.

@@ -52,7 +52,7 @@ enum Commands {
     CompileComponent {
         #[arg(long)]
         out: PathBuf,
-        /// The host's pooled memory reservation in bytes (absent: no pooling).
+        /// The largest memory of a pooled slot in the host, in bytes (absent: no pooling).
         #[arg(long)]
         pooled_memory: Option<u64>,
     },
