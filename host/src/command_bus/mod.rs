@@ -321,8 +321,13 @@ impl CommandBus {
         };
         let code = route.code();
         let (folded, decision) = if self.pacer.inline(route.digest()) && code.warm() {
+            // Another command may have taken the idle instance meanwhile, leaving this
+            // one to create its own here on the async worker: its time counts then, so
+            // that the cool-down still bounds what a plugin holds a worker for.
             self.pacer.timed(route.digest(), || {
-                decide_now(code.as_ref(), self.store.as_ref(), stream, start, command)
+                let (decided, _) =
+                    decide_now(code.as_ref(), self.store.as_ref(), stream, start, command);
+                (decided, Counts::Yes)
             })
         } else {
             let command = command.clone();

@@ -26,7 +26,9 @@
 //! - a decision that needs a new instance goes to the blocking pool too, and its time
 //!   is not counted: a JavaScript or Python guest's first call on an instance compiles
 //!   what it runs and takes milliseconds, and counting it once sent such plugins to
-//!   the blocking pool for good, at every instance renewal;
+//!   the blocking pool for good, at every instance renewal (a decision that went
+//!   inline and found the idle instance taken by another creates one there, and
+//!   counts);
 //! - the rule is kept per code digest: a new version of a plugin starts afresh, and two
 //!   plugins never share a pace.
 //!
@@ -126,10 +128,10 @@ pub fn thread_cpu() -> Duration {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Counts {
     Yes,
-    /// It ran on an instance created for it (or none could be created): creating an
-    /// instance, and a first call on it, are slow by nature. Such decisions run on the
-    /// blocking pool (the bus goes inline only when an instance is idle), so leaving
-    /// them out lets no slow call onto an async worker.
+    /// It ran on the blocking pool on an instance created for it (or none could be
+    /// created): creating an instance, and a first call on it, are slow by nature.
+    /// The bus counts every decision it ran inline, fresh or not, so leaving these out
+    /// lets no slow call onto an async worker unbounded.
     No,
 }
 
