@@ -26,8 +26,11 @@ const RESTARTS: usize = 3;
 const REDEPLOYS: usize = 3;
 /// Connections of the command figure (the target is at 16).
 const CONNS: usize = 16;
-/// Rounds of the paired Rust/TypeScript figure; each runs both banks once.
-const PAIRED_ROUNDS: usize = 5;
+/// Rounds of the paired Rust/TypeScript figure; each runs both banks once, for a
+/// quarter of the suite's seconds each: this machine's speed changes within seconds,
+/// so many short rounds in alternating order pair the two rates better than a few long
+/// ones.
+const PAIRED_ROUNDS: usize = 9;
 
 struct Language {
     key: &'static str,
@@ -255,7 +258,7 @@ async fn paired(ctx: &mut Ctx, rust: &Language, ts: &Language) -> Result<()> {
         );
     }
     let mut settings = ctx.settings.clone();
-    settings.seconds = (settings.seconds / 2.0).max(1.0);
+    settings.seconds = (settings.seconds / 4.0).max(1.0);
     let mut shares = Vec::new();
     let mut rounds = Vec::new();
     for round in 0..PAIRED_ROUNDS {
