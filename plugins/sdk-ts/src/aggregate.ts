@@ -165,7 +165,8 @@ export function commandHandler<S extends Schema, C extends Record<string, Schema
 
     fold(text: string | undefined, list: WitEvent[]): string {
       let current = load(text);
-      for (const event of list) {
+      for (let i = 0; i < list.length; i++) {
+        const event = list[i]!;
         const field = events.get(event.eventType);
         if (field === undefined) {
           throw new Error(`event ${event.position} has type ${event.eventType}, not declared in events`);
@@ -198,7 +199,12 @@ export function commandHandler<S extends Schema, C extends Record<string, Schema
           { name: command.name, payload } as CommandOf<C>,
           new Metadata(command.metadata),
         );
-        return decided.map(encodeEvent);
+        if (!Array.isArray(decided)) {
+          throw new TypeError(`handle must return an array of events; it returned ${typeof decided}`);
+        }
+        const encoded: WitNewEvent[] = [];
+        for (let i = 0; i < decided.length; i++) encoded.push(encodeEvent(decided[i]!));
+        return encoded;
       } catch (error) {
         // The bindings turn a thrown `{tag, val}` into the `err` case of the result.
         if (error instanceof Refusal) throw error.toWit();

@@ -201,6 +201,10 @@ function oneOf(names: string[]): string {
 export function object<S extends Schema>(schema: S, options: ObjectOptions = {}): Field<InferSchema<S>> {
   const names = Object.keys(schema);
   const expected = options.expected ?? "a map";
+  // What `encode` writes before each field's value, and the fields, in declaration
+  // order: computed once, not per call.
+  const prefixes = names.map((name, i) => `${i > 0 ? "," : ""}${JSON.stringify(name)}:`);
+  const declared = names.map((name) => schema[name]!);
   return {
     expected,
     decode(value, path) {
@@ -214,7 +218,10 @@ export function object<S extends Schema>(schema: S, options: ObjectOptions = {})
       const given = value.entries;
       const keys: string[] = [];
       for (let i = 0; i < given.length; i++) {
-        const [key, item] = given[i]!;
+        // Not `const [key, item] = ...`: array destructuring runs the iterator protocol.
+        const entry = given[i]!;
+        const key = entry[0];
+        const item = entry[1];
         if (!entries.has(key)) keys.push(key);
         entries.set(key, item);
       }
@@ -244,8 +251,9 @@ export function object<S extends Schema>(schema: S, options: ObjectOptions = {})
     },
     encode(value) {
       const record = value as Record<string, unknown>;
-      const parts = names.map((name) => `${JSON.stringify(name)}:${schema[name]!.encode(record[name])}`);
-      return `{${parts.join(",")}}`;
+      let text = "{";
+      for (let i = 0; i < names.length; i++) text += prefixes[i]! + declared[i]!.encode(record[names[i]!]);
+      return text + "}";
     },
   };
 }

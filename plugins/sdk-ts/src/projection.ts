@@ -162,14 +162,15 @@ export function projection<E extends Record<string, Schema>>(definition: Project
     },
 
     applyBatch(list: WitEvent[]): void {
-      list.forEach((event, index) => {
+      // An indexed loop: in a component's interpreter `forEach` is a call per event.
+      for (let index = 0; index < list.length; index++) {
         try {
-          definition.apply(db, envelope(event));
+          definition.apply(db, envelope(list[index]!));
         } catch (error) {
           const failure: BatchFailure = { index: Math.min(index, 0xffffffff), message: messageOf(error) };
           throw failure;
         }
-      });
+      }
     },
   };
 }

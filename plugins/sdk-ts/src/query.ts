@@ -78,7 +78,8 @@ export class Params {
 
   constructor(object: JsonObject) {
     // A key given twice keeps its last value, as in a serde_json map.
-    for (const [key, value] of object.entries) this.values.set(key, value);
+    const entries = object.entries;
+    for (let i = 0; i < entries.length; i++) this.values.set(entries[i]![0], entries[i]![1]);
   }
 
   /**
