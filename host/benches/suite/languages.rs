@@ -237,11 +237,11 @@ async fn one_language(ctx: &mut Ctx, language: &Language, rust_rate: Option<f64>
 }
 
 /// TypeScript's rate as a share of Rust's, measured in pairs: both banks' hosts run
-/// (restarted from their compiled caches), and each round loads one then the other,
-/// in alternating order, for half the usual time each. The machines these run on
-/// change speed over minutes, which moves two figures taken one after the other
-/// apart; a share taken within one round is not moved by it. The median of the
-/// rounds' shares is the figure.
+/// (restarted from their compiled caches), and each of [`PAIRED_ROUNDS`] rounds loads
+/// one then the other, in alternating order, for a quarter of the usual time each. The
+/// machines these run on change speed, which moves two figures taken one after the
+/// other apart; a share taken within one short round is moved far less. The median of
+/// the rounds' shares is the figure.
 async fn paired(ctx: &mut Ctx, rust: &Language, ts: &Language) -> Result<()> {
     let group = "languages";
     let durability = ctx.settings.durability.clone();

@@ -15,9 +15,12 @@ use crate::event_store::{Durability, EventStore, RecordedEvent, SqliteEventStore
 use crate::plugin::{CallError, Command, Decision, Limits, Plugins, Runtime};
 
 /// Code whose sessions report the thread they decided on, and that say they need a new
-/// instance (and burn `fresh_cpu` of CPU on it) while `cold` is set.
+/// instance (and burn `fresh_cpu` of CPU on it) while `cold` is set. With `idle_taken`
+/// set, the code says it is warm all the same: its idle instance was there when the bus
+/// looked and taken by another command before this session got it.
 struct Probe {
     cold: AtomicBool,
+    idle_taken: AtomicBool,
     fresh_cpu: Duration,
     threads: Mutex<Vec<ThreadId>>,
 }
@@ -36,7 +39,7 @@ impl AggregateCode for Arc<Probe> {
     }
 
     fn warm(&self) -> bool {
-        !self.cold.load(Ordering::SeqCst)
+        self.idle_taken.load(Ordering::SeqCst) || !self.cold.load(Ordering::SeqCst)
     }
 }
 
@@ -102,6 +105,17 @@ fn command(id: usize) -> CommandRequest {
     }
 }
 
+/// A probe whose new instances cost more CPU than every bound of the pace: counted, one
+/// of them starts a cool-down.
+fn probe() -> Arc<Probe> {
+    Arc::new(Probe {
+        cold: AtomicBool::new(false),
+        idle_taken: AtomicBool::new(false),
+        fresh_cpu: super::pace::HARD * 2,
+        threads: Mutex::default(),
+    })
+}
+
 /// Runs `count` commands from this (the runtime's only) thread; returns how many of
 /// them were decided on it.
 async fn decided_here(bus: &CommandBus, probe: &Probe, from: usize, count: usize) -> usize {
@@ -117,12 +131,7 @@ async fn decided_here(bus: &CommandBus, probe: &Probe, from: usize, count: usize
 #[tokio::test(flavor = "current_thread")]
 async fn decisions_on_new_instances_go_to_the_blocking_pool_and_do_not_count_as_slow() {
     let dir = tempfile::tempdir().unwrap();
-    let probe = Arc::new(Probe {
-        cold: AtomicBool::new(false),
-        // Past every bound of the pace: counted, this would start a cool-down.
-        fresh_cpu: super::pace::HARD * 2,
-        threads: Mutex::default(),
-    });
+    let probe = probe();
     let bus = bus(dir.path(), probe.clone()).await;
     // Warm code: after its warm-up on the pool, decisions run inline.
     decided_here(&bus, &probe, 0, 10).await;
@@ -133,4 +142,22 @@ async fn decisions_on_new_instances_go_to_the_blocking_pool_and_do_not_count_as_
     // ...and their time does not send the code away once it is warm again.
     probe.cold.store(false, Ordering::SeqCst);
     assert_eq!(decided_here(&bus, &probe, 300, 10).await, 10);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_new_instance_made_inline_counts_and_sends_slow_code_to_the_blocking_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = probe();
+    let bus = bus(dir.path(), probe.clone()).await;
+    decided_here(&bus, &probe, 0, 10).await;
+    assert_eq!(decided_here(&bus, &probe, 100, 10).await, 10);
+    // The bus saw an idle instance, so the decision runs inline; it finds none and
+    // makes one here, slowly: that time counts...
+    probe.idle_taken.store(true, Ordering::SeqCst);
+    probe.cold.store(true, Ordering::SeqCst);
+    assert_eq!(decided_here(&bus, &probe, 200, 1).await, 1);
+    // ...so the cool-down sends the next decisions to the blocking pool, fast as they are.
+    probe.idle_taken.store(false, Ordering::SeqCst);
+    probe.cold.store(false, Ordering::SeqCst);
+    assert_eq!(decided_here(&bus, &probe, 300, 5).await, 0);
 }

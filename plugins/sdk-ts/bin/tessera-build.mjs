@@ -22,7 +22,6 @@ import { existsSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { useTightenedBindings } from "./bindings.mjs";
 
 const sdkDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const WORLDS = { aggregate: "command-handler", projector: "projection", querier: "query-handler" };
@@ -95,6 +94,7 @@ const world = `tessera:plugin/${WORLDS[kinds[0]]}@${CONTRACT}`;
 
 const { componentize } = await import("@bytecodealliance/componentize-js");
 // componentize-js's glue, rewritten to run faster (bindings.mjs says how and why).
+const { useTightenedBindings } = await import("./bindings.mjs");
 await useTightenedBindings();
 const { component } = await componentize({
   sourcePath: bundle,
