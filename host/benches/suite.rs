@@ -79,6 +79,8 @@ use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+#[path = "suite/call_cost.rs"]
+mod call_cost;
 #[path = "suite/languages.rs"]
 mod languages;
 #[path = "suite/native.rs"]
@@ -377,6 +379,7 @@ impl Row {
         match self.unit.as_str() {
             "x" => format!("{value:.2}x"),
             "MB" => format!("{value:.0} MB"),
+            "µs" => format!("{value:.1} µs"),
             unit if unit.starts_with("ms") => format!("{value:.2} {unit}"),
             unit => format!("{} {unit}", thousands(value)),
         }

@@ -5,7 +5,9 @@
 //! Per language: the component's size; the first start of a host on an empty data
 //! folder (the compile, until `/health` answers: the host serves only once its plugins
 //! are loaded); `open-account` on new streams at 16 connections; the mean instantiate
-//! and warm `handle` times from the host's own `/metrics`; a re-deploy of the same
+//! and warm `handle` times from the host's own `/metrics`; the CPU time of a warm
+//! `handle` in process, back to back and with other memory traffic between calls
+//! (`call_cost.rs`); a re-deploy of the same
 //! bytes (`PUT /plugins/bank-account`, answered once served); and restarts on the same
 //! data folder, served from the compiled-code cache. When the Rust and TypeScript
 //! figures both ran, TypeScript's rate as a share of Rust's, measured in alternating
@@ -175,6 +177,22 @@ async fn one_language(ctx: &mut Ctx, language: &Language, rust_rate: Option<f64>
             None => ctx.push(row.note("not in /metrics")),
         }
     }
+
+    let file = language.file.clone();
+    let cost = tokio::task::spawn_blocking(move || call_cost::measure(&file)).await??;
+    let mut row = Row::new(
+        &id("call-cpu"),
+        group,
+        label("warm handle call, CPU in process"),
+        "µs",
+    );
+    row.value = Some(cost.back_to_back_us);
+    ctx.push(row.note(format!(
+        "back to back; {:.1} µs with {} MiB of other memory traffic between calls \
+         (call_cost.rs)",
+        cost.between_work_us,
+        call_cost::BETWEEN >> 20
+    )));
 
     let bytes = std::fs::read(&language.file)?;
     let client = reqwest::Client::new();
