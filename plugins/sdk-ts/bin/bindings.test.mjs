@@ -121,3 +121,116 @@ test("glue of another shape fails the build, naming what it lacks", () => {
   assert.throws(() => tightenBindings(GLUE.replace("(arg0, arg1)", "(arg0, ...rest)"), ["export_demo$handle"]), /form this build/);
   assert.throws(() => tightenBindings("function (", []), /did not parse/);
 });
+
+// Glue that reads an argument record and writes strings, as componentize-js 0.23's does.
+const MEMORY_GLUE = `
+let [$memory, $realloc, out] = $bindings;
+let dv = new DataView(new ArrayBuffer());
+const dataView = mem => dv.buffer === mem.buffer ? dv : dv = new DataView(mem.buffer);
+const TEXT_ENCODER_UTF8 = new TextEncoder();
+function _utf8AllocateAndEncode(s, realloc, memory) {
+  if (typeof s !== 'string') {
+    throw new TypeError('expected a string, received [' + typeof s + ']');
+  }
+  if (s.length === 0) { return { ptr: 1, len: 0 }; }
+  let len = 0;
+  for (let i = 0; i < s.length; i++) {
+    const ch = s.charCodeAt(i);
+    if (ch < 0x80) { len += 1; }
+    else if (ch < 0x800) { len += 2; }
+    else if (ch >= 0xd800 && ch <= 0xdbff && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) { len += 4; i++; }
+    else { len += 3; }
+  }
+  const ptr = realloc(0, 0, 1, len);
+  const { read, written } = TEXT_ENCODER_UTF8.encodeInto(s, new Uint8Array(memory.buffer, ptr, len));
+  if (read !== s.length || written !== len) { throw new Error('failed to encode whole string'); }
+  return { ptr, len, codepoints: 0 };
+}
+let plugin;
+async function export_demo$handle(arg0, arg1) {
+  let first;
+  if (dataView($memory).getUint8(arg0 + 0, true)) {
+    first = dataView($memory).getUint32(arg0 + 4, true);
+  }
+  const grown = plugin.grow();
+  const second = dataView($memory).getUint32(arg0 + 8, true);
+  dataView($memory).setUint32(arg1 + 0, first + second, true);
+  out.push({ first, second, grown, at: dataView($memory).getUint32(arg1 + 0, true) });
+}
+async function export_demo$write(s) {
+  const { ptr, len } = _utf8AllocateAndEncode(s, $realloc, $memory);
+  out.push([...new Uint8Array($memory.buffer, ptr, len)]);
+}
+function bindExports(sourceName) {
+  plugin = $source_mod[sourceName];
+}
+`;
+
+/** Runs MEMORY_GLUE (rewritten or not) on a memory whose buffer the plugin's `grow`
+ * replaces. */
+function loadMemory(js) {
+  const out = [];
+  const memory = { buffer: new ArrayBuffer(64) };
+  let next = 32;
+  const realloc = (_old, _size, _align, len) => {
+    const ptr = next;
+    next += len;
+    return ptr;
+  };
+  const context = vm.createContext({ $bindings: [memory, realloc, out], TextEncoder });
+  context.$source_mod = {
+    demo: {
+      // As a Wasm memory's growth does: the old buffer is detached, so a view of it
+      // kept across the growth fails.
+      grow: () => {
+        const moved = structuredClone(memory.buffer, { transfer: [memory.buffer] });
+        const bigger = new ArrayBuffer(moved.byteLength * 2);
+        new Uint8Array(bigger).set(new Uint8Array(moved));
+        memory.buffer = bigger;
+        return bigger.byteLength;
+      },
+    },
+  };
+  const view = new DataView(memory.buffer);
+  view.setUint8(0, 1);
+  view.setUint32(4, 40, true);
+  view.setUint32(8, 2, true);
+  vm.runInContext(js, context);
+  vm.runInContext('globalThis.bindExports("demo")', context);
+  return { context, out };
+}
+
+const MEMORY_EXPORTS = ["export_demo$handle", "export_demo$write"];
+
+test("an export's argument record is read once at its start, with the values the glue read", async () => {
+  const tight = tightenBindings(MEMORY_GLUE, MEMORY_EXPORTS);
+  assert.match(tight, /const __tesseraIn_arg0_getUint32_8 = __tesseraIn\.getUint32\(arg0 \+ 8, true\);/);
+  // The return area (written through) is read where the glue read it.
+  assert.match(tight, /at: dataView\(\$memory\)\.getUint32\(arg1 \+ 0, true\)/);
+  const original = loadMemory(`${MEMORY_GLUE}\nglobalThis.handle = export_demo$handle;`);
+  await original.context.handle(0, 16);
+  const rewritten = loadMemory(tight);
+  await rewritten.context.export_demo$handle(0, 16);
+  // The memory grew between the two reads: the rewritten glue read both before.
+  assert.deepEqual(plain(rewritten.out), plain(original.out));
+  assert.deepEqual(plain(rewritten.out), [{ first: 40, second: 2, grown: 128, at: 42 }]);
+  // A view kept across the growth, which the rewrite must not do, fails here.
+  const stale = loadMemory(
+    tight.replace("const second = __tesseraIn_arg0_getUint32_8;", "const second = __tesseraIn.getUint32(arg0 + 8, true);"),
+  );
+  await assert.rejects(stale.context.export_demo$handle(0, 16), /detached/);
+});
+
+test("strings are written with the same bytes, counted natively", async () => {
+  const tight = tightenBindings(MEMORY_GLUE, MEMORY_EXPORTS);
+  assert.match(tight, /TEXT_ENCODER_UTF8\.encode\(s\)/);
+  for (const text of ["alice", "", "é", "€ and 𝄞", "lone \ud800 surrogate", "end \udc00"]) {
+    const original = loadMemory(`${MEMORY_GLUE}\nglobalThis.write = export_demo$write;`);
+    await original.context.write(text);
+    const rewritten = loadMemory(tight);
+    await rewritten.context.export_demo$write(text);
+    assert.deepEqual(plain(rewritten.out), plain(original.out), JSON.stringify(text));
+  }
+  const refused = loadMemory(tight);
+  await assert.rejects(refused.context.export_demo$write(7), /expected a string, received \[number\]/);
+});
