@@ -136,7 +136,7 @@ function hoistArgumentReads(js, fn) {
   const edits = [];
   for (const read of kept) {
     const key = `${read.param}_${read.method}_${read.offset}`;
-    if (!names.has(key)) names.set(key, { ...read, text: js.slice(read.node.start, read.node.end) });
+    if (!names.has(key)) names.set(key, read);
     edits.push([read.node.start, read.node.end, `__tesseraIn_${key}`]);
   }
   let prologue = "\n  const __tesseraIn = dataView($memory);";
