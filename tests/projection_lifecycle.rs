@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crate::common::lifecycle::{
-    account_id, append_bank_log, copy_log, version_of, versions_of, wait_caught_up, wait_version,
+    account_id, append_accounts, append_bank_log, copy_log, version_of, versions_of,
+    wait_caught_up, wait_version,
 };
 use crate::common::{Api, Reply, TestHost, at_least, data_dir, eventually, plugins, test_dir};
 use reqwest::Method;
@@ -1081,6 +1082,98 @@ async fn a_retried_parked_event_is_visible_to_queries_at_once() {
     assert_eq!(
         poison_owners(&host, "", Some(last)).await,
         ["ada", "poison", "bob"]
+    );
+}
+
+/// Accounts in the log of the catch-up poison test, deposits per account, and one
+/// account in this many opened by "poison": 8,000 events, so that the projection catches
+/// up in large batches, each read while the one before it is applied, with poison
+/// events at many offsets within them.
+const CATCH_UP_ACCOUNTS: usize = 2_000;
+const CATCH_UP_DEPOSITS: usize = 3;
+const CATCH_UP_POISON_EVERY: usize = 149;
+
+/// Failing events deep in a long log, met while catching up: the projection halts
+/// exactly at the first with everything before it applied; once resumed under `skip`
+/// it parks each of them and applies every other event exactly once, although the
+/// batch after a failing one was read before it failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failing_events_met_while_catching_up_halt_and_park_exactly_there() {
+    let dir = test_dir(&POISON_HOST).expect("folder");
+    let owners: Vec<String> = (0..CATCH_UP_ACCOUNTS)
+        .map(|n| {
+            if n % CATCH_UP_POISON_EVERY == 17 {
+                "poison".to_string()
+            } else {
+                format!("owner-{n}")
+            }
+        })
+        .collect();
+    let poisons = owners.iter().filter(|o| *o == "poison").count();
+    let head = append_accounts(&data_dir(&dir), &owners, CATCH_UP_DEPOSITS)
+        .await
+        .expect("log");
+    assert_eq!(head, (CATCH_UP_ACCOUNTS * (1 + CATCH_UP_DEPOSITS)) as u64);
+    let host = TestHost::start_configured(dir, |_| {})
+        .await
+        .expect("host starts");
+
+    let halted = wait_version(&host, "poison", 1, "poison halted", |s| {
+        s["halted"] == true && s["status"] == "failed"
+    })
+    .await;
+    let failed_at = halted["failed_at"].as_u64().expect("failed_at");
+    assert_eq!(halted["checkpoint"], failed_at - 1, "{halted}");
+    let error = halted["error"].as_str().expect("error");
+    assert!(error.contains("poison"), "{error}");
+    // Everything before the failing event, and nothing after it.
+    let before = host
+        .query("poison-owners", "at=halt", &at_least(None))
+        .await
+        .expect("owners");
+    let rows = before.ok().as_array().expect("rows").clone();
+    assert!(
+        rows.iter()
+            .all(|r| r["position"].as_u64() < Some(failed_at)),
+        "{rows:?}"
+    );
+    assert!(rows.iter().all(|r| r["owner"] != "poison"), "{rows:?}");
+
+    host.set_policy("poison", json!({ "on_failure": "skip", "max_attempts": 1 }))
+        .await;
+    let resumed = host
+        .call(Method::POST, "/projections/poison/resume", None, None)
+        .await
+        .expect("resume");
+    assert!(resumed.status < 300, "{}", resumed.body);
+    let live = wait_caught_up(&host, "poison", 1, "active").await;
+    assert_eq!(live["checkpoint"], head, "{live}");
+
+    let list = parked(&host).await;
+    assert_eq!(list.len(), poisons, "{list:?}");
+    assert_eq!(list[0]["position"], failed_at, "{list:?}");
+    let reply = host
+        .query("poison-owners", "at=head", &at_least(Some(head)))
+        .await
+        .expect("owners");
+    let rows = reply.ok().as_array().expect("rows").clone();
+    let mut streams: Vec<&str> = rows
+        .iter()
+        .map(|r| r["stream"].as_str().expect("stream"))
+        .collect();
+    streams.sort_unstable();
+    let expected: Vec<String> = owners
+        .iter()
+        .enumerate()
+        .filter(|(_, owner)| *owner != "poison")
+        .map(|(n, _)| format!("account-{}", account_id(n)))
+        .collect();
+    assert_eq!(streams, expected);
+    let parked_at: BTreeSet<u64> = list.iter().filter_map(|p| p["position"].as_u64()).collect();
+    assert!(
+        rows.iter()
+            .all(|r| !parked_at.contains(&r["position"].as_u64().expect("position"))),
+        "a parked event was applied: {list:?}"
     );
 }
 

@@ -42,6 +42,11 @@ pub async fn append_bank_log(
     deposits: usize,
     owner: &str,
 ) -> Result<u64> {
+    append_accounts(data_dir, &vec![owner.to_string(); accounts], deposits).await
+}
+
+/// As [`append_bank_log`], with account `n` opened by `owners[n]`.
+pub async fn append_accounts(data_dir: &Path, owners: &[String], deposits: usize) -> Result<u64> {
     let store = Arc::new(SqliteEventStore::open(
         &data_dir.join("events.db"),
         Durability::Normal,
@@ -63,7 +68,7 @@ pub async fn append_bank_log(
     // Many appends in flight at once, so that the store commits them in large groups.
     let mut in_flight = futures::stream::FuturesUnordered::new();
     let mut head = 0;
-    for n in 0..accounts {
+    for (n, owner) in owners.iter().enumerate() {
         let mut events = vec![event("AccountOpened", json!({ "owner": owner }))];
         events.extend((1..=deposits).map(|amount| event("Deposited", json!({ "amount": amount }))));
         let request = AppendRequest {

@@ -21,6 +21,9 @@ use crate::read_store::{Parked, ProjectionDb, ReadPool, ReadStoreError};
 
 /// Events read from the log per batch.
 const BATCH: usize = 512;
+/// Events read from the log per batch while catching up: larger batches spread a
+/// batch's fixed costs (an instance, a transaction, two thread hops) thinner.
+const CATCH_UP_BATCH: usize = 2048;
 /// The first pause after a failed batch; doubled per failure up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -188,6 +191,22 @@ struct Position {
     /// Halted at a failed event (policy `stop`) until resumed.
     halted: bool,
     backoff: Duration,
+    /// The next batch's events, being read while this batch is applied.
+    ahead: Option<ReadAhead>,
+}
+
+/// A read of the log running beside the batch being applied: while a worker catches
+/// up, reading the next batch and applying this one use both cores.
+struct ReadAhead {
+    /// The position the read starts after; used only if the batch ends there.
+    after: u64,
+    events: JoinHandle<Result<Vec<RecordedEvent>, StoreError>>,
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.events.abort();
+    }
 }
 
 impl Run {
@@ -271,6 +290,7 @@ impl Run {
                         failing: None,
                         halted: false,
                         backoff: FIRST_BACKOFF,
+                        ahead: None,
                     });
                 }
                 Ok(Err(error)) => self.failed(format!("cannot open its database: {error}"), None),
@@ -284,7 +304,7 @@ impl Run {
 
     /// Applies one batch (or handles its failure). False when the worker must stop.
     async fn step(&mut self, position: &mut Position, head: u64) -> bool {
-        let events = match self.spec.store.read_all(position.at, BATCH).await {
+        let events = match self.read(position, head).await {
             Ok(events) => events,
             Err(error) => {
                 self.failed(format!("cannot read the log: {error}"), None);
@@ -316,18 +336,23 @@ impl Run {
             .into_iter()
             .filter(|e| self.spec.handles.contains(&e.event_type))
             .collect();
-        let batch = Batch {
+        if position.failing.is_none() && head.saturating_sub(covered) > CATCHING_UP {
+            let store = self.spec.store.clone();
+            position.ahead = Some(ReadAhead {
+                after: covered,
+                events: tokio::spawn(async move { store.read_all(covered, CATCH_UP_BATCH).await }),
+            });
+        }
+        let batch = OwnedBatch {
             run_setup: !position.setup_done,
-            events: &relevant,
+            events: relevant,
             checkpoint: covered,
             park: None,
             unpark: None,
         };
-        let result = self.apply(position, batch, head).await;
+        let (result, relevant) = self.apply(position, batch, head).await;
         match result {
-            Ok(covered) => {
-                // A batch cut short at its time budget covers less than it was given.
-                let applied = relevant.iter().filter(|e| e.position <= covered).count() as u64;
+            Ok(Applied { covered, applied }) => {
                 self.advanced(position, covered, applied, head);
                 if position
                     .failing
@@ -341,13 +366,37 @@ impl Run {
         }
     }
 
-    /// Runs a batch on a blocking thread, taking a catch-up turn if far behind.
+    /// The events after the checkpoint: those read ahead if they start there, else
+    /// read now.
+    async fn read(
+        &self,
+        position: &mut Position,
+        head: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if let Some(mut ahead) = position.ahead.take()
+            && ahead.after == position.at
+            // A read task that failed to finish (it panicked) is done again here.
+            && let Ok(events) = (&mut ahead.events).await
+        {
+            return events;
+        }
+        let size = if head.saturating_sub(position.at) > CATCHING_UP {
+            CATCH_UP_BATCH
+        } else {
+            BATCH
+        };
+        self.spec.store.read_all(position.at, size).await
+    }
+
+    /// Runs a batch on a blocking thread, taking a catch-up turn if far behind. The
+    /// events come back if the batch failed (to narrow it down), and are freed on the
+    /// blocking thread if it succeeded.
     async fn apply(
         &self,
         position: &mut Position,
-        batch: Batch<'_>,
+        batch: OwnedBatch,
         head: u64,
-    ) -> Result<u64, BatchError> {
+    ) -> (Result<Applied, BatchError>, Vec<RecordedEvent>) {
         let _turn = if head.saturating_sub(position.at) > CATCHING_UP {
             self.spec.catch_up.clone().acquire_owned().await.ok()
         } else {
@@ -355,27 +404,40 @@ impl Run {
         };
         let handler = self.spec.handler.clone();
         let db = position.db.take().expect("the worker holds its database");
-        let batch = OwnedBatch::from(batch);
         let outcome = tokio::task::spawn_blocking(move || {
             let (db, result) = handler.apply_batch(db, &batch.as_batch());
-            (db, result)
+            match result {
+                Ok(covered) => {
+                    // A batch cut short at its time budget covers less than it was
+                    // given.
+                    let applied = batch.events.iter().filter(|e| e.position <= covered);
+                    let applied = applied.count() as u64;
+                    (db, Ok(Applied { covered, applied }), Vec::new())
+                }
+                Err(error) => (db, Err(error), batch.events),
+            }
         })
         .await;
         match outcome {
-            Ok((db, result)) => {
+            Ok((db, result, events)) => {
                 position.db = Some(db);
-                result
+                (result, events)
             }
             // The blocking task panicked (a host bug) and took the connection with
             // it; reopen the database for the next attempt.
             Err(error) => {
-                position.db = Some(
-                    ProjectionDb::open(&self.spec.path, false, self.spec.handler.sql_bounds())
-                        .map_err(BatchError::Store)?,
-                );
-                Err(BatchError::Store(ReadStoreError::Io(
-                    std::io::Error::other(error),
-                )))
+                let error = match ProjectionDb::open(
+                    &self.spec.path,
+                    false,
+                    self.spec.handler.sql_bounds(),
+                ) {
+                    Ok(db) => {
+                        position.db = Some(db);
+                        BatchError::Store(ReadStoreError::Io(std::io::Error::other(error)))
+                    }
+                    Err(error) => BatchError::Store(error),
+                };
+                (Err(error), Vec::new())
             }
         }
     }
@@ -442,14 +504,14 @@ impl Run {
                 };
                 tracing::warn!(projection = %self.spec.name, version = %self.spec.key, position = failed_at, "event parked");
                 let head = *self.spec.store.head().borrow();
-                let skip = Batch {
+                let skip = OwnedBatch {
                     run_setup: false,
-                    events: &[],
+                    events: Vec::new(),
                     checkpoint: failed_at,
                     park: Some(parked),
                     unpark: None,
                 };
-                match self.apply(position, skip, head).await {
+                match self.apply(position, skip, head).await.0 {
                     Ok(_) => {
                         position.failing = None;
                         self.advanced(position, failed_at, 0, head);
@@ -517,9 +579,9 @@ impl Run {
             .into_iter()
             .find(|e| e.position == at)
             .ok_or(ParkedError::MissingEvent(at))?;
-        let batch = Batch {
+        let batch = OwnedBatch {
             run_setup: false,
-            events: std::slice::from_ref(&event),
+            events: vec![event],
             checkpoint: position.at,
             park: None,
             unpark: Some(at),
@@ -527,6 +589,7 @@ impl Run {
         let head = *self.spec.store.head().borrow();
         self.apply(position, batch, head)
             .await
+            .0
             .map_err(ParkedError::Failed)?;
         // (A batch of one event is never cut short.)
         self.revision
@@ -561,16 +624,12 @@ struct OwnedBatch {
     unpark: Option<u64>,
 }
 
-impl From<Batch<'_>> for OwnedBatch {
-    fn from(batch: Batch<'_>) -> Self {
-        OwnedBatch {
-            run_setup: batch.run_setup,
-            events: batch.events.to_vec(),
-            checkpoint: batch.checkpoint,
-            park: batch.park,
-            unpark: batch.unpark,
-        }
-    }
+/// What a batch that succeeded did.
+struct Applied {
+    /// The checkpoint it committed.
+    covered: u64,
+    /// How many of its events it applied.
+    applied: u64,
 }
 
 impl OwnedBatch {
