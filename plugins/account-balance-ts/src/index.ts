@@ -41,7 +41,7 @@ export const projector = projection({
           from_position INTEGER NOT NULL,
           to_position INTEGER,
           PRIMARY KEY (id, from_position)
-      )`,
+      ) WITHOUT ROWID`,
     );
     db.execute("CREATE INDEX balance_history_order ON balance_history (balance DESC, id)");
   },
@@ -72,7 +72,14 @@ export const projector = projection({
        WHERE id = ?1`,
       [id, delta, version, timestamp],
     );
-    db.execute("UPDATE balance_history SET to_position = ?2 WHERE id = ?1 AND to_position IS NULL", [id, position]);
+    // The open history row is the account's latest: a seek on the primary key, where
+    // `to_position IS NULL` would scan all of the account's rows.
+    db.execute(
+      `UPDATE balance_history SET to_position = ?2
+       WHERE id = ?1 AND from_position =
+           (SELECT MAX(from_position) FROM balance_history WHERE id = ?1)`,
+      [id, position],
+    );
     db.execute(
       `INSERT INTO balance_history (id, balance, from_position)
        SELECT id, balance, ?2 FROM accounts WHERE id = ?1`,

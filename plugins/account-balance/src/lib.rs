@@ -35,6 +35,8 @@ impl Projection for AccountBalance {
             )",
             params![],
         )?;
+        // Clustered on its primary key (`WITHOUT ROWID`): a row lives in one b-tree, not
+        // in a table and a separate key index.
         db.execute(
             "CREATE TABLE balance_history (
                 id TEXT NOT NULL,
@@ -42,7 +44,7 @@ impl Projection for AccountBalance {
                 from_position INTEGER NOT NULL,
                 to_position INTEGER,
                 PRIMARY KEY (id, from_position)
-            )",
+            ) WITHOUT ROWID",
             params![],
         )?;
         db.execute(
@@ -79,8 +81,12 @@ impl Projection for AccountBalance {
              WHERE id = ?1",
             params![&id, delta, envelope.version, &envelope.timestamp],
         )?;
+        // The open history row is the account's latest: found by a seek on the primary
+        // key, where `to_position IS NULL` would scan all of the account's rows.
         db.execute(
-            "UPDATE balance_history SET to_position = ?2 WHERE id = ?1 AND to_position IS NULL",
+            "UPDATE balance_history SET to_position = ?2
+             WHERE id = ?1 AND from_position =
+                 (SELECT MAX(from_position) FROM balance_history WHERE id = ?1)",
             params![&id, envelope.position],
         )?;
         db.execute(
