@@ -44,6 +44,7 @@ mod aggregate;
 mod projection;
 mod query;
 mod refusal;
+mod tagged;
 mod variants;
 
 pub mod log;

@@ -116,15 +116,21 @@ pub fn apply_batch<P: Projection>(events: Vec<wit::Event>) -> Result<(), BatchFa
 }
 
 fn apply<P: Projection>(event: wit::Event) -> Result<(), String> {
-    let data: Json = serde_json::from_str(&event.data)
-        .map_err(|e| format!("event {} carries invalid JSON: {e}", event.position))?;
-    let tagged = Json::Object(Map::from_iter([(event.event_type.clone(), data)]));
-    let typed: P::Event = serde_json::from_value(tagged).map_err(|e| {
-        format!(
-            "event {} of type {} does not deserialize: {e}",
-            event.position, event.event_type
-        )
-    })?;
+    let typed: P::Event = match crate::tagged::from_tagged(&event.event_type, &event.data) {
+        Ok(typed) => typed,
+        // Decoded again through a `Value`, which gives the errors their wording.
+        Err(_) => {
+            let data: Json = serde_json::from_str(&event.data)
+                .map_err(|e| format!("event {} carries invalid JSON: {e}", event.position))?;
+            let tagged = Json::Object(Map::from_iter([(event.event_type.clone(), data)]));
+            serde_json::from_value(tagged).map_err(|e| {
+                format!(
+                    "event {} of type {} does not deserialize: {e}",
+                    event.position, event.event_type
+                )
+            })?
+        }
+    };
     P::apply(
         &Db,
         Envelope {
