@@ -362,7 +362,12 @@ impl Run {
                 }
                 true
             }
-            Err(error) => self.failure(position, error, &relevant).await,
+            Err(error) => {
+                // The next batch will not start where the read ahead does; and a halted
+                // worker should not hold it.
+                position.ahead = None;
+                self.failure(position, error, &relevant).await
+            }
         }
     }
 
