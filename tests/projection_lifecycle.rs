@@ -886,17 +886,20 @@ async fn open(host: &TestHost, id: &str, owner: &str) -> u64 {
 /// The owners the poison projection recorded, in log order (at least as fresh as
 /// `at`, if given). `params` (ignored by the handler) tell cached answers apart.
 async fn poison_owners(host: &TestHost, params: &str, at: Option<u64>) -> Vec<String> {
+    poison_rows(host, params, at)
+        .await
+        .iter()
+        .map(|row| row["owner"].as_str().expect("owner").to_string())
+        .collect()
+}
+
+/// The rows (`position`, `stream`, `owner`) behind [`poison_owners`].
+async fn poison_rows(host: &TestHost, params: &str, at: Option<u64>) -> Vec<Value> {
     let reply = host
         .query("poison-owners", params, &at_least(at))
         .await
         .expect("query");
-    reply
-        .ok()
-        .as_array()
-        .expect("rows")
-        .iter()
-        .map(|row| row["owner"].as_str().expect("owner").to_string())
-        .collect()
+    reply.ok().as_array().expect("rows").clone()
 }
 
 /// The parked events of `poison`.
@@ -1127,11 +1130,7 @@ async fn failing_events_met_while_catching_up_halt_and_park_exactly_there() {
     let error = halted["error"].as_str().expect("error");
     assert!(error.contains("poison"), "{error}");
     // Everything before the failing event, and nothing after it.
-    let before = host
-        .query("poison-owners", "at=halt", &at_least(None))
-        .await
-        .expect("owners");
-    let rows = before.ok().as_array().expect("rows").clone();
+    let rows = poison_rows(&host, "at=halt", None).await;
     assert!(
         rows.iter()
             .all(|r| r["position"].as_u64() < Some(failed_at)),
@@ -1152,11 +1151,7 @@ async fn failing_events_met_while_catching_up_halt_and_park_exactly_there() {
     let list = parked(&host).await;
     assert_eq!(list.len(), poisons, "{list:?}");
     assert_eq!(list[0]["position"], failed_at, "{list:?}");
-    let reply = host
-        .query("poison-owners", "at=head", &at_least(Some(head)))
-        .await
-        .expect("owners");
-    let rows = reply.ok().as_array().expect("rows").clone();
+    let rows = poison_rows(&host, "at=head", Some(head)).await;
     let mut streams: Vec<&str> = rows
         .iter()
         .map(|r| r["stream"].as_str().expect("stream"))

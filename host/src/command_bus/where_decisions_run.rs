@@ -128,14 +128,20 @@ async fn decided_here(bus: &CommandBus, probe: &Probe, from: usize, count: usize
     threads.iter().filter(|&&thread| thread == here).count()
 }
 
+/// Given: a bus whose probe code is warm, its decisions running inline (after its
+/// warm-up on the pool, the next 10 are all decided on this thread).
+async fn warm_bus(dir: &std::path::Path) -> (CommandBus, Arc<Probe>) {
+    let probe = probe();
+    let bus = bus(dir, probe.clone()).await;
+    decided_here(&bus, &probe, 0, 10).await;
+    assert_eq!(decided_here(&bus, &probe, 100, 10).await, 10);
+    (bus, probe)
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn decisions_on_new_instances_go_to_the_blocking_pool_and_do_not_count_as_slow() {
     let dir = tempfile::tempdir().unwrap();
-    let probe = probe();
-    let bus = bus(dir.path(), probe.clone()).await;
-    // Warm code: after its warm-up on the pool, decisions run inline.
-    decided_here(&bus, &probe, 0, 10).await;
-    assert_eq!(decided_here(&bus, &probe, 100, 10).await, 10);
+    let (bus, probe) = warm_bus(dir.path()).await;
     // New instances (slow ones) are made and called on the blocking pool...
     probe.cold.store(true, Ordering::SeqCst);
     assert_eq!(decided_here(&bus, &probe, 200, 5).await, 0);
@@ -147,10 +153,7 @@ async fn decisions_on_new_instances_go_to_the_blocking_pool_and_do_not_count_as_
 #[tokio::test(flavor = "current_thread")]
 async fn a_new_instance_made_inline_counts_and_sends_slow_code_to_the_blocking_pool() {
     let dir = tempfile::tempdir().unwrap();
-    let probe = probe();
-    let bus = bus(dir.path(), probe.clone()).await;
-    decided_here(&bus, &probe, 0, 10).await;
-    assert_eq!(decided_here(&bus, &probe, 100, 10).await, 10);
+    let (bus, probe) = warm_bus(dir.path()).await;
     // The bus saw an idle instance, so the decision runs inline; it finds none and
     // makes one here, slowly: that time counts...
     probe.idle_taken.store(true, Ordering::SeqCst);

@@ -336,7 +336,7 @@ impl Run {
             .into_iter()
             .filter(|e| self.spec.handles.contains(&e.event_type))
             .collect();
-        if position.failing.is_none() && head.saturating_sub(covered) > CATCHING_UP {
+        if position.failing.is_none() && catching_up(covered, head) {
             let store = self.spec.store.clone();
             position.ahead = Some(ReadAhead {
                 after: covered,
@@ -385,7 +385,7 @@ impl Run {
         {
             return events;
         }
-        let size = if head.saturating_sub(position.at) > CATCHING_UP {
+        let size = if catching_up(position.at, head) {
             CATCH_UP_BATCH
         } else {
             BATCH
@@ -402,7 +402,7 @@ impl Run {
         batch: OwnedBatch,
         head: u64,
     ) -> (Result<Applied, BatchError>, Vec<RecordedEvent>) {
-        let _turn = if head.saturating_sub(position.at) > CATCHING_UP {
+        let _turn = if catching_up(position.at, head) {
             self.spec.catch_up.clone().acquire_owned().await.ok()
         } else {
             None
@@ -647,6 +647,11 @@ impl OwnedBatch {
             unpark: self.unpark,
         }
     }
+}
+
+/// Whether a worker at `at` is far enough behind `head` to count as catching up.
+fn catching_up(at: u64, head: u64) -> bool {
+    head.saturating_sub(at) > CATCHING_UP
 }
 
 /// Waits out the backoff (doubling it); false if the worker was stopped meanwhile.

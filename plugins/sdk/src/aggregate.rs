@@ -131,18 +131,7 @@ pub fn fold<A: Aggregate>(state: Option<String>, events: Vec<wit::Event>) -> Str
 /// An event as the aggregate's own type. The host only hands over events this
 /// aggregate decided on, so one that does not deserialize is a bug: trap.
 fn typed_event<A: Aggregate>(event: wit::Event) -> A::Event {
-    if let Ok(typed) = crate::tagged::from_tagged(&event.event_type, &event.data) {
-        return typed;
-    }
-    // Decoded again through a `Value`, which gives the panic its wording.
-    let data: Value = serde_json::from_str(&event.data)
-        .unwrap_or_else(|e| panic!("event {} carries invalid JSON: {e}", event.position));
-    event_from_parts::<A::Event>(&event.event_type, data).unwrap_or_else(|e| {
-        panic!(
-            "event {} of type {} does not deserialize: {e}",
-            event.position, event.event_type
-        )
-    })
+    crate::tagged::decode_event(&event).unwrap_or_else(|message| panic!("{message}"))
 }
 
 /// An event from its stored form, its type and its data: the inverse of

@@ -1,13 +1,13 @@
 //! Projections: events in, a read model in the projection's own SQLite database out.
 
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value as Json};
 
 use crate::__bindings::command::tessera::plugin0_2_0::types as wit;
 use crate::__bindings::projection::exports::tessera::plugin0_2_0::projector::BatchFailure;
 use crate::__bindings::projection::tessera::plugin0_2_0::projection_store;
 use crate::aggregate::Metadata;
 use crate::sql::{Rows, Value, from_wit, to_wit};
+use crate::tagged::decode_event;
 use crate::variants::variant_names;
 
 /// When a projection is applied relative to the commands that produce its events.
@@ -116,21 +116,7 @@ pub fn apply_batch<P: Projection>(events: Vec<wit::Event>) -> Result<(), BatchFa
 }
 
 fn apply<P: Projection>(event: wit::Event) -> Result<(), String> {
-    let typed: P::Event = match crate::tagged::from_tagged(&event.event_type, &event.data) {
-        Ok(typed) => typed,
-        // Decoded again through a `Value`, which gives the errors their wording.
-        Err(_) => {
-            let data: Json = serde_json::from_str(&event.data)
-                .map_err(|e| format!("event {} carries invalid JSON: {e}", event.position))?;
-            let tagged = Json::Object(Map::from_iter([(event.event_type.clone(), data)]));
-            serde_json::from_value(tagged).map_err(|e| {
-                format!(
-                    "event {} of type {} does not deserialize: {e}",
-                    event.position, event.event_type
-                )
-            })?
-        }
-    };
+    let typed: P::Event = decode_event(&event)?;
     P::apply(
         &Db,
         Envelope {

@@ -3,20 +3,38 @@
 //! between, so the keys and values the enum does not keep cost no allocation.
 //!
 //! The type names the variant and the data is that variant's content, as in
-//! [`crate::aggregate::event_from_parts`]: a unit variant takes `null`, a newtype variant
-//! its value, a tuple variant an array and a struct variant an object. Callers treat a
-//! failure here as "decode it the old way": they decode through a `Value` again, so
+//! [`event_from_parts`]: a unit variant takes `null`, a newtype variant its value, a
+//! tuple variant an array and a struct variant an object. [`decode_event`] treats a
+//! failure here as "decode it the old way": it decodes through a `Value` again, so
 //! what is accepted in the end, and every error message, is what that path gives (it
 //! also takes what this one refuses, such as a repeated key, the last one winning).
 
 use serde::de::{self, DeserializeOwned, DeserializeSeed, Visitor};
+use serde_json::Value;
 use serde_json::de::StrRead;
 
+use crate::__bindings::command::tessera::plugin0_2_0::types as wit;
+use crate::aggregate::event_from_parts;
+
+/// `event` as the plugin's event type; the error names the event and says why it does
+/// not decode.
+pub(crate) fn decode_event<E: DeserializeOwned>(event: &wit::Event) -> Result<E, String> {
+    if let Ok(typed) = from_tagged(&event.event_type, &event.data) {
+        return Ok(typed);
+    }
+    // Decoded again through a tagged `Value`, which gives the error its wording.
+    let data: Value = serde_json::from_str(&event.data)
+        .map_err(|e| format!("event {} carries invalid JSON: {e}", event.position))?;
+    event_from_parts(&event.event_type, data).map_err(|e| {
+        format!(
+            "event {} of type {} does not deserialize: {e}",
+            event.position, event.event_type
+        )
+    })
+}
+
 /// `data` decoded as the variant of `E` named `event_type`.
-pub(crate) fn from_tagged<E: DeserializeOwned>(
-    event_type: &str,
-    data: &str,
-) -> Result<E, serde_json::Error> {
+fn from_tagged<E: DeserializeOwned>(event_type: &str, data: &str) -> Result<E, serde_json::Error> {
     let mut json = serde_json::Deserializer::from_str(data);
     let value = E::deserialize(Tagged {
         event_type,
@@ -107,8 +125,7 @@ mod tests {
     use serde::Deserialize;
     use serde_json::Value;
 
-    use super::from_tagged;
-    use crate::aggregate::event_from_parts;
+    use super::{event_from_parts, from_tagged};
 
     #[derive(Debug, PartialEq, Deserialize)]
     enum Event {
