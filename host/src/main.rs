@@ -11,6 +11,12 @@ use std::time::Duration;
 use tessera::event_store::Durability;
 use tessera::plugin::{Limits, PluginLimits};
 
+mod allocator;
+
+/// mimalloc for the small churn, the C allocator for large blocks (`allocator.rs`).
+#[global_allocator]
+static GLOBAL: allocator::Split = allocator::Split;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "tessera",
